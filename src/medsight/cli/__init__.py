@@ -1,0 +1,31 @@
+"""The ``medsight`` command line: one module per subcommand, thin over the library."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from medsight.cli import convert, info
+from medsight.cli._errors import DEBUG_OPTION, run
+
+app = typer.Typer(
+    name="medsight",
+    help="medsight: AI decision support for medical images. "
+    "Research use only, not for diagnostic use.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("info")(info.info)
+app.command("convert")(convert.convert)
+
+__all__ = ["DEBUG_OPTION", "app", "main", "run"]
+
+
+def main() -> None:
+    """Entry point: run the app; usage errors exit 2 as click does."""
+    try:
+        app(standalone_mode=True)
+    except SystemExit as exc:  # pragma: no cover - exit codes pass through
+        sys.exit(exc.code)

@@ -1,0 +1,48 @@
+"""Turn exceptions into one clear line and the exit codes of DESIGN.md."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from medsight.errors import MedsightError
+
+T = TypeVar("T")
+
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DEBUG_OPTION = Annotated[
+    bool, typer.Option("--debug", help="Show a traceback for internal errors.")
+]
+
+
+def run(action: Callable[[], T], *, debug: bool = False) -> T:
+    """Run a command body: medsight errors exit with their code, bugs with 70."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return action()
+    except MedsightError as exc:
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, emoji=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        error_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(a bug in medsight; rerun with --debug for a traceback and report it)",
+            markup=True,
+            emoji=False,
+        )
+        raise typer.Exit(70) from None

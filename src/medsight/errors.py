@@ -1,0 +1,91 @@
+"""The medsight exception tree.
+
+Every error medsight raises on purpose is a :class:`MedsightError`. Each one also inherits the
+builtin a caller would naturally catch, so ``except ValueError`` keeps working::
+
+    MedsightError(Exception)
+    ├── InvalidInputError(ValueError)          bad input or usage            -> exit 2
+    │   ├── UnreadableFileError(OSError)       missing, empty, unreadable, truncated file
+    │   ├── DicomReadError                     a DICOM file or series that cannot be read
+    │   │   ├── UnsupportedTransferSyntaxError(NotImplementedError)
+    │   │   ├── NoPixelDataError               a DICOM object with no image in it
+    │   │   └── GeometryError                  slices that do not form a trustworthy volume
+    │   │       └── GantryTiltError            tilted acquisition, refused unless corrected
+    │   ├── AmbiguousInputError                a path holds several series where one is needed
+    │   └── NoImageFoundError(FileNotFoundError)  a path with nothing medsight can read
+    ├── ConfigurationError                     configuration or model problem -> exit 3
+    │   └── MissingDependencyError(ImportError)  an optional extra is not installed
+    └── InternalError(RuntimeError)            a bug: the only error that may show a traceback
+
+Messages say what was expected, what was found, and what to do about it; errors about a file
+always name the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MedsightError(Exception):
+    """Base of every error medsight raises on purpose."""
+
+    exit_code: int = 70
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.message = message
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class InvalidInputError(MedsightError, ValueError):
+    """The input or the request cannot be used as given (exit code 2)."""
+
+    exit_code = 2
+
+
+class UnreadableFileError(InvalidInputError, OSError):
+    """A file is missing, empty, truncated or otherwise cannot be read."""
+
+
+class DicomReadError(InvalidInputError):
+    """A DICOM file or series cannot be turned into an image."""
+
+
+class UnsupportedTransferSyntaxError(DicomReadError, NotImplementedError):
+    """The pixel data is encoded in a transfer syntax no installed decoder handles."""
+
+
+class NoPixelDataError(DicomReadError):
+    """The DICOM object holds no image (a structured report, a presentation state...)."""
+
+
+class GeometryError(DicomReadError):
+    """Slices do not form a volume whose geometry can be trusted."""
+
+
+class GantryTiltError(GeometryError):
+    """The slices were acquired with a tilted gantry and correction was not requested."""
+
+
+class AmbiguousInputError(InvalidInputError):
+    """The path holds several series or images where exactly one was expected."""
+
+
+class NoImageFoundError(InvalidInputError, FileNotFoundError):
+    """The path exists but holds nothing medsight can read, or does not exist."""
+
+
+class ConfigurationError(MedsightError):
+    """Configuration, settings, task or model files are invalid (exit code 3)."""
+
+    exit_code = 3
+
+
+class MissingDependencyError(ConfigurationError, ImportError):
+    """An optional package is needed; the message names the extra to install."""
+
+
+class InternalError(MedsightError, RuntimeError):
+    """A bug in medsight (exit code 70)."""
+
+    exit_code = 70

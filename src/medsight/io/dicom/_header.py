@@ -1,0 +1,271 @@
+"""Read DICOM headers robustly and describe every 2D frame they hold.
+
+A classic file holds one frame; an enhanced multi-frame object holds many, each with its own
+position, orientation, spacing and rescale in the per-frame functional groups; a cine holds
+many frames with no position at all. Everything downstream (series splitting, geometry,
+decoding) works on the same :class:`FrameInfo` records, whatever the file layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+logger = logging.getLogger(__name__)
+
+#: SOP classes that never hold an image to analyse (structured reports, presentation states,
+#: RT plans...); detected by the absence of pixel data, but named here for clearer messages.
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_DEFER_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What medsight needs to know about one 2D frame, from the header alone."""
+
+    path: Path
+    frame_index: int | None  # 0-based index inside a multi-frame object, None if single-frame
+    sop_instance_uid: str | None
+    sop_class_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    modality: str | None
+    rows: int
+    columns: int
+    samples_per_pixel: int
+    photometric_interpretation: str
+    transfer_syntax_uid: str | None
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient (6 direction cosines)
+    position: tuple[float, float, float] | None  # ImagePositionPatient of the first pixel
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns), mm
+    spacing_note: str | None  # how the spacing was obtained when it is not plain PixelSpacing
+    rescale_slope: float
+    rescale_intercept: float
+    has_modality_lut_sequence: bool
+    instance_number: int | None
+    acquisition_number: int | None
+    temporal_position: float | None  # temporal position index, trigger time or content time
+    echo_time: float | None
+    image_type: tuple[str, ...]
+    patient_id: str | None = None
+    study_date: str | None = None
+    study_description: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    frame_of_reference_uid: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_multiframe(self) -> bool:
+        return self.frame_index is not None
+
+
+def read_header(path: Path) -> Dataset:
+    """Read a DICOM header without pixel data, with or without preamble and file meta.
+
+    Raises :class:`InvalidDicomError` for a file that is not DICOM at all.
+    """
+    # defer_size reads the whole header, so the presence of pixel data is known, but leaves
+    # the pixel bytes on disk.
+    try:
+        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except InvalidDicomError:
+        pass
+    # Older exports have no 128-byte preamble and no file meta: pydicom reads them only with
+    # force=True, which also "reads" any random file, so demand a plausible DICOM dataset.
+    dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+    try:
+        plausible = bool(dataset.get("SOPClassUID")) or bool(dataset.get("Modality"))
+    except Exception:  # garbage parsed as elements may fail on access
+        plausible = False
+    if not plausible or len(dataset) < 3:
+        raise InvalidDicomError("no DICOM preamble, file meta or SOP Class UID")
+    return dataset
+
+
+def _float_tuple(value: Any, length: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != length or not all(np.isfinite(numbers)):
+        return None
+    return numbers
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _group_item(container: Dataset | None, sequence: str) -> Dataset | None:
+    if container is None:
+        return None
+    items = container.get(sequence)
+    return items[0] if items else None
+
+
+def _functional(
+    shared: Dataset | None, per_frame: Dataset | None, sequence: str, keyword: str
+) -> Any:
+    """A value from the per-frame functional groups, falling back to the shared ones."""
+    for container in (per_frame, shared):
+        item = _group_item(container, sequence)
+        if item is not None and keyword in item:
+            return item.get(keyword)
+    return None
+
+
+def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """Pixel spacing of a 2D image and how it was obtained (PS3.3 C.8.11.4, 10.7.1.3).
+
+    PixelSpacing, where present, is calibrated to the patient; ImagerPixelSpacing is at the
+    detector and overstates sizes by the radiographic magnification, which is divided out when
+    the header states it.
+    """
+    pixel_spacing = _float_tuple(dataset.get("PixelSpacing"), 2)
+    if pixel_spacing is not None:
+        return pixel_spacing, None  # type: ignore[return-value]
+    imager = _float_tuple(dataset.get("ImagerPixelSpacing"), 2)
+    if imager is not None:
+        magnification = _float_or_none(dataset.get("EstimatedRadiographicMagnificationFactor"))
+        if magnification and magnification > 0:
+            corrected = (imager[0] / magnification, imager[1] / magnification)
+            return corrected, (
+                f"ImagerPixelSpacing {imager[0]:g}x{imager[1]:g} mm divided by the estimated "
+                f"radiographic magnification {magnification:g}"
+            )
+        return (imager[0], imager[1]), "ImagerPixelSpacing (at the detector plane, not corrected "
+        "for magnification)"
+    nominal = _float_tuple(dataset.get("NominalScannedPixelSpacing"), 2)
+    if nominal is not None:
+        return (nominal[0], nominal[1]), "NominalScannedPixelSpacing (scanned film)"
+    return None, None
+
+
+def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
+    """One :class:`FrameInfo` per frame of a header that has pixel data."""
+    transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    number_of_frames = _int_or_none(dataset.get("NumberOfFrames")) or 1
+    shared = _group_item(dataset, "SharedFunctionalGroupsSequence")
+    per_frame_groups = dataset.get("PerFrameFunctionalGroupsSequence") or []
+    is_multiframe = "NumberOfFrames" in dataset
+
+    base_spacing, spacing_note = projection_spacing(dataset)
+    base_orientation = _float_tuple(dataset.get("ImageOrientationPatient"), 6)
+    base_position = _float_tuple(dataset.get("ImagePositionPatient"), 3)
+    # Legacy multi-frame volumes (NM, RT dose) give frame offsets along the normal instead of
+    # per-frame positions.
+    grid_offsets = dataset.get("GridFrameOffsetVector")
+
+    meta = getattr(dataset, "file_meta", None) or Dataset()
+    common = dict(
+        path=path,
+        # anonymisers sometimes blank the dataset's UIDs but leave the file meta ones
+        sop_instance_uid=str(dataset.get("SOPInstanceUID", "") or "")
+        or str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+        or None,
+        sop_class_uid=str(dataset.get("SOPClassUID", "") or "")
+        or str(meta.get("MediaStorageSOPClassUID", "") or "")
+        or None,
+        study_instance_uid=str(dataset.get("StudyInstanceUID", "")) or None,
+        series_instance_uid=str(dataset.get("SeriesInstanceUID", "")) or None,
+        modality=str(dataset.get("Modality", "")) or None,
+        rows=int(dataset.get("Rows", 0) or 0),
+        columns=int(dataset.get("Columns", 0) or 0),
+        samples_per_pixel=int(dataset.get("SamplesPerPixel", 1) or 1),
+        photometric_interpretation=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
+        transfer_syntax_uid=str(transfer_syntax) if transfer_syntax else None,
+        has_modality_lut_sequence="ModalityLUTSequence" in dataset,
+        instance_number=_int_or_none(dataset.get("InstanceNumber")),
+        acquisition_number=_int_or_none(dataset.get("AcquisitionNumber")),
+        image_type=tuple(str(v) for v in (dataset.get("ImageType") or ())),
+        patient_id=str(dataset.get("PatientID", "")) or None,
+        study_date=str(dataset.get("StudyDate", "")) or None,
+        study_description=str(dataset.get("StudyDescription", "")) or None,
+        series_number=_int_or_none(dataset.get("SeriesNumber")),
+        series_description=str(dataset.get("SeriesDescription", "")) or None,
+        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+    )
+    base_echo = _float_or_none(dataset.get("EchoTime"))
+    base_temporal = _float_or_none(
+        dataset.get("TemporalPositionIdentifier") or dataset.get("TriggerTime")
+    )
+    base_slope = _float_or_none(dataset.get("RescaleSlope"))
+    base_intercept = _float_or_none(dataset.get("RescaleIntercept"))
+
+    frames: list[FrameInfo] = []
+    for index in range(number_of_frames):
+        per_frame = per_frame_groups[index] if index < len(per_frame_groups) else None
+        orientation = _float_tuple(
+            _functional(shared, per_frame, "PlaneOrientationSequence", "ImageOrientationPatient"),
+            6,
+        ) or base_orientation
+        position = _float_tuple(
+            _functional(shared, per_frame, "PlanePositionSequence", "ImagePositionPatient"), 3
+        )
+        if position is None and base_position is not None:
+            if is_multiframe and grid_offsets is not None and orientation is not None:
+                offsets = [float(v) for v in grid_offsets]
+                normal = np.cross(orientation[:3], orientation[3:])
+                if index < len(offsets):
+                    position = tuple(  # type: ignore[assignment]
+                        float(v) for v in np.asarray(base_position) + offsets[index] * normal
+                    )
+            elif not is_multiframe or number_of_frames == 1:
+                position = base_position  # type: ignore[assignment]
+        spacing = _float_tuple(
+            _functional(shared, per_frame, "PixelMeasuresSequence", "PixelSpacing"), 2
+        )
+        slope = _float_or_none(
+            _functional(shared, per_frame, "PixelValueTransformationSequence", "RescaleSlope")
+        )
+        intercept = _float_or_none(
+            _functional(shared, per_frame, "PixelValueTransformationSequence", "RescaleIntercept")
+        )
+        echo = _float_or_none(_functional(shared, per_frame, "MREchoSequence", "EffectiveEchoTime"))
+        temporal = _float_or_none(
+            _functional(shared, per_frame, "FrameContentSequence", "TemporalPositionIndex")
+        )
+        if slope is None:
+            slope = base_slope
+        if intercept is None:
+            intercept = base_intercept
+        frames.append(
+            FrameInfo(
+                frame_index=index if is_multiframe else None,
+                orientation=orientation,
+                position=position,  # type: ignore[arg-type]
+                pixel_spacing=spacing or base_spacing,  # type: ignore[arg-type]
+                spacing_note=None if spacing else spacing_note,
+                rescale_slope=1.0 if slope is None else slope,
+                rescale_intercept=0.0 if intercept is None else intercept,
+                temporal_position=temporal if temporal is not None else base_temporal,
+                echo_time=echo if echo is not None else base_echo,
+                **common,  # type: ignore[arg-type]
+            )
+        )
+    return frames
+
+
+def has_pixel_data(dataset: Dataset) -> bool:
+    """True when the dataset holds pixel data and says how large its frames are."""
+    return any(tag in dataset for tag in _PIXEL_TAGS) and bool(dataset.get("Rows"))

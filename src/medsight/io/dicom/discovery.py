@@ -1,0 +1,357 @@
+"""Find DICOM images under a path and group them into studies, series and stacks.
+
+A *stack* is a set of frames that form one image: a volume (same size, orientation and pixel
+spacing, one frame per position), a single 2D image, or a cine (a multi-frame object with no
+per-frame position). A series that mixes orientations, sizes or repeated positions is split into
+several stacks, and the reason is reported. Stacks of one series that share their geometry and
+differ only by time, echo or acquisition (a time series, a multi-echo acquisition) carry the
+same ``volume_group`` so they can be read together as one sequence, in acquisition order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.errors import InvalidDicomError
+
+from medsight.errors import NoImageFoundError, UnreadableFileError
+from medsight.io.dicom._header import FrameInfo, describe_frames, has_pixel_data, read_header
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DicomScan", "SkippedFile", "Stack", "Study", "Series", "scan_dicom"]
+
+#: positions closer than this (mm, along the slice normal) are "the same position"
+POSITION_TOLERANCE_MM = 0.01
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not used, and why (not DICOM, no pixel data, unreadable...)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Stack:
+    """Frames that form one image, in array order (see module doc)."""
+
+    frames: list[FrameInfo]
+    kind: str  # "volume", "2d" or "cine"
+    label: str = ""  # e.g. "echo time 12 ms", "temporal position 2", "orientation 2"
+    volume_group: int | None = None  # stacks with the same group form one sequence
+
+    @property
+    def first(self) -> FrameInfo:
+        return self.frames[0]
+
+    @property
+    def description(self) -> str:
+        f = self.first
+        extra = f" [{self.label}]" if self.label else ""
+        return f"{self.kind} {f.columns}x{f.rows}x{len(self.frames)}{extra}"
+
+
+@dataclass
+class Series:
+    series_instance_uid: str
+    modality: str | None
+    series_number: int | None
+    series_description: str | None
+    stacks: list[Stack]
+    split_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> list[FrameInfo]:
+        return [f for s in self.stacks for f in s.frames]
+
+    def volume_groups(self) -> list[list[Stack]]:
+        """Stacks grouped into sequences; a stack with no group is a group of its own."""
+        groups: dict[object, list[Stack]] = {}
+        for position, stack in enumerate(self.stacks):
+            key = ("group", stack.volume_group) if stack.volume_group is not None else position
+            groups.setdefault(key, []).append(stack)
+        return list(groups.values())
+
+
+@dataclass
+class Study:
+    study_instance_uid: str
+    patient_id: str | None
+    study_date: str | None
+    study_description: str | None
+    series: list[Series]
+
+
+@dataclass
+class DicomScan:
+    """Everything found under a path."""
+
+    root: Path
+    studies: list[Study]
+    skipped: list[SkippedFile]
+
+    @property
+    def series(self) -> list[Series]:
+        return [s for study in self.studies for s in study.series]
+
+
+# --- walking the path ----------------------------------------------------------------------
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories.sort()
+        for name in sorted(files):
+            yield Path(directory) / name
+
+
+def _dicomdir_files(path: Path) -> list[Path]:
+    """The image files a DICOMDIR references (paths resolved against its folder)."""
+    from pydicom.fileset import FileSet
+
+    try:
+        file_set = FileSet(path)
+    except Exception as exc:  # pydicom raises several types for broken directories
+        raise UnreadableFileError(f"not a readable DICOMDIR ({exc})", path=path) from exc
+    return [Path(instance.path) for instance in file_set]
+
+
+def _is_dicomdir(path: Path) -> bool:
+    return path.is_file() and path.name.upper() == "DICOMDIR"
+
+
+# --- grouping ------------------------------------------------------------------------------
+
+
+def _geometry_key(frame: FrameInfo) -> tuple[object, ...]:
+    orientation = (
+        tuple(round(v, 3) for v in frame.orientation) if frame.orientation is not None else None
+    )
+    spacing = (
+        tuple(round(v, 4) for v in frame.pixel_spacing) if frame.pixel_spacing is not None else None
+    )
+    return (frame.rows, frame.columns, frame.samples_per_pixel, orientation, spacing)
+
+
+def _describe_difference(keys: list[tuple[object, ...]]) -> str:
+    names = ("size", "size", "samples per pixel", "orientation", "pixel spacing")
+    differing = [
+        names[i] for i in range(len(names)) if len({k[i] for k in keys}) > 1
+    ]
+    return ", ".join(dict.fromkeys(differing)) or "geometry"
+
+
+def _normal(frame: FrameInfo) -> np.ndarray:
+    assert frame.orientation is not None  # callers pass positioned frames only
+    row, column = np.asarray(frame.orientation[:3]), np.asarray(frame.orientation[3:])
+    return np.cross(row, column)
+
+
+def _distance(frame: FrameInfo, normal: np.ndarray) -> float:
+    assert frame.position is not None
+    return float(np.dot(normal, frame.position))
+
+
+def _acquisition_order(frame: FrameInfo) -> tuple[float, float]:
+    return (
+        float(frame.instance_number if frame.instance_number is not None else 0),
+        float(frame.frame_index if frame.frame_index is not None else 0),
+    )
+
+
+def _split_repeated_positions(frames: list[FrameInfo]) -> tuple[list[list[FrameInfo]], str, str]:
+    """Split frames that share positions into volumes: returns (volumes, attribute, reason)."""
+    normal = _normal(frames[0])
+    positions = np.round(np.array([_distance(f, normal) for f in frames]) / POSITION_TOLERANCE_MM)
+    unique_positions = len(np.unique(positions))
+    for attribute, label in (
+        ("echo_time", "echo time"),
+        ("temporal_position", "temporal position"),
+        ("acquisition_number", "acquisition number"),
+    ):
+        values = [getattr(f, attribute) for f in frames]
+        distinct = sorted({v for v in values if v is not None})
+        if len(distinct) < 2 or any(v is None for v in values):
+            continue
+        volumes = [[f for f in frames if getattr(f, attribute) == v] for v in distinct]
+        if all(
+            len(np.unique(positions[[frames.index(f) for f in vol]])) == len(vol) for vol in volumes
+        ):
+            return volumes, label, (
+                f"{len(frames)} frames at {unique_positions} positions: "
+                f"{len(volumes)} volumes by {label}"
+            )
+    # Nothing in the header tells the volumes apart: fall back to acquisition order, which is
+    # only safe when every position repeats the same number of times.
+    counts = np.unique(positions, return_counts=True)[1]
+    if len(set(counts.tolist())) == 1:
+        repeats = int(counts[0])
+        by_position: dict[float, list[FrameInfo]] = defaultdict(list)
+        for frame, position in zip(frames, positions, strict=True):
+            by_position[float(position)].append(frame)
+        volumes = [[] for _ in range(repeats)]
+        for group in by_position.values():
+            for index, frame in enumerate(sorted(group, key=_acquisition_order)):
+                volumes[index].append(frame)
+        return volumes, "acquisition order", (
+            f"{len(frames)} frames at {unique_positions} positions: {repeats} volumes "
+            "by acquisition order (instance number)"
+        )
+    return [], "", (
+        f"{len(frames)} frames at {unique_positions} positions repeat unevenly and no "
+        "echo, temporal or acquisition attribute separates them"
+    )
+
+
+def _stacks_for_series(frames: list[FrameInfo]) -> tuple[list[Stack], list[str]]:
+    stacks: list[Stack] = []
+    reasons: list[str] = []
+    positioned = [f for f in frames if f.position is not None and f.orientation is not None]
+    unpositioned = [f for f in frames if f not in set(positioned)] if positioned else list(frames)
+
+    # Frames without a position: a cine per multi-frame object, else one 2D image per frame.
+    by_file: dict[Path, list[FrameInfo]] = defaultdict(list)
+    for frame in unpositioned:
+        by_file[frame.path].append(frame)
+    for file_frames in by_file.values():
+        if len(file_frames) > 1:
+            stacks.append(Stack(sorted(file_frames, key=lambda f: f.frame_index or 0), "cine"))
+        else:
+            stacks.append(Stack(file_frames, "2d"))
+
+    groups: dict[tuple[object, ...], list[FrameInfo]] = defaultdict(list)
+    for frame in positioned:
+        groups[_geometry_key(frame)].append(frame)
+    if len(groups) > 1:
+        sizes = ", ".join(str(len(g)) for g in groups.values())
+        reasons.append(
+            f"split into {len(groups)} stacks ({sizes} frames) by differing "
+            f"{_describe_difference(list(groups))}"
+        )
+    next_group = 0
+    for index, group in enumerate(groups.values()):
+        label = f"stack {index + 1}" if len(groups) > 1 else ""
+        normal = _normal(group[0])
+        distances = np.array([_distance(f, normal) for f in group])
+        unique = len(np.unique(np.round(distances / POSITION_TOLERANCE_MM)))
+        if len(group) == 1:
+            stacks.append(Stack(group, "2d", label))
+        elif unique == len(group):
+            order = np.argsort(distances, kind="stable")
+            stacks.append(Stack([group[i] for i in order], "volume", label))
+        else:
+            volumes, attribute, reason = _split_repeated_positions(group)
+            reasons.append(reason)
+            if not volumes:
+                for frame in sorted(group, key=_acquisition_order):
+                    stacks.append(Stack([frame], "2d", "unsorted repeated position"))
+                continue
+            for number, volume in enumerate(volumes, start=1):
+                kind = "volume" if len(volume) > 1 else "2d"
+                volume.sort(key=lambda f: _distance(f, normal))
+                value = getattr(volume[0], attribute.replace(" ", "_"), None)
+                suffix = f" {value:g}" if isinstance(value, float | int) else f" {number}"
+                stacks.append(Stack(volume, kind, f"{attribute}{suffix}", next_group))
+            next_group += 1
+    return stacks, reasons
+
+
+def _study_key(frame: FrameInfo) -> str:
+    if frame.study_instance_uid:
+        return frame.study_instance_uid
+    return f"(no StudyInstanceUID) patient {frame.patient_id or '?'} date {frame.study_date or '?'}"
+
+
+def _series_key(frame: FrameInfo) -> str:
+    if frame.series_instance_uid:
+        return frame.series_instance_uid
+    return (
+        f"(no SeriesInstanceUID) {frame.path.parent} #{frame.series_number} "
+        f"{frame.series_description or ''} {frame.modality or ''} {frame.frame_of_reference_uid}"
+    )
+
+
+def scan_dicom(path: str | Path, *, paths: Iterable[Path] | None = None) -> DicomScan:
+    """Read the headers of every file under ``path`` and group them (see module doc).
+
+    ``path`` may be a file, a folder tree or a DICOMDIR. Non-DICOM files and DICOM objects
+    without pixel data are skipped with a note in ``DicomScan.skipped``.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise NoImageFoundError("no such file or folder", path=root)
+    if paths is None:
+        paths = _dicomdir_files(root) if _is_dicomdir(root) else _walk(root)
+
+    skipped: list[SkippedFile] = []
+    frames: list[FrameInfo] = []
+    for file_path in paths:
+        try:
+            if file_path.stat().st_size == 0:
+                skipped.append(SkippedFile(file_path, "empty file"))
+                continue
+            dataset = read_header(file_path)
+        except InvalidDicomError:
+            skipped.append(SkippedFile(file_path, "not a DICOM file"))
+            continue
+        except Exception as exc:  # a broken header must not stop the scan of the others
+            skipped.append(SkippedFile(file_path, f"unreadable DICOM header ({exc})"))
+            continue
+        if not has_pixel_data(dataset):
+            sop = dataset.get("SOPClassUID")
+            name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
+            skipped.append(SkippedFile(file_path, f"no pixel data ({name})"))
+            continue
+        frames.extend(describe_frames(file_path, dataset))
+    for skip in skipped:
+        logger.info("skipped %s: %s", skip.path, skip.reason)
+
+    by_study: dict[str, dict[str, list[FrameInfo]]] = defaultdict(lambda: defaultdict(list))
+    for frame in frames:
+        by_study[_study_key(frame)][_series_key(frame)].append(frame)
+
+    studies: list[Study] = []
+    for study_uid, series_map in by_study.items():
+        series_list: list[Series] = []
+        for series_uid, series_frames in series_map.items():
+            stacks, reasons = _stacks_for_series(series_frames)
+            if series_frames[0].series_instance_uid is None:
+                reasons.insert(
+                    0,
+                    "no SeriesInstanceUID (anonymised?): grouped by folder, series number, "
+                    "description, modality and frame of reference",
+                )
+            first = series_frames[0]
+            series_list.append(
+                Series(
+                    series_instance_uid=first.series_instance_uid or series_uid,
+                    modality=first.modality,
+                    series_number=first.series_number,
+                    series_description=first.series_description,
+                    stacks=stacks,
+                    split_reasons=reasons,
+                )
+            )
+        series_list.sort(key=lambda s: (s.series_number is None, s.series_number or 0))
+        first = next(iter(series_map.values()))[0]
+        studies.append(
+            Study(
+                study_instance_uid=study_uid,
+                patient_id=first.patient_id,
+                study_date=first.study_date,
+                study_description=first.study_description,
+                series=series_list,
+            )
+        )
+    return DicomScan(root=root, studies=studies, skipped=skipped)

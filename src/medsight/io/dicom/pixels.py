@@ -1,0 +1,260 @@
+"""Decode DICOM pixel data, apply the Modality LUT, and do it on all cores.
+
+The value stored in an :class:`~medsight.image.Image` is pydicom's ``pixel_array`` after one
+documented step, the *modality* transform:
+
+- PALETTE COLOR: the palette is applied (pydicom ``apply_color_lut``), giving RGB;
+- a Modality LUT Sequence: applied (pydicom ``apply_modality_lut``);
+- otherwise ``value * RescaleSlope + RescaleIntercept`` per frame (HU for CT).
+
+YBR photometric interpretations come out as RGB (pydicom converts them while decoding).
+The VOI LUT (window) and MONOCHROME1 inversion are *not* applied here: they are display
+steps, offered by :mod:`medsight.imaging.window`.
+
+Storage type: integers stay integers when the slope is 1 and the intercept whole (the smallest
+signed or unsigned type that holds the full stored range); any other rescale gives float32.
+
+Decoding: pydicom's decoders (openjpeg, libjpeg, RLE) hold the GIL, so threads do not help; a
+large series is decoded by forked worker processes that write straight into one shared,
+anonymous memory map, so the volume is held once (no per-worker copies are sent back).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from medsight.errors import (
+    DicomReadError,
+    NoPixelDataError,
+    UnreadableFileError,
+    UnsupportedTransferSyntaxError,
+)
+from medsight.io.dicom._header import FrameInfo
+
+logger = logging.getLogger(__name__)
+
+#: below this many bytes of output a series is decoded in-process (forking costs more)
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _FrameSlot:
+    frame_index: int | None
+    slot: int
+    slope: float
+    intercept: float
+
+
+def _stored_range(dataset: Dataset, pixel_dtype: np.dtype) -> tuple[float, float]:
+    bits = int(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 16)
+    if pixel_dtype.kind == "f":
+        return float("-inf"), float("inf")
+    if int(dataset.get("PixelRepresentation", 0) or 0) == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def output_dtype(frames: Sequence[FrameInfo], dataset: Dataset) -> np.dtype:
+    """The storage dtype of a stack after the modality transform (see module doc)."""
+    photometric = frames[0].photometric_interpretation
+    bits_allocated = int(dataset.get("BitsAllocated") or 16)
+    if "FloatPixelData" in dataset:
+        return np.dtype(np.float32)
+    if "DoubleFloatPixelData" in dataset:
+        return np.dtype(np.float64)
+    if photometric == "PALETTE COLOR":
+        lut_bits = 16
+        descriptor = dataset.get("RedPaletteColorLookupTableDescriptor")
+        if descriptor is not None and int(descriptor[2]) <= 8:
+            lut_bits = 8
+        return np.dtype(np.uint8 if lut_bits == 8 else np.uint16)
+    if frames[0].has_modality_lut_sequence:
+        return np.dtype(np.float32)  # whatever the LUT maps to, float32 holds a 16-bit LUT exactly
+    if bits_allocated == 1:
+        return np.dtype(np.uint8)
+    representation = int(dataset.get("PixelRepresentation", 0) or 0)
+    stored = np.dtype(f"{'i' if representation else 'u'}{max(1, bits_allocated // 8)}")
+    if frames[0].samples_per_pixel > 1:
+        return stored
+    slopes = {f.rescale_slope for f in frames}
+    intercepts = {f.rescale_intercept for f in frames}
+    if slopes != {1.0} or any(i != int(i) for i in intercepts):
+        return np.dtype(np.float32)
+    low, high = _stored_range(dataset, stored)
+    low += min(intercepts)
+    high += max(intercepts)
+    for candidate in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32):
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    return np.dtype(np.float64)
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Read a whole DICOM file (with or without preamble) or raise a medsight error."""
+    try:
+        return pydicom.dcmread(path, force=True)
+    except FileNotFoundError as exc:
+        raise UnreadableFileError("file not found", path=path) from exc
+    except Exception as exc:
+        raise UnreadableFileError(f"cannot parse DICOM file ({exc})", path=path) from exc
+
+
+def decode(dataset: Dataset, path: Path) -> np.ndarray:
+    """pydicom's ``pixel_array`` with errors turned into medsight errors naming the file."""
+    if not any(t in dataset for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = dataset.get("SOPClassUID")
+        raise NoPixelDataError(
+            f"no pixel data ({getattr(sop, 'name', sop) or 'unknown SOP class'}): "
+            "not an image; nothing to read",
+            path=path,
+        )
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        return np.asarray(dataset.pixel_array)
+    except NotImplementedError as exc:
+        name = getattr(syntax, "name", syntax)
+        raise UnsupportedTransferSyntaxError(
+            f"no installed decoder handles transfer syntax {name} ({syntax}); "
+            f"reinstall medsight so its DICOM codecs are present ({exc})",
+            path=path,
+        ) from exc
+    except (ValueError, EOFError, OSError, RuntimeError, AttributeError, KeyError,
+            TypeError, IndexError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "length" in message.lower() and ("pixel" in message.lower() or "frame" in message.lower()):
+            message = f"pixel data is truncated or has the wrong length ({message})"
+        elif "no pixel data decoders" in message.lower() or "unable to decode" in message.lower():
+            raise UnsupportedTransferSyntaxError(
+                f"cannot decode transfer syntax {getattr(syntax, 'name', syntax)}: {message}",
+                path=path,
+            ) from exc
+        raise DicomReadError(f"cannot decode pixel data: {message}", path=path) from exc
+
+
+def modality_transform(
+    pixels: np.ndarray, dataset: Dataset, slope: float, intercept: float, out_dtype: np.dtype
+) -> np.ndarray:
+    """Apply the modality step of one frame (see module doc) and cast to the storage type."""
+    photometric = str(dataset.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        return np.asarray(apply_color_lut(pixels, dataset)).astype(out_dtype, copy=False)
+    if "ModalityLUTSequence" in dataset:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(pixels, dataset)).astype(out_dtype, copy=False)
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and slope == 1.0 and intercept == 0.0:
+        return pixels.astype(out_dtype, copy=False)
+    if slope == 1.0 and intercept == 0.0:
+        return pixels.astype(out_dtype, copy=False)
+    if out_dtype.kind == "f":
+        return (pixels.astype(np.float64) * slope + intercept).astype(out_dtype)
+    return (pixels.astype(np.int64) + int(intercept)).astype(out_dtype)
+
+
+# --- decoding a whole stack ------------------------------------------------------------------
+
+#: the output buffer of the current parallel decode; forked workers inherit it (see module doc)
+_SHARED_TARGET: np.ndarray | None = None
+
+
+def _decode_file_into(
+    target: np.ndarray, path: Path, slots: list[_FrameSlot], out_dtype: np.dtype
+) -> None:
+    dataset = read_dataset(path)
+    pixels = decode(dataset, path)
+    multiframe = "NumberOfFrames" in dataset and int(dataset.NumberOfFrames or 1) > 1
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    for slot in slots:
+        frame = pixels
+        if multiframe and slot.frame_index is not None:
+            frame = pixels[slot.frame_index]
+        values = modality_transform(frame, dataset, slot.slope, slot.intercept, out_dtype)
+        if values.ndim == 2:
+            values = values[..., np.newaxis]
+        if values.shape != target.shape[1:]:
+            raise DicomReadError(
+                f"frame has shape {values.shape[:2]} x {values.shape[2]} samples where the "
+                f"stack expects {target.shape[1:3]} x {target.shape[3]} "
+                f"(SamplesPerPixel {samples})",
+                path=path,
+            )
+        target[slot.slot] = values
+
+
+def _worker(task: tuple[Path, list[_FrameSlot], np.dtype]) -> tuple[str, str, int] | None:
+    path, slots, out_dtype = task
+    assert _SHARED_TARGET is not None
+    try:
+        _decode_file_into(_SHARED_TARGET, path, slots, out_dtype)
+    except DicomReadError as exc:
+        return (str(path), exc.message, 2)
+    except Exception as exc:  # reported to the parent, which raises it with the file name
+        return (str(path), f"cannot decode pixel data: {exc}", 70)
+    return None
+
+
+def decode_frames(
+    frames: Sequence[FrameInfo],
+    *,
+    out_dtype: np.dtype,
+    channels: int,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Decode frames into one array of shape ``(len(frames), rows, columns, channels)``.
+
+    Frame ``n`` of the result is ``frames[n]``. Uses worker processes for large outputs.
+    """
+    global _SHARED_TARGET
+    rows, columns = frames[0].rows, frames[0].columns
+    shape = (len(frames), rows, columns, channels)
+    nbytes = int(np.prod(shape)) * out_dtype.itemsize
+    by_file: dict[Path, list[_FrameSlot]] = defaultdict(list)
+    for slot, frame in enumerate(frames):
+        by_file[frame.path].append(
+            _FrameSlot(frame.frame_index, slot, frame.rescale_slope, frame.rescale_intercept)
+        )
+    tasks = [(path, slots, out_dtype) for path, slots in by_file.items()]
+
+    cpu = os.cpu_count() or 1
+    workers = min(cpu, len(tasks)) if workers is None else workers
+    use_processes = (
+        workers > 1
+        and nbytes >= PARALLEL_MIN_BYTES
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+    if not use_processes:
+        target = np.empty(shape, dtype=out_dtype)
+        for path, slots, _ in tasks:
+            _decode_file_into(target, path, slots, out_dtype)
+        return target
+
+    buffer = mmap.mmap(-1, max(nbytes, 1))
+    target = np.frombuffer(buffer, dtype=out_dtype, count=int(np.prod(shape))).reshape(shape)
+    _SHARED_TARGET = target
+    try:
+        context = multiprocessing.get_context("fork")
+        chunk = max(1, len(tasks) // (workers * 8))
+        with context.Pool(workers) as pool:
+            for failure in pool.imap_unordered(_worker, tasks, chunksize=chunk):
+                if failure is not None:
+                    path_text, message, code = failure
+                    if code == 2:
+                        raise DicomReadError(message, path=path_text)
+                    raise DicomReadError(message, path=path_text)
+    finally:
+        _SHARED_TARGET = None
+    return target

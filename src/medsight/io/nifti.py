@@ -1,0 +1,81 @@
+"""NIfTI read and write (nibabel), with the RAS <-> LPS conversion made explicit.
+
+NIfTI (and nibabel) world coordinates are RAS+: +x towards the patient's right, +y anterior,
++z superior. medsight's world is DICOM LPS+: +x towards the patient's left, +y posterior, +z
+superior. The two differ by negating x and y, done here and nowhere else:
+``LPS = diag(-1, -1, 1, 1) @ RAS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medsight.errors import InvalidInputError, UnreadableFileError
+from medsight.image import FrameReference, Image
+
+__all__ = ["RAS_TO_LPS", "read_nifti", "write_nifti"]
+
+#: multiply a RAS affine by this (on the left) to get the LPS affine, and vice versa
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def read_nifti(path: str | Path) -> Image:
+    """Read a 2D, 3D or 4D NIfTI (the 4th axis becomes the time axis ``t``)."""
+    path = Path(path)
+    try:
+        nifti = nib.load(path)
+        data = np.asanyarray(nifti.dataobj)
+    except FileNotFoundError as exc:
+        raise UnreadableFileError("file not found", path=path) from exc
+    except Exception as exc:  # nibabel raises many types for broken or truncated files
+        raise UnreadableFileError(f"cannot read NIfTI ({exc})", path=path) from exc
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 4:
+        raise InvalidInputError(f"NIfTI with {data.ndim} axes {data.shape} is not supported", path=path)
+    affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
+    units = nifti.header.get_xyzt_units()[0] if hasattr(nifti.header, "get_xyzt_units") else "mm"
+    warnings: tuple[str, ...] = ()
+    if units not in ("mm", "unknown"):
+        scale = {"meter": 1000.0, "micron": 0.001}.get(units, 1.0)
+        affine[:3, :3] *= scale
+        affine[:3, 3] *= scale
+        warnings = (f"spatial units were {units}; converted to mm",)
+    is_sequence = data.ndim == 4
+    return Image(
+        array=data[np.newaxis],
+        affine=affine,
+        spatial_dims=3,
+        modality=None,
+        frames=(FrameReference(path),),
+        is_sequence=is_sequence,
+        metadata={"source_format": "nifti", "qform_code": int(nifti.header["qform_code"])
+                  if "qform_code" in nifti.header else None},
+        warnings=warnings,
+    )
+
+
+def write_nifti(image: Image, path: str | Path) -> Path:
+    """Write a grayscale image (3D, or 3D+t as 4D) to NIfTI with its RAS affine."""
+    path = Path(path)
+    if image.num_channels != 1:
+        raise InvalidInputError(
+            f"NIfTI output holds one channel; this image has {image.num_channels}", path=path
+        )
+    data = image.array[0]
+    if image.spatial_dims == 2:
+        data = data[:, :, np.newaxis] if not image.is_sequence else data[:, :, np.newaxis, :]
+    affine = RAS_TO_LPS @ image.affine
+    nifti = nib.Nifti1Image(np.asarray(data), affine)
+    nifti.header.set_xyzt_units("mm", "sec")
+    code = 1 if image.modality or image.identifiers.frame_of_reference_uid else 2
+    nifti.set_sform(affine, code=code)
+    nifti.set_qform(affine, code=code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nifti, path)
+    return path

@@ -1,0 +1,82 @@
+"""2D raster images (PNG, JPEG, TIFF, BMP, PGM/PPM, GIF) for fundus, skin and photo inputs.
+
+Pixel size is rarely in such files: pass ``spacing`` (mm per pixel, (column, row)) when it is
+known (e.g. from the camera calibration); otherwise the image says ``spacing_known=False``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from medsight.errors import InvalidInputError, UnreadableFileError
+from medsight.image import FrameReference, Image
+
+__all__ = ["RASTER_SUFFIXES", "read_raster"]
+
+RASTER_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm", ".pnm", ".gif"}
+)
+
+
+def _to_array(picture: PILImage.Image) -> tuple[np.ndarray, str, list[str]]:
+    """Pixels as (rows, columns, channels) plus the photometric interpretation and notes."""
+    notes: list[str] = []
+    mode = picture.mode
+    if mode in ("P", "PA"):
+        picture = picture.convert("RGBA" if "transparency" in picture.info else "RGB")
+        notes.append("palette image expanded to RGB")
+        mode = picture.mode
+    if mode in ("RGBA", "LA"):
+        notes.append(f"alpha channel of a {mode} image dropped")
+        picture = picture.convert("RGB" if mode == "RGBA" else "L")
+        mode = picture.mode
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        notes.append(f"{mode} image converted to RGB")
+        picture = picture.convert("RGB")
+        mode = "RGB"
+    if mode == "1":
+        picture = picture.convert("L")
+        mode = "L"
+    pixels = np.asarray(picture)
+    if pixels.ndim == 2:
+        return pixels[..., np.newaxis], "MONOCHROME2", notes
+    return pixels, "RGB", notes
+
+
+def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None) -> Image:
+    """Read one 2D raster image; ``spacing`` is (column, row) pixel size in mm when known."""
+    path = Path(path)
+    try:
+        with PILImage.open(path) as picture:
+            picture.load()
+            pixels, photometric, notes = _to_array(picture)
+    except FileNotFoundError as exc:
+        raise UnreadableFileError("file not found", path=path) from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadableFileError("not an image file Pillow can read", path=path) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UnreadableFileError(f"cannot decode image ({exc})", path=path) from exc
+    if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
+        raise InvalidInputError(f"spacing must be two positive numbers (mm), got {spacing}")
+    column_size, row_size = spacing if spacing is not None else (1.0, 1.0)
+    affine = np.diag([column_size, row_size, 1.0, 1.0])
+    warnings = list(notes)
+    if spacing is None:
+        warnings.append("pixel spacing unknown: the affine uses 1 mm pixels as a placeholder")
+    return Image(
+        # (rows, columns, c) -> (c, i=columns, j=rows)
+        array=pixels.transpose(2, 1, 0),
+        affine=affine,
+        spatial_dims=2,
+        modality=None,
+        photometric_interpretation=photometric,
+        frames=(FrameReference(path),),
+        spacing_known=spacing is not None,
+        orientation_known=False,
+        metadata={"source_format": path.suffix.lower().lstrip(".")},
+        warnings=tuple(warnings),
+    )
