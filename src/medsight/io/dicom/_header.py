@@ -75,7 +75,9 @@ def read_header(path: Path) -> Dataset:
     # defer_size reads the whole header, so the presence of pixel data is known, but leaves
     # the pixel bytes on disk.
     try:
-        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        infer_transfer_syntax(dataset)
+        return dataset
     except InvalidDicomError:
         pass
     # Older exports have no 128-byte preamble and no file meta: pydicom reads them only with
@@ -87,7 +89,28 @@ def read_header(path: Path) -> Dataset:
         plausible = False
     if not plausible or len(dataset) < 3:
         raise InvalidDicomError("no DICOM preamble, file meta or SOP Class UID")
+    infer_transfer_syntax(dataset)
     return dataset
+
+
+def infer_transfer_syntax(dataset: Dataset) -> None:
+    """Set a missing Transfer Syntax UID from the encoding pydicom detected (native only)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = dataset.original_encoding
+    if implicit is None or little is None:
+        return
+    if meta is None:
+        dataset.file_meta = FileMetaDataset()
+    if implicit:
+        syntax = ImplicitVRLittleEndian
+    else:
+        syntax = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    dataset.file_meta.TransferSyntaxUID = syntax
 
 
 def _float_tuple(value: Any, length: int) -> tuple[float, ...] | None:

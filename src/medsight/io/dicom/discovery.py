@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medsight.errors import NoImageFoundError, UnreadableFileError
@@ -267,6 +268,16 @@ def _stacks_for_series(frames: list[FrameInfo]) -> tuple[list[Stack], list[str]]
     return stacks, reasons
 
 
+def _why_no_image(dataset: Dataset) -> str:
+    if len(dataset) == 0:
+        return "no DICOM elements could be read (empty, truncated or corrupted file)"
+    if any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "pixel data without Rows/Columns: the image cannot be interpreted"
+    sop = dataset.get("SOPClassUID")
+    name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
+    return f"no pixel data ({name})"
+
+
 def _study_key(frame: FrameInfo) -> str:
     if frame.study_instance_uid:
         return frame.study_instance_uid
@@ -309,9 +320,7 @@ def scan_dicom(path: str | Path, *, paths: Iterable[Path] | None = None) -> Dico
             skipped.append(SkippedFile(file_path, f"unreadable DICOM header ({exc})"))
             continue
         if not has_pixel_data(dataset):
-            sop = dataset.get("SOPClassUID")
-            name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
-            skipped.append(SkippedFile(file_path, f"no pixel data ({name})"))
+            skipped.append(SkippedFile(file_path, _why_no_image(dataset)))
             continue
         frames.extend(describe_frames(file_path, dataset))
     for skip in skipped:

@@ -5,7 +5,9 @@ documented step, the *modality* transform:
 
 - PALETTE COLOR: the palette is applied (pydicom ``apply_color_lut``), giving RGB;
 - a Modality LUT Sequence: applied (pydicom ``apply_modality_lut``);
-- otherwise ``value * RescaleSlope + RescaleIntercept`` per frame (HU for CT).
+- otherwise ``value * RescaleSlope + RescaleIntercept`` per frame (HU for CT);
+- colour images (SamplesPerPixel 3) come out as decoded: the Modality LUT applies to
+  grayscale only (PS3.3 C.11.1), even when a secondary capture carries a rescale.
 
 YBR photometric interpretations come out as RGB (pydicom converts them while decoding).
 The VOI LUT (window) and MONOCHROME1 inversion are *not* applied here: they are display
@@ -40,7 +42,7 @@ from medsight.errors import (
     UnreadableFileError,
     UnsupportedTransferSyntaxError,
 )
-from medsight.io.dicom._header import FrameInfo
+from medsight.io.dicom._header import FrameInfo, infer_transfer_syntax
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +104,19 @@ def output_dtype(frames: Sequence[FrameInfo], dataset: Dataset) -> np.dtype:
 
 
 def read_dataset(path: Path) -> Dataset:
-    """Read a whole DICOM file (with or without preamble) or raise a medsight error."""
+    """Read a whole DICOM file (with or without preamble) or raise a medsight error.
+
+    A file without a Transfer Syntax UID in its file meta (older exports) gets the one it was
+    actually encoded with, as pydicom detected while parsing, so its pixels can be decoded.
+    """
     try:
-        return pydicom.dcmread(path, force=True)
+        dataset = pydicom.dcmread(path, force=True)
     except FileNotFoundError as exc:
         raise UnreadableFileError("file not found", path=path) from exc
     except Exception as exc:
         raise UnreadableFileError(f"cannot parse DICOM file ({exc})", path=path) from exc
+    infer_transfer_syntax(dataset)
+    return dataset
 
 
 def decode(dataset: Dataset, path: Path) -> np.ndarray:
@@ -132,9 +140,11 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
         ) from exc
     except (ValueError, EOFError, OSError, RuntimeError, AttributeError, KeyError,
             TypeError, IndexError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = " ".join(str(exc).split())[:400] or type(exc).__name__
         if "length" in message.lower() and ("pixel" in message.lower() or "frame" in message.lower()):
             message = f"pixel data is truncated or has the wrong length ({message})"
+        elif "exceptions were raised by all available plugins" in message:
+            message = f"compressed pixel data is corrupt or non-conformant ({message})"
         elif "no pixel data decoders" in message.lower() or "unable to decode" in message.lower():
             raise UnsupportedTransferSyntaxError(
                 f"cannot decode transfer syntax {getattr(syntax, 'name', syntax)}: {message}",
@@ -156,7 +166,7 @@ def modality_transform(
         from pydicom.pixels import apply_modality_lut
 
         return np.asarray(apply_modality_lut(pixels, dataset)).astype(out_dtype, copy=False)
-    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and slope == 1.0 and intercept == 0.0:
+    if int(dataset.get("SamplesPerPixel", 1) or 1) > 1:
         return pixels.astype(out_dtype, copy=False)
     if slope == 1.0 and intercept == 0.0:
         return pixels.astype(out_dtype, copy=False)

@@ -241,7 +241,11 @@ def read_volumes(
     header = read_header(first.path)
     frames = [f for stack in stacks for f in stack.frames]
     out_dtype = output_dtype(frames, header)
-    channels = 3 if first.samples_per_pixel > 1 else 1
+    channels = (
+        3
+        if first.samples_per_pixel > 1 or first.photometric_interpretation == "PALETTE COLOR"
+        else 1
+    )
     decoded = decode_frames(frames, out_dtype=out_dtype, channels=channels, workers=workers)
 
     is_sequence = len(stacks) > 1 or first_stack.kind == "cine"

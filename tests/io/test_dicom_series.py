@@ -1,0 +1,282 @@
+"""Series discovery and geometry on built series: order, gaps, splits, tilt, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.fileset import FileSet
+
+from medsight.errors import (
+    AmbiguousInputError,
+    DicomReadError,
+    GantryTiltError,
+    MedsightError,
+    NoImageFoundError,
+    NoPixelDataError,
+)
+from medsight.io.dicom import read_dicom, read_series, scan_dicom
+from tests._builders import AXIAL, SAGITTAL, base_pixels, write_series
+
+SLOPE_INTERCEPT = (1.0, -1024.0)  # CT_small's rescale
+
+
+def hu(n: int) -> np.ndarray:
+    """Expected slice n in HU, in medsight's (i, j) order."""
+    return (base_pixels().astype(np.int32) + 10 * n + SLOPE_INTERCEPT[1]).T
+
+
+def test_shuffled_files_sort_by_position_not_instance_number(tmp_path):
+    paths = write_series(tmp_path, 8, spacing=2.5)
+    image = read_dicom(tmp_path)
+    assert image.shape == (128, 128, 8)
+    for n in range(8):
+        np.testing.assert_array_equal(image.array[0, :, :, n], hu(n))
+    np.testing.assert_allclose(image.affine[:3, 2], [0, 0, 2.5])
+    first = pydicom.dcmread(paths[0])
+    np.testing.assert_allclose(image.origin, [float(v) for v in first.ImagePositionPatient])
+    assert image.spacing == pytest.approx((0.661468, 0.661468, 2.5), rel=1e-5)
+    assert image.orientation_code == "LPS"
+    assert [f.path for f in image.frames] == paths
+    assert image.warnings == ()
+
+
+def test_spacing_comes_from_positions_not_slice_thickness(tmp_path):
+    write_series(tmp_path, 5, spacing=3.0, extra={"SliceThickness": "5.0"})
+    assert read_dicom(tmp_path).spacing[2] == pytest.approx(3.0)
+
+
+def test_missing_slice_warns_and_resamples_when_asked(tmp_path):
+    write_series(tmp_path, 8, spacing=2.0, skip=[4])
+    image = read_dicom(tmp_path)
+    assert image.shape == (128, 128, 7)
+    assert any("missing slice" in w for w in image.warnings)
+    regular = read_dicom(tmp_path, resample_irregular=True)
+    assert regular.shape == (128, 128, 8)
+    assert not any(w.startswith("irregular slice spacing") for w in regular.warnings)
+    # slice 4 is interpolated halfway between slices 3 and 5
+    np.testing.assert_allclose(regular.array[0, :, :, 4], hu(4), atol=1e-3)
+    np.testing.assert_allclose(regular.array[0, :, :, 7], hu(7), atol=1e-3)
+    assert regular.spacing[2] == pytest.approx(2.0)
+
+
+def test_two_series_and_a_localizer_are_split_and_reported(tmp_path):
+    study = pydicom.uid.generate_uid()
+    series_a = pydicom.uid.generate_uid()
+    write_series(tmp_path / "a", 6, study_uid=study, series_uid=series_a, series_number=2)
+    write_series(
+        tmp_path / "a", 1, study_uid=study, series_uid=series_a, series_number=2,
+        orientation=SAGITTAL,
+    )
+    write_series(tmp_path / "b", 4, study_uid=study, series_number=3, spacing=5.0)
+    scan = scan_dicom(tmp_path)
+    assert len(scan.studies) == 1
+    assert [s.series_number for s in scan.series] == [2, 3]
+    first = scan.series[0]
+    assert sorted(stack.kind for stack in first.stacks) == ["2d", "volume"]
+    assert any("orientation" in reason for reason in first.split_reasons)
+    with pytest.raises(AmbiguousInputError, match="images found where one was expected"):
+        read_dicom(tmp_path)
+    volume = read_dicom(tmp_path, series_instance_uid=scan.series[1].series_instance_uid)
+    assert volume.shape == (128, 128, 4)
+    images = read_series(first)
+    assert sorted(im.spatial_dims for im in images) == [2, 3]
+
+
+def test_time_series_reads_as_one_sequence_in_acquisition_order(tmp_path):
+    series, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for t in (2, 0, 1):  # written out of order
+        write_series(
+            tmp_path, 4, series_uid=series, study_uid=study, value_step=10,
+            extra={"TemporalPositionIdentifier": t + 1, "AcquisitionNumber": t + 1},
+            pixels=base_pixels() + 1000 * t,
+        )
+    scan = scan_dicom(tmp_path)
+    (only,) = scan.series
+    assert len(only.stacks) == 3
+    assert any("3 volumes by temporal position" in r for r in only.split_reasons)
+    image = read_dicom(tmp_path)
+    assert image.is_sequence and image.array.shape == (1, 128, 128, 4, 3)
+    for t in range(3):
+        np.testing.assert_array_equal(image.array[0, :, :, 2, t], hu(2) + 1000 * t)
+
+
+def test_multi_echo_is_split_by_echo_time(tmp_path):
+    series, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for echo in (30.0, 10.0):
+        write_series(tmp_path, 3, series_uid=series, study_uid=study, extra={"EchoTime": echo})
+    (only,) = scan_dicom(tmp_path).series
+    assert [s.label for s in only.stacks] == ["echo time 10", "echo time 30"]
+    assert any("by echo time" in r for r in only.split_reasons)
+
+
+def test_gantry_tilt_is_refused_or_corrected(tmp_path):
+    pixels = np.zeros((128, 128), dtype=np.int16)
+    pixels[20, 64] = 3000  # one bright voxel at row 20 of every slice
+    spacing_row = 0.661468
+    write_series(tmp_path, 6, spacing=2.0, tilt_mm_per_slice=spacing_row, pixels=pixels,
+                 value_step=0)
+    with pytest.raises(GantryTiltError, match="gantry tilt of 18.30 degrees"):
+        read_dicom(tmp_path)
+    corrected = read_dicom(tmp_path, gantry_tilt="correct")
+    assert any("tilt" in w for w in corrected.warnings)
+    np.testing.assert_allclose(corrected.affine[:3, 2], [0, 0, 2.0], atol=1e-6)
+    for k in range(6):  # the dot drifts one row per slice in the orthogonal grid
+        column = corrected.array[0, 64, :, k]
+        assert int(np.argmax(column)) == 20 + k
+
+
+def test_multiframe_enhanced_mr_reads_as_volume(tmp_path):
+    import gzip
+    import shutil
+    from pathlib import Path
+
+    import nibabel
+
+    source = Path(nibabel.__file__).parent / "nicom" / "tests" / "data" / "philips_mprage.dcm.gz"
+    target = tmp_path / "philips_mprage.dcm"
+    with gzip.open(source) as packed, target.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    image = read_dicom(target)
+    assert image.spatial_dims == 3 and image.shape[2] > 1
+    assert len({f.frame_number for f in image.frames}) == image.shape[2]
+    steps = np.diff([image.world_coordinates([0, 0, k])[0] for k in range(3)], axis=0)
+    np.testing.assert_allclose(steps[0], steps[1], atol=1e-4)
+
+
+def test_cine_multiframe_is_a_2d_sequence():
+    import deid_data  # noqa: F401 - the package ships the file
+    from pathlib import Path
+
+    path = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "ultrasound-multiframe.dcm"
+    image = read_dicom(path)
+    assert image.spatial_dims == 2 and image.is_sequence
+    assert image.num_timepoints == int(pydicom.dcmread(path, stop_before_pixels=True).NumberOfFrames)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    paths = write_series(tmp_path, 4)
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[: len(data) - 5000])
+    with pytest.raises(DicomReadError) as caught:
+        read_dicom(tmp_path)
+    assert str(paths[2]) in str(caught.value)
+    assert "truncated" in str(caught.value) or "length" in str(caught.value)
+
+
+def test_non_dicom_file_is_skipped_with_a_note(tmp_path):
+    write_series(tmp_path, 3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    scan = scan_dicom(tmp_path)
+    assert [(s.path.name, s.reason) for s in scan.skipped] == [("notes.txt", "not a DICOM file")]
+    assert read_dicom(tmp_path).shape == (128, 128, 3)
+    with pytest.raises(MedsightError, match="not a DICOM file"):
+        read_dicom(tmp_path / "notes.txt")
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(NoImageFoundError, match="the folder is empty"):
+        read_dicom(tmp_path)
+
+
+def test_dicom_without_pixel_data_is_refused(tmp_path):
+    (path,) = write_series(tmp_path, 1)
+    dataset = pydicom.dcmread(path)
+    del dataset.PixelData
+    dataset.save_as(path)
+    with pytest.raises(NoPixelDataError, match="no pixel data"):
+        read_dicom(path)
+
+
+def test_file_without_preamble_or_file_meta_is_read(tmp_path):
+    (path,) = write_series(tmp_path / "src", 1)
+    dataset = pydicom.dcmread(path)
+    raw = tmp_path / "raw.dcm"
+    dataset.preamble = None
+    del dataset.file_meta
+    pydicom.dcmwrite(raw, dataset, enforce_file_format=False, implicit_vr=True,
+                     little_endian=True)
+    assert raw.read_bytes()[128:132] != b"DICM"
+    image = read_dicom(raw)
+    np.testing.assert_array_equal(image.array[0], hu(0))
+
+
+def test_dicomdir_lists_its_images(tmp_path):
+    paths = write_series(tmp_path / "src", 3)
+    file_set = FileSet()
+    for path in paths:
+        file_set.add(pydicom.dcmread(path))
+    file_set.write(tmp_path / "media")
+    image = read_dicom(tmp_path / "media" / "DICOMDIR")
+    assert image.shape == (128, 128, 3)
+    np.testing.assert_array_equal(image.array[0, :, :, 2], hu(2))
+
+
+def test_parallel_decode_equals_serial_and_reports_bad_files(tmp_path, monkeypatch):
+    from medsight.io.dicom import pixels
+
+    paths = write_series(tmp_path, 12)
+    serial = read_dicom(tmp_path, workers=1)
+    monkeypatch.setattr(pixels, "PARALLEL_MIN_BYTES", 0)
+    parallel = read_dicom(tmp_path, workers=2)
+    np.testing.assert_array_equal(serial.array, parallel.array)
+    data = paths[5].read_bytes()
+    paths[5].write_bytes(data[:-3000])
+    with pytest.raises(DicomReadError, match=paths[5].name):
+        read_dicom(tmp_path, workers=2)
+
+
+def test_projection_spacing_and_orientation(tmp_path):
+    (path,) = write_series(tmp_path, 1)
+    dataset = pydicom.dcmread(path)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        delattr(dataset, keyword)
+    dataset.Modality = "DX"
+    dataset.ImagerPixelSpacing = [0.2, 0.2]
+    dataset.EstimatedRadiographicMagnificationFactor = 1.25
+    dataset.PatientOrientation = ["P", "F"]
+    dataset.save_as(path)
+    image = read_dicom(path)
+    assert image.spatial_dims == 2 and image.spacing_known and image.orientation_known
+    assert image.spacing == pytest.approx((0.16, 0.16))
+    np.testing.assert_allclose(image.direction[:, 0], [0, 1, 0])  # rows run posterior
+    np.testing.assert_allclose(image.direction[:, 1], [0, 0, -1])  # columns run to the feet
+    assert "magnification" in image.metadata["PixelSpacingSource"]
+    del dataset.EstimatedRadiographicMagnificationFactor
+    del dataset.PatientOrientation
+    dataset.save_as(path)
+    plain = read_dicom(path)
+    assert plain.spacing == pytest.approx((0.2, 0.2)) and not plain.orientation_known
+    assert any("detector" in w for w in plain.warnings)
+
+
+def test_big_endian_equals_little_endian():
+    from pydicom.data import get_testdata_file
+
+    little = read_dicom(get_testdata_file("MR_small.dcm"))
+    big = read_dicom(get_testdata_file("MR_small_bigendian.dcm"))
+    np.testing.assert_array_equal(little.array, big.array)
+
+
+def test_monochrome1_is_kept_and_inverted_only_for_display():
+    from pathlib import Path
+
+    import data_store
+
+    from medsight.imaging import to_display
+
+    path = Path(data_store.__file__).parent / "data" / "RG1_UNCI.dcm"
+    image = read_dicom(path)
+    assert image.photometric_interpretation == "MONOCHROME1"
+    raw = pydicom.dcmread(path).pixel_array
+    np.testing.assert_array_equal(image.array[0].T, raw)  # values untouched by the reader
+    shown = to_display(image, window=(float(raw.mean()), float(raw.max() - raw.min())))
+    brightest_raw = np.unravel_index(np.argmax(raw), raw.shape)
+    assert shown[0].T[brightest_raw] == pytest.approx(0.0, abs=0.05)  # high value shows dark
+
+
+def test_orientation_axial_and_sagittal_codes(tmp_path):
+    write_series(tmp_path / "ax", 3, orientation=AXIAL)
+    write_series(tmp_path / "sag", 3, orientation=SAGITTAL)
+    assert read_dicom(tmp_path / "ax").orientation_code == "LPS"
+    assert read_dicom(tmp_path / "sag").orientation_code == "PIR"  # normal = P x I = R
