@@ -69,7 +69,9 @@ def write_series(
             continue
         where = n if positions_index is None else positions_index[n]
         dataset = copy.deepcopy(base)
-        position = np.asarray(origin) + where * spacing * normal + where * tilt_mm_per_slice * column
+        position = (
+            np.asarray(origin) + where * spacing * normal + where * tilt_mm_per_slice * column
+        )
         dataset.ImagePositionPatient = [f"{v:.6f}" for v in position]
         dataset.ImageOrientationPatient = [f"{v:g}" for v in orientation]
         dataset.StudyInstanceUID = study_uid

@@ -64,7 +64,9 @@ def _enhanced_rescale(dataset: Dataset, frame: int) -> tuple[float, float] | Non
             continue
         items = container.get("PixelValueTransformationSequence")
         if items:
-            return float(items[0].get("RescaleSlope", 1)), float(items[0].get("RescaleIntercept", 0))
+            return float(items[0].get("RescaleSlope", 1)), float(
+                items[0].get("RescaleIntercept", 0)
+            )
     return None
 
 
@@ -83,19 +85,28 @@ def pydicom_reference(path: Path) -> tuple[Dataset, np.ndarray]:
         implicit, little = dataset.original_encoding
         dataset.file_meta = getattr(dataset, "file_meta", None) or FileMetaDataset()
         dataset.file_meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian if implicit
-            else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+            ImplicitVRLittleEndian
+            if implicit
+            else ExplicitVRLittleEndian
+            if little
+            else ExplicitVRBigEndian
         )
     pixels = np.asarray(dataset.pixel_array)
     frames = int(dataset.get("NumberOfFrames") or 1)
-    if frames == 1 or pixels.ndim == 2 or (pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) > 1 and frames == 1):
+    if (
+        frames == 1
+        or pixels.ndim == 2
+        or (pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) > 1 and frames == 1)
+    ):
         pixels = pixels[np.newaxis]
     photometric = str(dataset.get("PhotometricInterpretation", ""))
     if photometric == "PALETTE COLOR":
         values = np.asarray(apply_color_lut(pixels, dataset))
     elif int(dataset.get("SamplesPerPixel", 1) or 1) > 1:
         values = pixels  # the Modality LUT applies to grayscale only (PS3.3 C.11.1)
-    elif "PerFrameFunctionalGroupsSequence" in dataset or "SharedFunctionalGroupsSequence" in dataset:
+    elif (
+        "PerFrameFunctionalGroupsSequence" in dataset or "SharedFunctionalGroupsSequence" in dataset
+    ):
         values = np.empty(pixels.shape, dtype=np.float64)
         for index in range(pixels.shape[0]):
             rescale = _enhanced_rescale(dataset, index)

@@ -32,7 +32,7 @@ class MedsightError(Exception):
     exit_code: int = 70
 
     def __init__(self, message: str, *, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.file = Path(path) if path is not None else None
         self.message = message
         super().__init__(f"{path}: {message}" if path is not None else message)
 

@@ -89,7 +89,9 @@ def test_every_file_decodes_like_pydicom_or_fails_clearly(outcomes):
         counts[item.result] = counts.get(item.result, 0) + 1
         print(f"{item.result:9s} {item.path.name}: {item.detail[:160]}")
     print(counts)
-    bad = [f"{o.path}: {o.result}: {o.detail}" for o in outcomes if o.result in ("crash", "mismatch")]
+    bad = [
+        f"{o.path}: {o.result}: {o.detail}" for o in outcomes if o.result in ("crash", "mismatch")
+    ]
     assert not bad, "\n".join(bad)
     assert len(outcomes) >= 250  # the packages hold about 285 files; fewer means a lost root
     assert counts.get("decoded", 0) >= 180
@@ -101,10 +103,13 @@ def test_every_file_decodes_like_pydicom_or_fails_clearly(outcomes):
 # --- independent decoders --------------------------------------------------------------------
 
 _DCMTK = {
-    "1.2.840.10008.1.2.4.50": "dcmdjpeg", "1.2.840.10008.1.2.4.51": "dcmdjpeg",
-    "1.2.840.10008.1.2.4.57": "dcmdjpeg", "1.2.840.10008.1.2.4.70": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.50": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.51": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.57": "dcmdjpeg",
+    "1.2.840.10008.1.2.4.70": "dcmdjpeg",
     "1.2.840.10008.1.2.5": "dcmdrle",
-    "1.2.840.10008.1.2.4.80": "dcmdjpls", "1.2.840.10008.1.2.4.81": "dcmdjpls",
+    "1.2.840.10008.1.2.4.80": "dcmdjpls",
+    "1.2.840.10008.1.2.4.81": "dcmdjpls",
 }
 
 
@@ -168,9 +173,11 @@ def test_compressed_files_agree_with_an_independent_decoder(outcomes, tmp_path):
             continue
         ours = medsight_frames(image)
         order = [(f.frame_number or 1) - 1 for f in image.frames]
-        lossy = syntax.name.startswith(("JPEG Baseline", "JPEG Extended", "JPEG-LS Lossy")) or (
-            syntax == "1.2.840.10008.1.2.4.91"
-        ) or str(header.get("LossyImageCompression", "00")) == "01"
+        lossy = (
+            syntax.name.startswith(("JPEG Baseline", "JPEG Extended", "JPEG-LS Lossy"))
+            or (syntax == "1.2.840.10008.1.2.4.91")
+            or str(header.get("LossyImageCompression", "00")) == "01"
+        )
         agreed_with = []
         dcmtk = _dcmtk_decode(item.path, str(syntax), tmp_path)
         if dcmtk is not None and _agrees(ours, dcmtk[order], lossy):

@@ -65,7 +65,11 @@ def test_two_series_and_a_localizer_are_split_and_reported(tmp_path):
     series_a = pydicom.uid.generate_uid()
     write_series(tmp_path / "a", 6, study_uid=study, series_uid=series_a, series_number=2)
     write_series(
-        tmp_path / "a", 1, study_uid=study, series_uid=series_a, series_number=2,
+        tmp_path / "a",
+        1,
+        study_uid=study,
+        series_uid=series_a,
+        series_number=2,
         orientation=SAGITTAL,
     )
     write_series(tmp_path / "b", 4, study_uid=study, series_number=3, spacing=5.0)
@@ -87,7 +91,11 @@ def test_time_series_reads_as_one_sequence_in_acquisition_order(tmp_path):
     series, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     for t in (2, 0, 1):  # written out of order
         write_series(
-            tmp_path, 4, series_uid=series, study_uid=study, value_step=10,
+            tmp_path,
+            4,
+            series_uid=series,
+            study_uid=study,
+            value_step=10,
             extra={"TemporalPositionIdentifier": t + 1, "AcquisitionNumber": t + 1},
             pixels=base_pixels() + 1000 * t,
         )
@@ -114,9 +122,10 @@ def test_gantry_tilt_is_refused_or_corrected(tmp_path):
     pixels = np.zeros((128, 128), dtype=np.int16)
     pixels[20, 64] = 3000  # one bright voxel at row 20 of every slice
     spacing_row = 0.661468
-    write_series(tmp_path, 6, spacing=2.0, tilt_mm_per_slice=spacing_row, pixels=pixels,
-                 value_step=0)
-    with pytest.raises(GantryTiltError, match="gantry tilt of 18.30 degrees"):
+    write_series(
+        tmp_path, 6, spacing=2.0, tilt_mm_per_slice=spacing_row, pixels=pixels, value_step=0
+    )
+    with pytest.raises(GantryTiltError, match=r"gantry tilt of 18\.30 degrees"):
         read_dicom(tmp_path)
     corrected = read_dicom(tmp_path, gantry_tilt="correct")
     assert any("tilt" in w for w in corrected.warnings)
@@ -145,13 +154,16 @@ def test_multiframe_enhanced_mr_reads_as_volume(tmp_path):
 
 
 def test_cine_multiframe_is_a_2d_sequence():
-    import deid_data  # noqa: F401 - the package ships the file
     from pathlib import Path
+
+    import deid_data
 
     path = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "ultrasound-multiframe.dcm"
     image = read_dicom(path)
     assert image.spatial_dims == 2 and image.is_sequence
-    assert image.num_timepoints == int(pydicom.dcmread(path, stop_before_pixels=True).NumberOfFrames)
+    assert image.num_timepoints == int(
+        pydicom.dcmread(path, stop_before_pixels=True).NumberOfFrames
+    )
 
 
 def test_truncated_file_names_the_file(tmp_path):
@@ -194,8 +206,7 @@ def test_file_without_preamble_or_file_meta_is_read(tmp_path):
     raw = tmp_path / "raw.dcm"
     dataset.preamble = None
     del dataset.file_meta
-    pydicom.dcmwrite(raw, dataset, enforce_file_format=False, implicit_vr=True,
-                     little_endian=True)
+    pydicom.dcmwrite(raw, dataset, enforce_file_format=False, implicit_vr=True, little_endian=True)
     assert raw.read_bytes()[128:132] != b"DICM"
     image = read_dicom(raw)
     np.testing.assert_array_equal(image.array[0], hu(0))

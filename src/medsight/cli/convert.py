@@ -53,7 +53,7 @@ def convert(
             raise InvalidInputError(f"output must end in .nii or .nii.gz, got {out.name}")
         if not path.exists():
             raise NoImageFoundError("no such file or folder", path=path)
-        options = {
+        options: dict[str, object] = {
             "resample_irregular": resample_irregular,
             "gantry_tilt": "correct" if correct_tilt else "refuse",
         }
@@ -89,11 +89,14 @@ def _convert_dicom(
     for series, group in jobs:
         target = out
         if len(jobs) > 1:
-            label = "_".join(
-                _slug(str(v))
-                for v in (series.series_number, series.series_description, series.modality)
-                if v not in (None, "")
-            ) or _slug(series.series_instance_uid)[-16:]
+            label = (
+                "_".join(
+                    _slug(str(v))
+                    for v in (series.series_number, series.series_description, series.modality)
+                    if v not in (None, "")
+                )
+                or _slug(series.series_instance_uid)[-16:]
+            )
             if sum(1 for s, _ in jobs if s is series) > 1:
                 label += "_" + _slug(group[0].label or f"stack{series.stacks.index(group[0]) + 1}")
             target = out.with_name(f"{_stem(out)}_{label}.nii.gz")

@@ -14,6 +14,8 @@ from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.errors import NoImageFoundError
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
 
+RESEARCH_USE = "medsight: research use only, not for diagnostic use."
+
 console = Console(highlight=False)
 if not console.is_terminal:
     console = Console(highlight=False, width=200)  # piped output: do not wrap at 80 columns
@@ -71,7 +73,10 @@ def _image_row(path: Path) -> dict[str, Any]:
         with open_slide(path) as slide:
             levels = slide.levels
             return {
-                "study": None, "series": None, "modality": "SM", "description": "whole-slide image",
+                "study": None,
+                "series": None,
+                "modality": "SM",
+                "description": "whole-slide image",
                 "stack": f"{len(levels)} levels",
                 "size": [levels[0].width, levels[0].height],
                 "frames": 1,
@@ -80,13 +85,16 @@ def _image_row(path: Path) -> dict[str, Any]:
                 "orientation": "-",
                 "transfer_syntax": None,
                 "warnings": [
-                    "levels: " + ", ".join(f"{lv.width}x{lv.height} (/{lv.downsample:g})"
-                                           for lv in levels)
+                    "levels: "
+                    + ", ".join(f"{lv.width}x{lv.height} (/{lv.downsample:g})" for lv in levels)
                 ],
             }
     image = read_image(path)
     return {
-        "study": None, "series": None, "modality": image.modality,
+        "file": path.name,
+        "study": None,
+        "series": None,
+        "modality": image.modality,
         "description": image.metadata.get("source_format"),
         "stack": f"{image.spatial_dims}d" + (" sequence" if image.is_sequence else ""),
         "size": list(image.shape) + ([image.num_timepoints] if image.is_sequence else []),
@@ -97,6 +105,15 @@ def _image_row(path: Path) -> dict[str, Any]:
         "transfer_syntax": None,
         "warnings": list(image.warnings),
     }
+
+
+def _is_image_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return (
+        path.name.lower().endswith(NIFTI_SUFFIXES)
+        or suffix in RASTER_SUFFIXES
+        or (suffix in _SLIDE_SUFFIXES)
+    )
 
 
 def _is_pyramidal_tiff(path: Path) -> bool:
@@ -115,12 +132,23 @@ def _is_pyramidal_tiff(path: Path) -> bool:
 
 def _show(path: Path, rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:
     table = Table(title=f"{path}", title_justify="left", show_lines=False)
-    for column in ("study", "series", "mod", "image", "size", "spacing (mm)", "orient",
-                   "transfer syntax", "warnings"):
+    for column in (
+        "study",
+        "series",
+        "mod",
+        "image",
+        "size",
+        "spacing (mm)",
+        "orient",
+        "transfer syntax",
+        "warnings",
+    ):
         table.add_column(column, overflow="fold")
     for row in rows:
-        series = " ".join(
-            str(v) for v in (row.get("series_number"), row.get("description")) if v not in (None, "")
+        series = row.get("file") or " ".join(
+            str(v)
+            for v in (row.get("series_number"), row.get("description"))
+            if v not in (None, "")
         )
         table.add_row(
             (row["study"] or "-")[-12:],
@@ -134,6 +162,7 @@ def _show(path: Path, rows: list[dict[str, Any]], skipped: list[dict[str, str]])
             "\n".join(row["warnings"]) or "",
         )
     console.print(table)
+    console.print(RESEARCH_USE)
     if skipped:
         console.print(f"skipped {len(skipped)} file(s):")
         for item in skipped[:20]:
@@ -152,16 +181,14 @@ def info(
     def action() -> None:
         if not path.exists():
             raise NoImageFoundError("no such file or folder", path=path)
-        name = path.name.lower()
-        is_image_file = path.is_file() and (
-            name.endswith(NIFTI_SUFFIXES)
-            or path.suffix.lower() in RASTER_SUFFIXES
-            or path.suffix.lower() in _SLIDE_SUFFIXES
-        )
-        if is_image_file:
-            rows, skipped = [_image_row(path)], []
+        if path.is_file() and _is_image_file(path):
+            rows, skipped = [_image_row(path)], list[dict[str, str]]()
         else:
             rows, skipped = _dicom_rows(path)
+            # a folder may also hold photographs and NIfTI volumes: list them too
+            readable = [s for s in skipped if _is_image_file(Path(s["path"]))]
+            rows.extend(_image_row(Path(s["path"])) for s in readable)
+            skipped = [s for s in skipped if s not in readable]
             if not rows:
                 reason = skipped[0]["reason"] if skipped else "the folder is empty"
                 raise NoImageFoundError(f"no DICOM image found ({reason})", path=path)

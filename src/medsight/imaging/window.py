@@ -74,7 +74,9 @@ def apply_voi(image: Image, window: str | tuple[float, float] | None = None) -> 
         if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
             function = "LINEAR"
         return apply_window(
-            values, _first(metadata["WindowCenter"]), _first(metadata["WindowWidth"]),
+            values,
+            _first(metadata["WindowCenter"]),
+            _first(metadata["WindowWidth"]),
             function,  # type: ignore[arg-type]
         )
     low, high = float(np.min(values)), float(np.max(values))

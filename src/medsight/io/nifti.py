@@ -9,6 +9,7 @@ superior. The two differ by negating x and y, done here and nowhere else:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -26,7 +27,7 @@ def read_nifti(path: str | Path) -> Image:
     """Read a 2D, 3D or 4D NIfTI (the 4th axis becomes the time axis ``t``)."""
     path = Path(path)
     try:
-        nifti = nib.load(path)
+        nifti: Any = nib.load(path)
         data = np.asanyarray(nifti.dataobj)
     except FileNotFoundError as exc:
         raise UnreadableFileError("file not found", path=path) from exc
@@ -37,7 +38,9 @@ def read_nifti(path: str | Path) -> Image:
     while data.ndim > 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim > 4:
-        raise InvalidInputError(f"NIfTI with {data.ndim} axes {data.shape} is not supported", path=path)
+        raise InvalidInputError(
+            f"NIfTI with {data.ndim} axes {data.shape} is not supported", path=path
+        )
     affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
     units = nifti.header.get_xyzt_units()[0] if hasattr(nifti.header, "get_xyzt_units") else "mm"
     warnings: tuple[str, ...] = ()
@@ -54,8 +57,10 @@ def read_nifti(path: str | Path) -> Image:
         modality=None,
         frames=(FrameReference(path),),
         is_sequence=is_sequence,
-        metadata={"source_format": "nifti", "qform_code": int(nifti.header["qform_code"])
-                  if "qform_code" in nifti.header else None},
+        metadata={
+            "source_format": "nifti",
+            "qform_code": int(nifti.header["qform_code"]) if "qform_code" in nifti.header else None,
+        },
         warnings=warnings,
     )
 

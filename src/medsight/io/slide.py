@@ -73,7 +73,9 @@ class Slide:
         try:
             self._slide: Any = tiffslide.TiffSlide(self.path)
         except Exception as exc:  # tiffslide/tifffile raise many types for non-slides
-            raise UnreadableFileError(f"not a readable whole-slide image ({exc})", path=path) from exc
+            raise UnreadableFileError(
+                f"not a readable whole-slide image ({exc})", path=path
+            ) from exc
         properties = self._slide.properties
         mpp_x, mpp_y = properties.get("tiffslide.mpp-x"), properties.get("tiffslide.mpp-y")
         self.mpp: tuple[float, float] | None = (
@@ -123,15 +125,15 @@ class Slide:
         affine[1, 3] = (location[1] + (downsample - 1) / 2) * mpp_y / 1000.0
         return affine
 
-    def read_region(
-        self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> Image:
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image:
         """RGB pixels of a region as an :class:`Image` (see module doc for coordinates)."""
         info = self._level(level)
         if size[0] <= 0 or size[1] <= 0:
             raise InvalidInputError(f"region size must be positive, got {size}", path=self.path)
-        if not (0 <= location[0] < info.width * info.downsample
-                and 0 <= location[1] < info.height * info.downsample):
+        if not (
+            0 <= location[0] < info.width * info.downsample
+            and 0 <= location[1] < info.height * info.downsample
+        ):
             raise InvalidInputError(
                 f"region at {location} lies outside the slide "
                 f"({self.levels[0].width}x{self.levels[0].height} level-0 pixels)",
@@ -189,8 +191,8 @@ class Slide:
                 fraction = float(mask[y0:y1, x0:x1].mean()) if mask[y0:y1, x0:x1].size else 0.0
                 if fraction >= min_tissue:
                     yield Tile(
-                        x=int(round(x * info.downsample)),
-                        y=int(round(y * info.downsample)),
+                        x=round(x * info.downsample),
+                        y=round(y * info.downsample),
                         level=level,
                         width=width,
                         height=height,

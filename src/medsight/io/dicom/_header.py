@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,15 @@ logger = logging.getLogger(__name__)
 #: RT plans...); detected by the absence of pixel data, but named here for clearer messages.
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFER_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class NativePixels:
+    """Where the uncompressed pixels of a single-frame grayscale file lie, for direct reads."""
+
+    offset: int  # byte position of the Pixel Data value in the file
+    dtype: str  # numpy dtype string including byte order, e.g. "<u2"
+    bits_stored: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class FrameInfo:
     series_number: int | None = None
     series_description: str | None = None
     frame_of_reference_uid: str | None = None
+    native: NativePixels | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -184,6 +195,35 @@ def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, st
     return None, None
 
 
+def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
+    """Direct-read layout of an uncompressed single-frame grayscale image, else None."""
+    if syntax is None or "PixelData" not in dataset or "NumberOfFrames" in dataset:
+        return None
+    try:
+        uid = UID(str(syntax))
+        if uid.is_compressed or uid.is_deflated or not uid.is_transfer_syntax:
+            return None
+        bits = int(dataset.BitsAllocated)
+        stored = int(dataset.get("BitsStored") or bits)
+        signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
+        if int(dataset.get("SamplesPerPixel", 1) or 1) != 1 or bits not in (8, 16, 32):
+            return None
+        element = dataset.get_item("PixelData")
+        # a raw element knows its value position and length; a deferred (converted) one only
+        # its value position, and a truncated file then shows when the pixels are read
+        offset = getattr(element, "value_tell", None) or getattr(element, "file_tell", None)
+        length = getattr(element, "length", None)
+        expected = int(dataset.Rows) * int(dataset.Columns) * bits // 8
+        if getattr(element, "is_undefined_length", False) or offset is None:
+            return None
+        if (length is not None and int(length) < expected) or not 0 < stored <= bits:
+            return None
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
+    order = "<" if uid.is_little_endian else ">"
+    return NativePixels(int(offset), f"{order}{'i' if signed else 'u'}{bits // 8}", stored)
+
+
 def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
     """One :class:`FrameInfo` per frame of a header that has pixel data."""
     transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
@@ -227,6 +267,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
         series_number=_int_or_none(dataset.get("SeriesNumber")),
         series_description=str(dataset.get("SeriesDescription", "")) or None,
         frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+        native=_native_pixels(dataset, transfer_syntax),
     )
     base_echo = _float_or_none(dataset.get("EchoTime"))
     base_temporal = _float_or_none(
@@ -238,10 +279,15 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
     frames: list[FrameInfo] = []
     for index in range(number_of_frames):
         per_frame = per_frame_groups[index] if index < len(per_frame_groups) else None
-        orientation = _float_tuple(
-            _functional(shared, per_frame, "PlaneOrientationSequence", "ImageOrientationPatient"),
-            6,
-        ) or base_orientation
+        orientation = (
+            _float_tuple(
+                _functional(
+                    shared, per_frame, "PlaneOrientationSequence", "ImageOrientationPatient"
+                ),
+                6,
+            )
+            or base_orientation
+        )
         position = _float_tuple(
             _functional(shared, per_frame, "PlanePositionSequence", "ImagePositionPatient"), 3
         )
@@ -250,11 +296,11 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
                 offsets = [float(v) for v in grid_offsets]
                 normal = np.cross(orientation[:3], orientation[3:])
                 if index < len(offsets):
-                    position = tuple(  # type: ignore[assignment]
+                    position = tuple(
                         float(v) for v in np.asarray(base_position) + offsets[index] * normal
                     )
             elif not is_multiframe or number_of_frames == 1:
-                position = base_position  # type: ignore[assignment]
+                position = base_position
         spacing = _float_tuple(
             _functional(shared, per_frame, "PixelMeasuresSequence", "PixelSpacing"), 2
         )

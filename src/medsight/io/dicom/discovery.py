@@ -11,11 +11,13 @@ same ``volume_group`` so they can be read together as one sequence, in acquisiti
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -26,8 +28,12 @@ from medsight.io.dicom._header import FrameInfo, describe_frames, has_pixel_data
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomScan", "SkippedFile", "Stack", "Study", "Series", "scan_dicom"]
+T = TypeVar("T")
 
+__all__ = ["DicomScan", "Series", "SkippedFile", "Stack", "Study", "scan_dicom"]
+
+#: from this many files on, headers are read by worker processes
+PARALLEL_SCAN_MIN_FILES = 64
 #: positions closer than this (mm, along the slice normal) are "the same position"
 POSITION_TOLERANCE_MM = 0.01
 
@@ -147,9 +153,7 @@ def _geometry_key(frame: FrameInfo) -> tuple[object, ...]:
 
 def _describe_difference(keys: list[tuple[object, ...]]) -> str:
     names = ("size", "size", "samples per pixel", "orientation", "pixel spacing")
-    differing = [
-        names[i] for i in range(len(names)) if len({k[i] for k in keys}) > 1
-    ]
+    differing = [names[i] for i in range(len(names)) if len({k[i] for k in keys}) > 1]
     return ", ".join(dict.fromkeys(differing)) or "geometry"
 
 
@@ -189,9 +193,13 @@ def _split_repeated_positions(frames: list[FrameInfo]) -> tuple[list[list[FrameI
         if all(
             len(np.unique(positions[[frames.index(f) for f in vol]])) == len(vol) for vol in volumes
         ):
-            return volumes, label, (
-                f"{len(frames)} frames at {unique_positions} positions: "
-                f"{len(volumes)} volumes by {label}"
+            return (
+                volumes,
+                label,
+                (
+                    f"{len(frames)} frames at {unique_positions} positions: "
+                    f"{len(volumes)} volumes by {label}"
+                ),
             )
     # Nothing in the header tells the volumes apart: fall back to acquisition order, which is
     # only safe when every position repeats the same number of times.
@@ -205,13 +213,21 @@ def _split_repeated_positions(frames: list[FrameInfo]) -> tuple[list[list[FrameI
         for group in by_position.values():
             for index, frame in enumerate(sorted(group, key=_acquisition_order)):
                 volumes[index].append(frame)
-        return volumes, "acquisition order", (
-            f"{len(frames)} frames at {unique_positions} positions: {repeats} volumes "
-            "by acquisition order (instance number)"
+        return (
+            volumes,
+            "acquisition order",
+            (
+                f"{len(frames)} frames at {unique_positions} positions: {repeats} volumes "
+                "by acquisition order (instance number)"
+            ),
         )
-    return [], "", (
-        f"{len(frames)} frames at {unique_positions} positions repeat unevenly and no "
-        "echo, temporal or acquisition attribute separates them"
+    return (
+        [],
+        "",
+        (
+            f"{len(frames)} frames at {unique_positions} positions repeat unevenly and no "
+            "echo, temporal or acquisition attribute separates them"
+        ),
     )
 
 
@@ -293,7 +309,37 @@ def _series_key(frame: FrameInfo) -> str:
     )
 
 
-def scan_dicom(path: str | Path, *, paths: Iterable[Path] | None = None) -> DicomScan:
+def _scan_file(path: Path) -> tuple[list[FrameInfo], SkippedFile | None]:
+    try:
+        if path.stat().st_size == 0:
+            return [], SkippedFile(path, "empty file")
+        dataset = read_header(path)
+    except InvalidDicomError:
+        return [], SkippedFile(path, "not a DICOM file")
+    except Exception as exc:  # a broken header must not stop the scan of the others
+        return [], SkippedFile(path, f"unreadable DICOM header ({exc})")
+    if not has_pixel_data(dataset):
+        return [], SkippedFile(path, _why_no_image(dataset))
+    return describe_frames(path, dataset), None
+
+
+def _map_files(function: Callable[[Path], T], paths: list[Path], workers: int | None) -> list[T]:
+    """``function`` over ``paths`` in order; forked processes when there are many files
+    (parsing headers is pure Python, so threads would not help)."""
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if (
+        workers < 2
+        or len(paths) < PARALLEL_SCAN_MIN_FILES
+        or ("fork" not in multiprocessing.get_all_start_methods())
+    ):
+        return [function(path) for path in paths]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(function, paths, chunksize=max(1, len(paths) // (workers * 4)))
+
+
+def scan_dicom(
+    path: str | Path, *, paths: Iterable[Path] | None = None, workers: int | None = None
+) -> DicomScan:
     """Read the headers of every file under ``path`` and group them (see module doc).
 
     ``path`` may be a file, a folder tree or a DICOMDIR. Non-DICOM files and DICOM objects
@@ -307,22 +353,10 @@ def scan_dicom(path: str | Path, *, paths: Iterable[Path] | None = None) -> Dico
 
     skipped: list[SkippedFile] = []
     frames: list[FrameInfo] = []
-    for file_path in paths:
-        try:
-            if file_path.stat().st_size == 0:
-                skipped.append(SkippedFile(file_path, "empty file"))
-                continue
-            dataset = read_header(file_path)
-        except InvalidDicomError:
-            skipped.append(SkippedFile(file_path, "not a DICOM file"))
-            continue
-        except Exception as exc:  # a broken header must not stop the scan of the others
-            skipped.append(SkippedFile(file_path, f"unreadable DICOM header ({exc})"))
-            continue
-        if not has_pixel_data(dataset):
-            skipped.append(SkippedFile(file_path, _why_no_image(dataset)))
-            continue
-        frames.extend(describe_frames(file_path, dataset))
+    for file_frames, skip in _map_files(_scan_file, list(paths), workers):
+        frames.extend(file_frames)
+        if skip is not None:
+            skipped.append(skip)
     for skip in skipped:
         logger.info("skipped %s: %s", skip.path, skip.reason)
 

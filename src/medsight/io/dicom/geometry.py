@@ -67,7 +67,9 @@ def stack_geometry(frames: list[FrameInfo], *, gantry_tilt: str = "refuse") -> S
     distances = positions @ normal
     steps = np.diff(distances)
     if np.any(steps <= 0):
-        raise GeometryError("frames are not sorted by position or share a position", path=first.path)
+        raise GeometryError(
+            "frames are not sorted by position or share a position", path=first.path
+        )
     median = float(np.median(steps))
     affine = in_plane_affine(first)
     affine[:3, 2] = normal * median
@@ -78,8 +80,11 @@ def stack_geometry(frames: list[FrameInfo], *, gantry_tilt: str = "refuse") -> S
         geometry.regular = False
         gaps = [
             f"{distances[i]:.2f}->{distances[i + 1]:.2f} mm (step {steps[i]:.3g}"
-            + (f", about {round(steps[i] / median) - 1} missing slice(s))"
-               if steps[i] > 1.5 * median else ")")
+            + (
+                f", about {round(steps[i] / median) - 1} missing slice(s))"
+                if steps[i] > 1.5 * median
+                else ")"
+            )
             for i in np.flatnonzero(irregular)[:5]
         ]
         more = f" and {int(irregular.sum()) - 5} more" if irregular.sum() > 5 else ""
@@ -130,8 +135,12 @@ def projection_affine(
     (PS3.3 C.7.6.1.1.1); the first letter of each is its dominant direction.
     """
     directions = {
-        "L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0),
-        "H": (0, 0, 1), "F": (0, 0, -1),
+        "L": (1, 0, 0),
+        "R": (-1, 0, 0),
+        "P": (0, 1, 0),
+        "A": (0, -1, 0),
+        "H": (0, 0, 1),
+        "F": (0, 0, -1),
     }
     row_spacing, column_spacing = pixel_spacing or (1.0, 1.0)
     row = np.array([1.0, 0.0, 0.0])

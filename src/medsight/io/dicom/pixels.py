@@ -47,7 +47,7 @@ from medsight.io.dicom._header import FrameInfo, infer_transfer_syntax
 logger = logging.getLogger(__name__)
 
 #: below this many bytes of output a series is decoded in-process (forking costs more)
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -138,10 +138,20 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
             f"reinstall medsight so its DICOM codecs are present ({exc})",
             path=path,
         ) from exc
-    except (ValueError, EOFError, OSError, RuntimeError, AttributeError, KeyError,
-            TypeError, IndexError) as exc:
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        RuntimeError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        IndexError,
+    ) as exc:
         message = " ".join(str(exc).split())[:400] or type(exc).__name__
-        if "length" in message.lower() and ("pixel" in message.lower() or "frame" in message.lower()):
+        if "length" in message.lower() and (
+            "pixel" in message.lower() or "frame" in message.lower()
+        ):
             message = f"pixel data is truncated or has the wrong length ({message})"
         elif "exceptions were raised by all available plugins" in message:
             message = f"compressed pixel data is corrupt or non-conformant ({message})"
@@ -181,35 +191,98 @@ def modality_transform(
 _SHARED_TARGET: np.ndarray | None = None
 
 
-def _decode_file_into(
-    target: np.ndarray, path: Path, slots: list[_FrameSlot], out_dtype: np.dtype
+def _read_native(path: Path, frame: FrameInfo) -> np.ndarray:
+    """Uncompressed grayscale pixels straight from the file, as pydicom's native decoder
+    gives them (unused high bits masked, signed values sign-extended from BitsStored).
+
+    pydicom would parse the whole header again for every file; the scan already found where
+    the pixels lie, so one read of the bytes is enough (half the time on an uncompressed CT).
+    """
+    native = frame.native
+    assert native is not None
+    count = frame.rows * frame.columns
+    try:
+        with path.open("rb") as handle:
+            handle.seek(native.offset)
+            pixels = np.fromfile(handle, dtype=native.dtype, count=count)
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read pixel data ({exc})", path=path) from exc
+    if pixels.size != count:
+        raise DicomReadError(
+            f"pixel data is truncated: {pixels.size * pixels.itemsize} of "
+            f"{count * pixels.itemsize} bytes present",
+            path=path,
+        )
+    pixels = pixels.reshape(frame.rows, frame.columns).astype(native.dtype[1:], copy=False)
+    unused = pixels.itemsize * 8 - native.bits_stored
+    if unused:
+        if pixels.dtype.kind == "u":
+            pixels &= (1 << native.bits_stored) - 1
+        else:
+            pixels = (pixels << unused) >> unused
+    return pixels
+
+
+def _store(target: np.ndarray, slot: int, values: np.ndarray, path: Path) -> None:
+    """Write one frame (rows, columns[, samples]) into ``target[slot]``."""
+    if values.ndim == 2:
+        values = values[..., np.newaxis]
+    if values.shape != target.shape[1:]:
+        raise DicomReadError(
+            f"frame has shape {values.shape[:2]} x {values.shape[2]} samples where the "
+            f"stack expects {target.shape[1:3]} x {target.shape[3]}",
+            path=path,
+        )
+    target[slot] = values
+
+
+def _rescale_into(
+    target: np.ndarray, slot: int, pixels: np.ndarray, slope: float, intercept: float
 ) -> None:
+    """Grayscale modality rescale written straight into the target (no full-size temporary)."""
+    view = target[slot, :, :, 0]
+    if slope == 1.0 and intercept == int(intercept) and target.dtype.kind in "iu":
+        np.add(pixels, np.int64(intercept), out=view, casting="unsafe", dtype=np.int64)
+    else:  # computed in float64 and rounded once, as pydicom's apply_modality_lut does
+        view[...] = pixels.astype(np.float64) * slope + intercept
+
+
+def _decode_file_into(
+    target: np.ndarray,
+    path: Path,
+    slots: list[_FrameSlot],
+    frames: list[FrameInfo],
+    out_dtype: np.dtype,
+) -> None:
+    if len(slots) == 1 and frames[0].native is not None and not frames[0].has_modality_lut_sequence:
+        pixels = _read_native(path, frames[0])
+        _rescale_into(target, slots[0].slot, pixels, slots[0].slope, slots[0].intercept)
+        return
     dataset = read_dataset(path)
     pixels = decode(dataset, path)
     multiframe = "NumberOfFrames" in dataset and int(dataset.NumberOfFrames or 1) > 1
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    grayscale = (
+        int(dataset.get("SamplesPerPixel", 1) or 1) == 1
+        and str(dataset.get("PhotometricInterpretation", "")) != "PALETTE COLOR"
+        and "ModalityLUTSequence" not in dataset
+    )
     for slot in slots:
-        frame = pixels
-        if multiframe and slot.frame_index is not None:
-            frame = pixels[slot.frame_index]
-        values = modality_transform(frame, dataset, slot.slope, slot.intercept, out_dtype)
-        if values.ndim == 2:
-            values = values[..., np.newaxis]
-        if values.shape != target.shape[1:]:
-            raise DicomReadError(
-                f"frame has shape {values.shape[:2]} x {values.shape[2]} samples where the "
-                f"stack expects {target.shape[1:3]} x {target.shape[3]} "
-                f"(SamplesPerPixel {samples})",
-                path=path,
-            )
-        target[slot.slot] = values
+        frame = pixels[slot.frame_index] if multiframe and slot.frame_index is not None else pixels
+        if grayscale and frame.ndim == 2 and frame.shape == target.shape[1:3]:
+            _rescale_into(target, slot.slot, frame, slot.slope, slot.intercept)
+        else:
+            values = modality_transform(frame, dataset, slot.slope, slot.intercept, out_dtype)
+            _store(target, slot.slot, values, path)
 
 
-def _worker(task: tuple[Path, list[_FrameSlot], np.dtype]) -> tuple[str, str, int] | None:
-    path, slots, out_dtype = task
+_Task = tuple[Path, list[_FrameSlot], list[FrameInfo], np.dtype]
+
+
+def _worker(task: _Task) -> tuple[str, str, int] | None:
+    path, slots, frames, out_dtype = task
     assert _SHARED_TARGET is not None
     try:
-        _decode_file_into(_SHARED_TARGET, path, slots, out_dtype)
+        _decode_file_into(_SHARED_TARGET, path, slots, frames, out_dtype)
     except DicomReadError as exc:
         return (str(path), exc.message, 2)
     except Exception as exc:  # reported to the parent, which raises it with the file name
@@ -233,23 +306,29 @@ def decode_frames(
     shape = (len(frames), rows, columns, channels)
     nbytes = int(np.prod(shape)) * out_dtype.itemsize
     by_file: dict[Path, list[_FrameSlot]] = defaultdict(list)
+    frames_by_file: dict[Path, list[FrameInfo]] = defaultdict(list)
     for slot, frame in enumerate(frames):
         by_file[frame.path].append(
             _FrameSlot(frame.frame_index, slot, frame.rescale_slope, frame.rescale_intercept)
         )
-    tasks = [(path, slots, out_dtype) for path, slots in by_file.items()]
+        frames_by_file[frame.path].append(frame)
+    tasks: list[_Task] = [
+        (path, slots, frames_by_file[path], out_dtype) for path, slots in by_file.items()
+    ]
 
     cpu = os.cpu_count() or 1
     workers = min(cpu, len(tasks)) if workers is None else workers
+    all_native = all(f.native is not None for f in frames)
     use_processes = (
         workers > 1
+        and not all_native
         and nbytes >= PARALLEL_MIN_BYTES
         and "fork" in multiprocessing.get_all_start_methods()
     )
     if not use_processes:
         target = np.empty(shape, dtype=out_dtype)
-        for path, slots, _ in tasks:
-            _decode_file_into(target, path, slots, out_dtype)
+        for path, slots, file_frames, _ in tasks:
+            _decode_file_into(target, path, slots, file_frames, out_dtype)
         return target
 
     buffer = mmap.mmap(-1, max(nbytes, 1))

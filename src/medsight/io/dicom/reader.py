@@ -24,19 +24,53 @@ from medsight.io.dicom.pixels import decode_frames, output_dtype
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StackSummary", "read_dicom", "read_series", "read_stack", "read_volumes", "summarize_stack"]
+__all__ = [
+    "StackSummary",
+    "read_dicom",
+    "read_series",
+    "read_stack",
+    "read_volumes",
+    "summarize_stack",
+]
 
 GantryTilt = Literal["refuse", "correct"]
 
 #: header attributes later stages need (task acceptance checks, DICOM result writers)
 _KEPT_ATTRIBUTES = (
-    "PatientAge", "PatientSex", "PatientBirthDate", "BodyPartExamined", "ViewPosition",
-    "Laterality", "ImageLaterality", "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation",
-    "VOILUTFunction", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-    "Manufacturer", "ManufacturerModelName", "InstitutionName", "StationName", "SliceThickness",
-    "KVP", "ConvolutionKernel", "ProtocolName", "StudyDescription", "StudyID", "StudyTime",
-    "ReferringPhysicianName", "ImageType", "RescaleType", "PatientOrientation",
-    "ContentDate", "ContentTime", "FrameTime", "CineRate",
+    "PatientAge",
+    "PatientSex",
+    "PatientBirthDate",
+    "BodyPartExamined",
+    "ViewPosition",
+    "Laterality",
+    "ImageLaterality",
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "VOILUTFunction",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "StationName",
+    "SliceThickness",
+    "KVP",
+    "ConvolutionKernel",
+    "ProtocolName",
+    "StudyDescription",
+    "StudyID",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "ImageType",
+    "RescaleType",
+    "PatientOrientation",
+    "ContentDate",
+    "ContentTime",
+    "FrameTime",
+    "CineRate",
 )
 
 
@@ -126,7 +160,7 @@ def _resample_regular(volume: np.ndarray, distances: np.ndarray, step: float) ->
     targets = distances[0] + step * np.arange(count)
     upper = np.clip(np.searchsorted(distances, targets, side="left"), 1, len(distances) - 1)
     lower = upper - 1
-    weight = ((targets - distances[lower]) / (distances[upper] - distances[lower]))
+    weight = (targets - distances[lower]) / (distances[upper] - distances[lower])
     out = np.empty((count, *volume.shape[1:]), dtype=np.float32)
     for index in range(count):
         w = float(weight[index])
@@ -354,7 +388,7 @@ def read_dicom(
     ``series_instance_uid`` or with :func:`scan_dicom` and :func:`read_stack`.
     """
     path = Path(path)
-    scan = scan_dicom(path)
+    scan = scan_dicom(path, workers=workers)
     if path.is_file() and not scan.series and scan.skipped:
         skip = scan.skipped[0]
         if skip.reason.startswith("no pixel data"):

@@ -1,0 +1,183 @@
+"""Read the same CT-sized series with medsight, SimpleITK and a plain pydicom loop.
+
+Builds two series of 300 slices of 512x512 from the real TotalSegmentator CT slices
+(`../shared/data/totalseg-ct/example_ct_dicom`, via MEDSIGHT_DATA): one uncompressed
+(Explicit VR Little Endian) and one JPEG 2000 lossless (the original compressed frames, reused
+as they are). Each reader runs in a fresh subprocess, best of N runs after a warm-up that puts
+the files in the page cache; peak memory is the growth of the proportional set size (PSS) of
+the reading process and its children, sampled every 5 ms, so shared pages count once.
+
+Usage: python benchmarks/bench_dicom_read.py [--slices 300] [--repeats 3]
+Prints time ratios (SimpleITK time / medsight time: >= 1.0 means medsight is at least as fast)
+and peak memory as a multiple of the volume size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE.parent / "bench-data"
+
+
+# --- building the series ---------------------------------------------------------------------
+
+
+def build_series(slices: int) -> dict[str, Path]:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medsight.datasets import shared_data_dir
+
+    source = shared_data_dir() / "totalseg-ct" / "example_ct_dicom"
+    if not source.is_dir():
+        sys.exit(f"benchmark needs the real CT series at {source} (set MEDSIGHT_DATA)")
+    originals = sorted(
+        (pydicom.dcmread(p) for p in source.iterdir()),
+        key=lambda ds: float(ds.ImagePositionPatient[2]),
+    )
+    targets = {"uncompressed": CACHE / f"ct{slices}_uncompressed", "jpeg2000": CACHE / f"ct{slices}_j2k"}
+    for kind, folder in targets.items():
+        if folder.is_dir() and len(list(folder.iterdir())) == slices:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        series_uid, study_uid = generate_uid(), generate_uid()
+        for n in range(slices):
+            template = originals[n % len(originals)]
+            ds = copy.deepcopy(template)
+            if kind == "uncompressed":
+                pixels = template.pixel_array
+                ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+                ds.PixelData = pixels.tobytes()
+                ds["PixelData"].VR = "OW"
+            position = [float(v) for v in template.ImagePositionPatient]
+            position[2] = -800.0 + 1.0 * n
+            ds.ImagePositionPatient = position
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.SeriesInstanceUID, ds.StudyInstanceUID = series_uid, study_uid
+            ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            ds.InstanceNumber = slices - n
+            ds.save_as(folder / f"{os.urandom(6).hex()}.dcm", enforce_file_format=True)
+    return targets
+
+
+# --- readers (run inside a subprocess) -------------------------------------------------------
+
+
+def read_medsight(folder: Path) -> np.ndarray:
+    from medsight.io.dicom import read_dicom
+
+    return read_dicom(folder).array
+
+
+def read_simpleitk(folder: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
+    return sitk.GetArrayViewFromImage(reader.Execute())
+
+
+def read_pydicom(folder: Path) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    slices = [pydicom.dcmread(p) for p in folder.iterdir()]
+    slices.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    return np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.int16) for ds in slices])
+
+
+READERS = {"medsight": read_medsight, "SimpleITK": read_simpleitk, "pydicom loop": read_pydicom}
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _tree_pss_kib() -> int:
+    pids = [os.getpid()]
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return sum(_pss_kib(pid) for pid in pids)
+
+
+def run_reader(name: str, folder: Path, repeats: int) -> dict[str, float]:
+    reader = READERS[name]
+    reader(folder)  # warm-up: imports, page cache
+    times, peaks, nbytes = [], [], 0
+    for _ in range(repeats):
+        baseline = _tree_pss_kib()
+        peak = [baseline]
+        done = threading.Event()
+
+        def sample(peak: list[int] = peak, done: threading.Event = done) -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _tree_pss_kib())
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        volume = reader(folder)
+        times.append(time.perf_counter() - start)
+        peak[0] = max(peak[0], _tree_pss_kib())
+        done.set()
+        sampler.join()
+        nbytes = volume.nbytes
+        peaks.append((peak[0] - baseline) * 1024 / nbytes)
+        del volume
+    return {"seconds": min(times), "peak_over_volume": min(peaks), "volume_mb": nbytes / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", nargs=2, metavar=("READER", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_reader(args.worker[0], Path(args.worker[1]), args.repeats)))
+        return
+    series = build_series(args.slices)
+    print(f"series of {args.slices} slices 512x512, best of {args.repeats}, {os.cpu_count()} cores")
+    for kind, folder in series.items():
+        results = {}
+        for name in READERS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", name, str(folder), "--repeats",
+                 str(args.repeats)],
+                capture_output=True, text=True, check=True,
+            )
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        ours = results["medsight"]["seconds"]
+        print(f"\n{kind}: volume {results['medsight']['volume_mb']:.0f} MB")
+        for name, result in results.items():
+            print(
+                f"  {name:13s} {result['seconds']:7.2f} s   peak memory "
+                f"{result['peak_over_volume']:4.2f}x volume   "
+                f"speed ratio {name}/medsight time = {result['seconds'] / ours:5.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

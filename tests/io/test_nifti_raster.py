@@ -1,0 +1,103 @@
+"""NIfTI (RAS <-> LPS) and 2D raster readers."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medsight.errors import InvalidInputError, UnreadableFileError
+from medsight.image import Image
+from medsight.io import read_image, read_nifti, read_raster, write_nifti
+from tests.conftest import require_data
+
+
+def test_nifti_ras_affine_becomes_lps(tmp_path):
+    ras = np.array([[2.0, 0, 0, -10], [0, 3.0, 0, 20], [0, 0, 4.0, 30], [0, 0, 0, 1]])
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(data, ras), tmp_path / "x.nii.gz")
+    image = read_nifti(tmp_path / "x.nii.gz")
+    assert image.shape == (2, 3, 4) and image.array.shape == (1, 2, 3, 4)
+    np.testing.assert_array_equal(image.affine[:3, 3], [10, -20, 30])
+    np.testing.assert_array_equal(np.diag(image.affine)[:3], [-2, -3, 4])
+    assert image.orientation_code == "RAS"
+    # the same voxel is at the same physical place in both conventions
+    ras_point = ras @ [1, 2, 3, 1]
+    lps_point = image.world_coordinates([1, 2, 3])[0]
+    np.testing.assert_allclose(lps_point, [-ras_point[0], -ras_point[1], ras_point[2]])
+
+
+def test_nifti_round_trip_3d_and_4d(tmp_path):
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    affine[:3, 3] = [100, 120, -50]
+    volume = Image(np.random.default_rng(0).normal(size=(1, 5, 6, 7)).astype(np.float32), affine, 3)
+    back = read_nifti(write_nifti(volume, tmp_path / "v.nii.gz"))
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.affine, affine)
+    sequence = volume.replace(array=np.zeros((1, 5, 6, 7, 3), np.int16), is_sequence=True)
+    back4d = read_nifti(write_nifti(sequence, tmp_path / "s.nii.gz"))
+    assert back4d.is_sequence and back4d.array.shape == (1, 5, 6, 7, 3)
+
+
+def test_real_hippocampus_nifti_reads():
+    folder = require_data("hippocampus-mr", "imagesTr")
+    path = sorted(folder.glob("*.nii*"))[0]
+    image = read_image(path)
+    reference = nib.load(path)
+    np.testing.assert_allclose(image.affine, np.diag([-1, -1, 1, 1]) @ reference.affine)
+    assert image.shape == reference.shape[:3]
+
+
+def test_nifti_writer_refuses_rgb(tmp_path):
+    rgb = Image(np.zeros((3, 4, 4), np.uint8), np.eye(4), 2, photometric_interpretation="RGB")
+    with pytest.raises(InvalidInputError, match="one channel"):
+        write_nifti(rgb, tmp_path / "x.nii.gz")
+
+
+def test_broken_nifti_names_the_file(tmp_path):
+    path = tmp_path / "broken.nii.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UnreadableFileError, match=r"broken\.nii\.gz"):
+        read_nifti(path)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".bmp", ".pgm"])
+def test_raster_formats_and_axis_order(tmp_path, suffix):
+    pixels = np.zeros((30, 40), np.uint8)  # 30 rows, 40 columns
+    pixels[5, 35] = 255
+    path = tmp_path / f"x{suffix}"
+    PILImage.fromarray(pixels).save(path, quality=100) if suffix == ".jpg" else (
+        PILImage.fromarray(pixels).save(path)
+    )
+    image = read_raster(path, spacing=(0.05, 0.1))
+    assert image.shape == (40, 30) and image.num_channels == 1
+    assert np.unravel_index(np.argmax(image.array[0]), image.shape) == (35, 5)
+    assert image.spacing == pytest.approx((0.05, 0.1)) and image.spacing_known
+
+
+def test_raster_without_spacing_says_so_and_rgba_drops_alpha(tmp_path):
+    path = tmp_path / "photo.png"
+    PILImage.fromarray(np.full((8, 9, 4), 200, np.uint8), "RGBA").save(path)
+    image = read_raster(path)
+    assert image.num_channels == 3 and image.photometric_interpretation == "RGB"
+    assert not image.spacing_known
+    assert any("alpha" in w for w in image.warnings)
+    assert any("spacing unknown" in w for w in image.warnings)
+
+
+def test_real_fundus_tiff_reads():
+    folder = require_data("drive", "training", "images")
+    path = sorted(folder.glob("*.tif"))[0]
+    image = read_image(path)
+    assert image.shape == (565, 584) and image.num_channels == 3
+
+
+def test_raster_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(UnreadableFileError, match=r"bad\.png"):
+        read_raster(bad)
+    with pytest.raises(InvalidInputError, match="spacing"):
+        PILImage.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "ok.png")
+        read_raster(tmp_path / "ok.png", spacing=(0.0, 1.0))
