@@ -15,6 +15,7 @@ and peak memory as a multiple of the volume size.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -46,7 +47,10 @@ def build_series(slices: int) -> dict[str, Path]:
         (pydicom.dcmread(p) for p in source.iterdir()),
         key=lambda ds: float(ds.ImagePositionPatient[2]),
     )
-    targets = {"uncompressed": CACHE / f"ct{slices}_uncompressed", "jpeg2000": CACHE / f"ct{slices}_j2k"}
+    targets = {
+        "uncompressed": CACHE / f"ct{slices}_uncompressed",
+        "jpeg2000": CACHE / f"ct{slices}_j2k",
+    }
     for kind, folder in targets.items():
         if folder.is_dir() and len(list(folder.iterdir())) == slices:
             continue
@@ -114,10 +118,8 @@ def _pss_kib(pid: int) -> int:
 def _tree_pss_kib() -> int:
     pids = [os.getpid()]
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        try:
+        with contextlib.suppress(OSError):
             pids += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return sum(_pss_kib(pid) for pid in pids)
 
 
@@ -164,9 +166,18 @@ def main() -> None:
         results = {}
         for name in READERS:
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", name, str(folder), "--repeats",
-                 str(args.repeats)],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    name,
+                    str(folder),
+                    "--repeats",
+                    str(args.repeats),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         ours = results["medsight"]["seconds"]
