@@ -9,9 +9,6 @@ import pytest
 
 from medsight.datasets import shared_data_dir
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
 def require_data(*parts: str) -> Path:
     """Path to a real dataset; skip with the reason on a user's machine, fail under CI=true."""
     path = shared_data_dir().joinpath(*parts)
@@ -20,7 +17,7 @@ def require_data(*parts: str) -> Path:
             f"real dataset {path} not found (set MEDSIGHT_DATA to the folder holding "
             "../shared/data)"
         )
-        if IN_CI:
+        if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " - CI must have the real data", pytrace=False)
         pytest.skip(message)
     return path
