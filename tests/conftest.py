@@ -9,6 +9,7 @@ import pytest
 
 from medsight.datasets import shared_data_dir
 
+
 def require_data(*parts: str) -> Path:
     """Path to a real dataset; skip with the reason on a user's machine, fail under CI=true."""
     path = shared_data_dir().joinpath(*parts)
