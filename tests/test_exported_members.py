@@ -8,7 +8,10 @@ import sys
 import medsight
 import medsight.imaging
 import medsight.io
+import medsight.inference
 import medsight.io.dicom
+import medsight.models
+import medsight.tasks
 
 
 def _public_names(module) -> set[str]:
@@ -30,7 +33,15 @@ def test_top_level_all_is_sorted_and_complete():
 
 
 def test_subpackage_all_lists_their_public_members():
-    for module in (medsight.io, medsight.io.dicom, medsight.imaging):
+    modules = (
+        medsight.io,
+        medsight.io.dicom,
+        medsight.imaging,
+        medsight.tasks,
+        medsight.models,
+        medsight.inference,
+    )
+    for module in modules:
         assert module.__all__ == sorted(module.__all__), module.__name__
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -14,14 +14,20 @@ from medsight.errors import (
     InvalidInputError,
     MedsightError,
     MissingDependencyError,
+    ModelLoadError,
     NoImageFoundError,
+    NoMatchingTaskError,
     NoPixelDataError,
+    TaskDefinitionError,
+    TaskMismatchError,
     UnreadableFileError,
     UnsupportedTransferSyntaxError,
 )
 from medsight.image import FrameReference, Identifiers, Image
+from medsight.inference import Prediction, Predictor
 from medsight.io import read_image, read_nifti, read_raster, write_nifti
 from medsight.io.dicom import read_dicom, scan_dicom
+from medsight.tasks import Task, discover_tasks, load_task
 
 __version__ = "0.1.0"
 
@@ -38,11 +44,20 @@ __all__ = [
     "InvalidInputError",
     "MedsightError",
     "MissingDependencyError",
+    "ModelLoadError",
     "NoImageFoundError",
+    "NoMatchingTaskError",
     "NoPixelDataError",
+    "Prediction",
+    "Predictor",
+    "Task",
+    "TaskDefinitionError",
+    "TaskMismatchError",
     "UnreadableFileError",
     "UnsupportedTransferSyntaxError",
     "__version__",
+    "discover_tasks",
+    "load_task",
     "read_dicom",
     "read_image",
     "read_nifti",

@@ -12,9 +12,13 @@ builtin a caller would naturally catch, so ``except ValueError`` keeps working::
     │   │   └── GeometryError                  slices that do not form a trustworthy volume
     │   │       └── GantryTiltError            tilted acquisition, refused unless corrected
     │   ├── AmbiguousInputError                a path holds several series where one is needed
-    │   └── NoImageFoundError(FileNotFoundError)  a path with nothing medsight can read
+    │   ├── NoImageFoundError(FileNotFoundError)  a path with nothing medsight can read
+    │   ├── TaskMismatchError                  the image is outside what the task can run on
+    │   └── NoMatchingTaskError                no task accepts the image (automatic selection)
     ├── ConfigurationError                     configuration or model problem -> exit 3
-    │   └── MissingDependencyError(ImportError)  an optional extra is not installed
+    │   ├── MissingDependencyError(ImportError)  an optional extra is not installed
+    │   ├── TaskDefinitionError                an invalid task.toml or task folder
+    │   └── ModelLoadError                     missing or corrupted weights, unloadable model
     └── InternalError(RuntimeError)            a bug: the only error that may show a traceback
 
 Messages say what was expected, what was found, and what to do about it; errors about a file
@@ -75,6 +79,14 @@ class NoImageFoundError(InvalidInputError, FileNotFoundError):
     """The path exists but holds nothing medsight can read, or does not exist."""
 
 
+class TaskMismatchError(InvalidInputError):
+    """The image is outside what the task can run on (wrong modality, dimensionality...)."""
+
+
+class NoMatchingTaskError(InvalidInputError):
+    """No available task accepts the image; the message lists each task's reason."""
+
+
 class ConfigurationError(MedsightError):
     """Configuration, settings, task or model files are invalid (exit code 3)."""
 
@@ -83,6 +95,14 @@ class ConfigurationError(MedsightError):
 
 class MissingDependencyError(ConfigurationError, ImportError):
     """An optional package is needed; the message names the extra to install."""
+
+
+class TaskDefinitionError(ConfigurationError):
+    """A task folder or its task.toml is invalid."""
+
+
+class ModelLoadError(ConfigurationError):
+    """Weights are missing, do not match their SHA-256, or do not fit the network."""
 
 
 class InternalError(MedsightError, RuntimeError):

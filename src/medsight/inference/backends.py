@@ -1,0 +1,109 @@
+"""Run a network on a batch: PyTorch, or ONNX Runtime from an exported model.
+
+ONNX models are exported on first use into a cache keyed by the task hash
+(``MEDSIGHT_CACHE``, default ``~/.cache/medsight``), so nothing large is committed twice and
+a changed task never reuses a stale export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsight._optional import require
+from medsight.errors import ModelLoadError
+from medsight.models import load_network
+from medsight.tasks.task import Task
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OnnxBackend", "TorchBackend", "cache_dir", "export_onnx", "network_input_shape"]
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("MEDSIGHT_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "medsight"
+
+
+def network_input_shape(task: Task, network_index: int = 0) -> tuple[int, ...]:
+    """The (1, channels, *spatial) shape a network is exported with."""
+    network = task.spec.networks[network_index]
+    channels = int(network.arguments.get("in_channels", 1))  # type: ignore[arg-type]
+    prep = task.spec.preprocessing
+    spatial = prep.patch_size or prep.resize
+    if spatial is None:
+        raise ModelLoadError(f"task {task.id} gives neither patch_size nor resize to export with")
+    return (1, channels, *spatial)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, task: Task, network_index: int = 0) -> None:
+        self.module = load_network(task, task.spec.networks[network_index].name)
+
+    def __call__(self, batch: Any) -> Any:
+        import torch
+
+        # no_grad, not inference_mode: MONAI's sliding window updates outputs in place
+        with torch.no_grad():
+            return self.module(batch)
+
+
+def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) -> Path:
+    """Export a task's network to ONNX (dynamic batch) and return the file."""
+    import torch
+
+    network = task.spec.networks[network_index]
+    if path is None:
+        path = cache_dir() / "onnx" / task.task_hash / f"{network.name}.onnx"
+    if path.is_file():
+        return path
+    require("onnx", "all")
+    module = load_network(task, network.name)
+    example = torch.zeros(network_input_shape(task, network_index))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter warns about its own deprecations
+        torch.onnx.export(
+            module,
+            (example,),
+            str(partial),
+            dynamo=False,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            opset_version=17,
+        )
+    partial.replace(path)  # atomic: a crash never leaves a half-written model in the cache
+    logger.info("exported %s %s to %s", task.id, network.name, path)
+    return path
+
+
+class OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, task: Task, network_index: int = 0, *, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "all")
+        path = export_onnx(task, network_index=network_index)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # a corrupt cache entry: say where it is
+            raise ModelLoadError(f"cannot load the exported model ({exc})", path=path) from exc
+
+    def __call__(self, batch: Any) -> Any:
+        import torch
+
+        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {"input": array})[0])

@@ -1,0 +1,47 @@
+"""`Prediction`: model output in the source image's exact geometry, plus its provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from medsight.tasks.acceptance import CheckOutcome
+
+__all__ = ["Prediction"]
+
+
+@dataclass
+class Prediction:
+    """What a :class:`~medsight.inference.Predictor` returns for one image.
+
+    Classification fills ``logits`` (raw, as the network gave them) and ``probabilities``
+    (calibrated: the task's temperature applied once, here). Segmentation fills
+    ``segment_probabilities`` (k, *spatial) and ``label_map`` (*spatial), both with exactly
+    the source image's spatial shape and ``affine``. ``flags`` holds, per operating point,
+    whether the calibrated probability reached its locked threshold.
+    """
+
+    task_id: str
+    task_version: str
+    task_hash: str
+    weights_sha256: dict[str, str]
+    kind: Literal["classification", "segmentation"]
+    output_names: list[str]
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    backend: str
+    state: Literal["OK", "NEEDS_REVIEW"] = "OK"
+    acceptance: list[CheckOutcome] = field(default_factory=list)
+    logits: np.ndarray | None = None
+    probabilities: dict[str, float] | None = None
+    flags: dict[str, dict[str, object]] = field(default_factory=dict)
+    segment_probabilities: np.ndarray | None = None
+    label_map: np.ndarray | None = None
+    heatmap: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def review_reasons(self) -> list[str]:
+        return [o.reason for o in self.acceptance if not o.passed]

@@ -1,0 +1,162 @@
+"""The Task specification: what a task accepts, how it runs, and what its outputs mean.
+
+A task folder holds ``task.toml`` (this schema), the weights files it names, and
+``MODEL_CARD.md``. Everything here is a value: no code, no expressions, no string sigils.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TASK_SCHEMA_VERSION = 1
+
+#: MONAI networks a task may name, with the argument names it may pass
+NETWORK_ALLOW_LIST: dict[str, str] = {
+    "DenseNet": "monai.networks.nets.DenseNet",
+    "DenseNet121": "monai.networks.nets.DenseNet121",
+    "UNet": "monai.networks.nets.UNet",
+    "BasicUNet": "monai.networks.nets.BasicUNet",
+}
+
+Literal_ = str | int | float | bool
+Argument = Literal_ | list[Literal_] | list[list[Literal_]]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Code(_Spec):
+    """A coded concept as highdicom expects it (SNOMED CT 'SCT' or DICOM 'DCM')."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+class Acceptance(_Spec):
+    """Intended-use checks. ``refuse`` checks stop the analysis; ``review`` checks let it run
+    and mark the result NEEDS_REVIEW with the reason."""
+
+    spatial_dims: Literal[2, 3]
+    modalities: list[str] = Field(default_factory=list)  # empty: any (e.g. photographs)
+    sop_class_uids: list[str] = Field(default_factory=list)
+    photometric: list[str] = Field(default_factory=list)
+    channels: list[int] = Field(default_factory=list)
+    max_bits_stored: int | None = None
+    body_parts: list[str] = Field(default_factory=list)  # review
+    view_positions: list[str] = Field(default_factory=list)  # review
+    age_years: tuple[float, float] | None = None  # review
+    min_size: list[int] | None = None  # review, spatial (i, j[, k])
+    max_size: list[int] | None = None  # review
+
+
+class Display(_Spec):
+    """How stored values map to the appearance the model was trained on (never implicit)."""
+
+    window: Literal["dicom", "minmax", "percentile", "fixed", "none"] = "minmax"
+    center_width: tuple[float, float] | None = None  # for window = "fixed"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # for window = "percentile"
+    monochrome1: Literal["invert", "keep"] = "invert"
+    color: Literal["grayscale", "rgb", "keep"] = "keep"
+
+    @model_validator(mode="after")
+    def _fixed_needs_values(self) -> Display:
+        if self.window == "fixed" and self.center_width is None:
+            raise ValueError("display.window = 'fixed' needs center_width = [center, width]")
+        return self
+
+
+class Preprocessing(_Spec):
+    reorient: str | None = None  # e.g. "RAS" (3D only)
+    spacing: list[float] | None = None  # resample to this spacing (mm) before the network
+    normalize: Literal["none", "zscore", "zscore_nonzero", "unit"] = "unit"
+    resize: list[int] | None = None  # whole-image networks: resize to this size (i, j[, k])
+    patch_size: list[int] | None = None  # sliding-window networks: window size
+    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    pad_to_multiple: int | None = None
+
+
+class Network(_Spec):
+    name: str
+    architecture: str
+    weights: str  # file name inside the task folder
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    arguments: dict[str, Argument] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _allowed(self) -> Network:
+        if self.architecture not in NETWORK_ALLOW_LIST:
+            allowed = ", ".join(sorted(NETWORK_ALLOW_LIST))
+            raise ValueError(f"architecture {self.architecture!r} is not one of: {allowed}")
+        if "/" in self.weights or self.weights.startswith("."):
+            raise ValueError(f"weights must be a file name inside the task folder: {self.weights}")
+        return self
+
+
+class Output(_Spec):
+    """One class (classification) or segment (segmentation) and its coded meaning."""
+
+    name: str
+    index: int = Field(ge=0)
+    code: Code
+    critical: bool = False  # a flag on this output is a critical finding (triage)
+
+
+class PostProcessing(_Spec):
+    largest_component: bool = False
+    fill_holes: bool = False
+    min_size_voxels: int = 0
+
+
+class OperatingPoint(_Spec):
+    output: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    sensitivity: float | None = None
+    specificity: float | None = None
+    note: str = ""
+
+
+class Calibration(_Spec):
+    """A temperature per classifier output, applied to the logits by the Predictor."""
+
+    temperature: Annotated[float, Field(gt=0.0)] = 1.0
+    fitted_on: str = ""
+
+
+class TaskSpec(_Spec):
+    schema_version: Literal[1] = 1
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    version: str
+    title: str
+    kind: Literal["classification", "segmentation"]
+    intended_use: str
+    acceptance: Acceptance
+    display: Display = Display()
+    preprocessing: Preprocessing = Preprocessing()
+    networks: list[Network] = Field(min_length=1)
+    outputs: list[Output] = Field(min_length=1)
+    postprocessing: PostProcessing = PostProcessing()
+    calibration: Calibration = Calibration()
+    operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
+    explanation: Literal["gradcam", "none"] = "none"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        names = [o.name for o in self.outputs]
+        if len(set(names)) != len(names):
+            raise ValueError("output names must be unique")
+        for point_name, point in self.operating_points.items():
+            if point.output not in names:
+                raise ValueError(
+                    f"operating point {point_name!r} names unknown output {point.output!r}"
+                )
+        prep = self.preprocessing
+        if self.kind == "segmentation" and prep.patch_size is None and prep.resize is None:
+            raise ValueError("a segmentation task needs preprocessing.patch_size or resize")
+        if "research use only" not in self.intended_use.lower():
+            raise ValueError("intended_use must say 'research use only, not for diagnostic use'")
+        return self

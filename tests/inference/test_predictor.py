@@ -1,0 +1,112 @@
+"""The engine: predictions in the source geometry, calibration, backends, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsight.errors import ModelLoadError, TaskMismatchError
+from medsight.image import Identifiers, Image
+from medsight.inference import Predictor
+from tests._tasks import classifier_task, segmenter_3d_task
+
+
+def cxr_image(age: str = "003Y") -> Image:
+    rng = np.random.default_rng(1)
+    return Image(
+        rng.integers(0, 4096, size=(1, 100, 90)).astype(np.uint16),
+        np.diag([0.2, 0.2, 1, 1]),
+        2,
+        modality="DX",
+        photometric_interpretation="MONOCHROME1",
+        identifiers=Identifiers(sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1"),
+        metadata={"PatientAge": age, "BitsStored": 12},
+    )
+
+
+def mr_volume() -> Image:
+    rng = np.random.default_rng(2)
+    affine = np.array([[-1.0, 0, 0, 30], [0, -1.1, 0, 40], [0, 0, 1.2, -10], [0, 0, 0, 1]])
+    return Image(
+        rng.normal(100, 20, size=(1, 35, 50, 37)).astype(np.float32), affine, 3, modality="MR"
+    )
+
+
+def test_classifier_probabilities_are_calibrated_and_flagged(tmp_path):
+    task = classifier_task(tmp_path / "cls")
+    prediction = Predictor(task).predict(cxr_image())
+    assert prediction.state == "OK"
+    logits = prediction.logits
+    assert logits is not None and logits.shape == (2,)
+    expected = np.exp(logits / 1.5) / np.exp(logits / 1.5).sum()
+    assert prediction.probabilities == pytest.approx(
+        {"normal": expected[0], "pneumonia": expected[1]}
+    )
+    flag = prediction.flags["high_sensitivity"]
+    assert flag["flag"] == (expected[1] >= 0.3)
+    assert prediction.heatmap is not None and prediction.heatmap.shape == (100, 90)
+    assert prediction.task_hash == task.task_hash and len(prediction.task_hash) == 64
+
+
+def test_out_of_range_age_gives_needs_review_not_silence(tmp_path):
+    prediction = Predictor(classifier_task(tmp_path / "cls")).predict(cxr_image(age="045Y"))
+    assert prediction.state == "NEEDS_REVIEW"
+    assert any("patient age 45.0 years" in r for r in prediction.review_reasons)
+
+
+def test_wrong_inputs_are_refused_with_reasons(tmp_path):
+    classifier = Predictor(classifier_task(tmp_path / "cls"))
+    with pytest.raises(TaskMismatchError, match="image is 3D, the task needs 2D"):
+        classifier.predict(mr_volume())
+    photo = Image(np.zeros((3, 40, 40), np.uint8), np.eye(4), 2, photometric_interpretation="RGB")
+    segmenter = Predictor(segmenter_3d_task(tmp_path / "seg"))
+    with pytest.raises(TaskMismatchError, match="photometric RGB is not one of MONOCHROME2"):
+        segmenter.predict(photo)
+
+
+def test_corrupted_weights_are_refused_by_hash(tmp_path):
+    task = classifier_task(tmp_path / "cls")
+    weights = tmp_path / "cls" / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="do not match their SHA-256"):
+        Predictor(task).predict(cxr_image())
+
+
+def test_segmentation_comes_back_in_the_source_geometry(tmp_path):
+    image = mr_volume()
+    prediction = Predictor(segmenter_3d_task(tmp_path / "seg")).predict(image)
+    assert prediction.label_map is not None and prediction.label_map.shape == image.shape
+    assert prediction.segment_probabilities is not None
+    assert prediction.segment_probabilities.shape == (3, *image.shape)
+    np.testing.assert_allclose(prediction.segment_probabilities.sum(0), 1, atol=1e-5)
+    np.testing.assert_array_equal(prediction.affine, image.affine)
+
+
+def test_deterministic_mode_repeats_bit_for_bit(tmp_path):
+    predictor = Predictor(segmenter_3d_task(tmp_path / "seg"), deterministic=True)
+    first = predictor.predict(mr_volume()).segment_probabilities
+    second = predictor.predict(mr_volume()).segment_probabilities
+    assert first is not None and second is not None
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("build", [classifier_task, segmenter_3d_task], ids=["densenet", "unet3d"])
+def test_torch_and_onnxruntime_agree(tmp_path, build, monkeypatch):
+    monkeypatch.setenv("MEDSIGHT_CACHE", str(tmp_path / "cache"))
+    task = build(tmp_path / "task")
+    image = cxr_image() if task.spec.kind == "classification" else mr_volume()
+    torch_prediction = Predictor(task, explain=False).predict(image)
+    onnx_prediction = Predictor(task, backend="onnxruntime", explain=False).predict(image)
+    if task.spec.kind == "classification":
+        assert torch_prediction.probabilities is not None
+        assert onnx_prediction.probabilities is not None
+        for name, value in torch_prediction.probabilities.items():
+            assert abs(value - onnx_prediction.probabilities[name]) <= 1e-4
+    else:
+        difference = np.abs(
+            torch_prediction.segment_probabilities - onnx_prediction.segment_probabilities
+        )
+        assert difference.max() <= 1e-4
+    assert list((tmp_path / "cache" / "onnx" / task.task_hash).glob("*.onnx"))
