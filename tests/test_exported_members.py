@@ -7,8 +7,8 @@ import sys
 
 import medsight
 import medsight.imaging
-import medsight.io
 import medsight.inference
+import medsight.io
 import medsight.io.dicom
 import medsight.models
 import medsight.tasks
