@@ -143,3 +143,30 @@ def segmenter_3d_task(folder: Path, **overrides: object):
     )
     options.update(overrides)
     return load_task(write_task(folder, **options))  # type: ignore[arg-type]
+
+
+def segmenter_2d_task(folder: Path, **overrides: object):
+    options: dict[str, object] = dict(
+        task_id="test-seg2d",
+        kind="segmentation",
+        architecture="UNet",
+        arguments={
+            "spatial_dims": 2,
+            "in_channels": 3,
+            "out_channels": 2,
+            "channels": [4, 8],
+            "strides": [2],
+            "num_res_units": 1,
+        },
+        outputs=[("background", 0), ("vessel", 1)],
+        acceptance={"spatial_dims": 2, "photometric": ["RGB"]},
+        preprocessing={
+            "patch_size": [64, 64],
+            "normalize": "unit",
+            "overlap": 0.25,
+            "batch_size": 8,
+        },
+        display={"window": "fixed", "center_width": [127.5, 256.0]},
+    )
+    options.update(overrides)
+    return load_task(write_task(folder, **options))  # type: ignore[arg-type]

@@ -34,7 +34,12 @@ def network_input_shape(task: Task, network_index: int = 0) -> tuple[int, ...]:
     """The (1, channels, *spatial) shape a network is exported with."""
     network = task.spec.networks[network_index]
     channels = int(network.arguments.get("in_channels", 1))  # type: ignore[arg-type]
-    prep = task.spec.preprocessing
+    chain = task.spec.chain
+    prep = (
+        chain.preprocessing
+        if chain and chain.segmenter == network.name
+        else (task.spec.preprocessing)
+    )
     spatial = prep.patch_size or prep.resize
     if spatial is None:
         raise ModelLoadError(f"task {task.id} gives neither patch_size nor resize to export with")

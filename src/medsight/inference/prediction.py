@@ -41,6 +41,7 @@ class Prediction:
     label_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)  # e.g. the chain's crop box
 
     @property
     def review_reasons(self) -> list[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from medsight.errors import TaskMismatchError
+from medsight.errors import InvalidInputError, TaskMismatchError
 from medsight.image import Image
 from medsight.inference.backends import OnnxBackend, TorchBackend
 from medsight.inference.prediction import Prediction
@@ -20,7 +20,8 @@ from medsight.inference.preprocess import (
     resample,
     to_network_grid,
 )
-from medsight.tasks.acceptance import check_acceptance
+from medsight.tasks.acceptance import CheckOutcome, check_acceptance
+from medsight.tasks.spec import Display, Preprocessing, TaskSpec
 from medsight.tasks.task import Task
 
 __all__ = ["Predictor"]
@@ -48,10 +49,31 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _network_input(
+    image: Image, display: Display, preprocessing: Preprocessing
+) -> tuple[Image, np.ndarray]:
+    """(work image, float32 values on the network grid): the shared preprocessing chain."""
+    work, size = to_network_grid(image, preprocessing)
+    values = normalize(display_values(work, display), preprocessing.normalize)
+    if values.shape[1:] != size:
+        values = resample(values, size)
+    return work, np.ascontiguousarray(values, dtype=np.float32)
+
+
+def _calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Sigmoid (one output) or softmax of logits / temperature."""
+    scaled = logits / temperature
+    if scaled.shape[-1] == 1:
+        return 1.0 / (1.0 + np.exp(-scaled))
+    exponent = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return exponent / exponent.sum(axis=-1, keepdims=True)
+
+
 class Predictor:
     """Runs one task. ``backend`` is ``"torch"``, ``"onnxruntime"`` (exported on first use),
-    or a callable custom runtime; ``tta`` averages over flips of every spatial axis;
-    ``explain`` adds a Grad-CAM heatmap for classifiers whose task asks for it."""
+    or a callable custom runtime used for every network; ``tta`` averages over flips of every
+    spatial axis; ``explain`` adds a Grad-CAM heatmap for classifiers whose task asks for it.
+    """
 
     def __init__(
         self,
@@ -64,54 +86,57 @@ class Predictor:
     ) -> None:
         self.task = task
         self.backend_name = backend if isinstance(backend, str) else "custom"
+        self._custom = None if isinstance(backend, str) else backend
         self.deterministic = deterministic
         self.tta = tta
         self.explain = explain
-        self._backend: Any = None if isinstance(backend, str) else backend
-        self._torch_module: Any = None
+        self._backends: dict[str, Any] = {}
+        self._torch_modules: dict[str, Any] = {}
 
     # --- backends ---------------------------------------------------------------------------
-    @property
-    def backend(self) -> Any:
-        if self._backend is None:
-            self._backend = (
-                OnnxBackend(self.task)
-                if self.backend_name == "onnxruntime"
-                else TorchBackend(self.task)
-            )
-        return self._backend
+    def _index(self, network: str | None) -> int:
+        names = [n.name for n in self.task.spec.networks]
+        return 0 if network is None else names.index(network)
 
-    def _torch(self) -> Any:
-        if self._torch_module is None:
-            backend = self.backend
-            self._torch_module = (
-                backend.module
-                if isinstance(backend, TorchBackend)
-                else TorchBackend(self.task).module
-            )
-        return self._torch_module
+    def backend(self, network: str | None = None) -> Any:
+        index = self._index(network)
+        name = self.task.spec.networks[index].name
+        if self._custom is not None:
+            return self._custom
+        if name not in self._backends:
+            if self.backend_name == "onnxruntime":
+                self._backends[name] = OnnxBackend(self.task, index)
+            else:
+                self._backends[name] = TorchBackend(self.task, index)
+        return self._backends[name]
 
-    def _run(self, batch: Any) -> Any:
+    def _torch(self, network: str | None = None) -> Any:
+        index = self._index(network)
+        name = self.task.spec.networks[index].name
+        if name not in self._torch_modules:
+            backend = self._backends.get(name)
+            if not isinstance(backend, TorchBackend):
+                backend = TorchBackend(self.task, index)
+            self._torch_modules[name] = backend.module
+        return self._torch_modules[name]
+
+    def _run(self, batch: Any, network: str | None = None) -> Any:
         """Network output for a batch, averaged over flips when TTA is on."""
         import torch
 
-        output = self.backend(batch)
+        run = self.backend(network)
+        output = run(batch)
         if not self.tta:
             return output
-        spatial = list(range(2, batch.ndim))
         outputs = [output]
-        for axis in spatial:
-            flipped = self.backend(torch.flip(batch, dims=[axis]))
-            outputs.append(
-                torch.flip(flipped, dims=[axis]) if flipped.ndim == batch.ndim else flipped
-            )
+        for axis in range(2, batch.ndim):
+            flipped = run(torch.flip(batch, dims=[axis]))
+            spatial_output = flipped.ndim == batch.ndim  # a map: flip back; class scores: as is
+            outputs.append(torch.flip(flipped, dims=[axis]) if spatial_output else flipped)
         return torch.stack(outputs).mean(0)
 
-    # --- public -----------------------------------------------------------------------------
-    def __call__(self, image: Image) -> Prediction:
-        return self.predict(image)
-
-    def predict(self, image: Image) -> Prediction:
+    # --- checks -----------------------------------------------------------------------------
+    def _start(self, image: Image) -> Prediction:
         spec = self.task.spec
         outcomes = check_acceptance(spec.acceptance, image)
         refused = [o.reason for o in outcomes if o.severity == "refuse" and not o.passed]
@@ -119,8 +144,10 @@ class Predictor:
             raise TaskMismatchError(
                 f"task {spec.id} cannot run on this image: {'; '.join(refused)}"
             )
-        needs_review = any(not o.passed for o in outcomes)
-        prediction = Prediction(
+        if self._custom is None:
+            for network in spec.networks:
+                self.task.weights_path(network.name)  # hash check before any work
+        return Prediction(
             task_id=spec.id,
             task_version=spec.version,
             task_hash=self.task.task_hash,
@@ -130,63 +157,119 @@ class Predictor:
             affine=image.affine.copy(),
             shape=image.shape,
             backend=self.backend_name,
-            state="NEEDS_REVIEW" if needs_review else "OK",
+            state="NEEDS_REVIEW" if any(not o.passed for o in outcomes) else "OK",
             acceptance=outcomes,
         )
-        for network in spec.networks:
-            self.task.weights_path(network.name)  # hash check before any work
+
+    # --- public -----------------------------------------------------------------------------
+    def __call__(self, image: Image) -> Prediction:
+        return self.predict(image)
+
+    def predict(self, image: Image) -> Prediction:
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[Image]) -> list[Prediction]:
+        """Predictions for several images; whole-image classifiers run them in batches."""
+        predictions = [self._start(image) for image in images]
         with _deterministic(self.deterministic):
-            if spec.kind == "classification":
-                self._classify(image, prediction)
+            if self.task.spec.kind == "classification":
+                self._classify(list(images), predictions)
             else:
-                self._segment(image, prediction)
-        return prediction
+                for image, prediction in zip(images, predictions, strict=True):
+                    self._segment(image, prediction)
+        return predictions
 
     # --- classification ---------------------------------------------------------------------
-    def _classify(self, image: Image, prediction: Prediction) -> None:
+    def _crop_to_segment(self, image: Image, prediction: Prediction) -> Image:
+        """The image cropped around the chain's segment (whole image, flagged, if none)."""
+        chain = self.task.spec.chain
+        assert chain is not None
+        _, values = _network_input(image, chain.display, chain.preprocessing)
         import torch
 
-        spec = self.task.spec
+        logits = self._run(torch.from_numpy(values)[None], chain.segmenter)
+        probabilities = torch.softmax(torch.as_tensor(logits), dim=1)[0].numpy()
+        mask = np.argmax(resample(probabilities, image.shape), axis=0) == chain.segment_index
+        if not mask.any():
+            prediction.state = "NEEDS_REVIEW"
+            prediction.acceptance.append(
+                CheckOutcome(
+                    "chain_segment",
+                    False,
+                    "review",
+                    f"the {chain.segmenter} network found no segment {chain.segment_index}; "
+                    "the whole image was classified",
+                )
+            )
+            return image
+        index = np.argwhere(mask)
+        low, high = index.min(0), index.max(0) + 1
+        pad = np.ceil((high - low) * chain.margin).astype(int)
+        low = np.maximum(low - pad, 0)
+        high = np.minimum(high + pad, image.shape)
+        window = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+        affine = image.affine.copy()
+        affine[:3, 3] = image.world_coordinates(low)[0]
+        prediction.details["crop"] = {"index_low": low.tolist(), "index_high": high.tolist()}
+        return image.replace(array=image.array[(slice(None), *window)], affine=affine)
+
+    def _classify(self, images: list[Image], predictions: list[Prediction]) -> None:
+        import torch
+
+        spec: TaskSpec = self.task.spec
+        classifier = spec.chain.classifier if spec.chain else spec.networks[0].name
         started = time.perf_counter()
-        work, size = to_network_grid(image, spec.preprocessing)
-        values = normalize(display_values(work, spec.display), spec.preprocessing.normalize)
-        values = resample(values, size) if values.shape[1:] != size else values
-        batch = torch.from_numpy(np.ascontiguousarray(values))[None]
-        prediction.timings["preprocess"] = time.perf_counter() - started
+        inputs = []
+        for image, prediction in zip(images, predictions, strict=True):
+            source = self._crop_to_segment(image, prediction) if spec.chain else image
+            inputs.append(_network_input(source, spec.display, spec.preprocessing)[1])
+        elapsed = (time.perf_counter() - started) / len(images)
 
         started = time.perf_counter()
-        logits = self._run(batch)[0].detach().cpu().numpy().astype(np.float64)
-        prediction.timings["inference"] = time.perf_counter() - started
+        chunks = []
+        size = spec.preprocessing.batch_size
+        for first in range(0, len(inputs), size):
+            batch = torch.from_numpy(np.stack(inputs[first : first + size]))
+            chunks.append(self._run(batch, classifier).detach().cpu().numpy())
+        all_logits = np.concatenate(chunks).astype(np.float64)
+        inference = (time.perf_counter() - started) / len(images)
+        calibrated = _calibrated(all_logits, spec.calibration.temperature)
 
-        temperature = spec.calibration.temperature
-        if logits.shape[0] == 1:
-            calibrated = 1.0 / (1.0 + np.exp(-logits / temperature))
-        else:
-            scaled = logits / temperature
-            calibrated = np.exp(scaled - scaled.max())
-            calibrated /= calibrated.sum()
-        probabilities = {o.name: float(calibrated[o.index]) for o in spec.outputs}
-        prediction.logits = logits
-        prediction.probabilities = probabilities
-        prediction.flags = {
-            name: {
-                "output": point.output,
-                "threshold": point.threshold,
-                "probability": probabilities[point.output],
-                "flag": probabilities[point.output] >= point.threshold,
+        for number, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
+            probabilities = {o.name: float(calibrated[number, o.index]) for o in spec.outputs}
+            prediction.logits = all_logits[number]
+            prediction.probabilities = probabilities
+            prediction.flags = {
+                name: {
+                    "output": point.output,
+                    "threshold": point.threshold,
+                    "probability": probabilities[point.output],
+                    "flag": probabilities[point.output] >= point.threshold,
+                }
+                for name, point in spec.operating_points.items()
             }
-            for name, point in spec.operating_points.items()
-        }
+            prediction.timings["preprocess"] = elapsed
+            prediction.timings["inference"] = inference
+            if self.explain and spec.explanation == "gradcam" and not spec.chain:
+                self._explain(image, inputs[number], prediction, classifier)
 
-        if self.explain and spec.explanation == "gradcam":
-            from medsight.inference.explain import gradcam
+    def _explain(
+        self, image: Image, values: np.ndarray, prediction: Prediction, network: str
+    ) -> None:
+        import torch
 
-            started = time.perf_counter()
-            target = max(spec.outputs, key=lambda o: probabilities[o.name]).index
-            heat = gradcam(self._torch(), spec.networks[0].architecture, batch, target)
-            if heat is not None:
-                prediction.heatmap = resample(heat[None], image.shape)[0]
-            prediction.timings["explain"] = time.perf_counter() - started
+        from medsight.inference.explain import gradcam
+
+        started = time.perf_counter()
+        spec = self.task.spec
+        assert prediction.probabilities is not None
+        probabilities = prediction.probabilities
+        target = max(spec.outputs, key=lambda o: probabilities[o.name]).index
+        architecture = spec.networks[self._index(network)].architecture
+        heat = gradcam(self._torch(network), architecture, torch.from_numpy(values)[None], target)
+        if heat is not None:
+            prediction.heatmap = resample(heat[None], image.shape)[0]
+        prediction.timings["explain"] = time.perf_counter() - started
 
     # --- segmentation -----------------------------------------------------------------------
     def _segment(self, image: Image, prediction: Prediction) -> None:
@@ -196,10 +279,8 @@ class Predictor:
         spec = self.task.spec
         prep = spec.preprocessing
         started = time.perf_counter()
-        work, size = to_network_grid(image, prep)
-        values = normalize(display_values(work, spec.display), prep.normalize)
-        values = resample(values, size) if values.shape[1:] != size else values
-        batch = torch.from_numpy(np.ascontiguousarray(values))[None]
+        work, values = _network_input(image, spec.display, prep)
+        batch = torch.from_numpy(values)[None]
         prediction.timings["preprocess"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -215,19 +296,50 @@ class Predictor:
         else:
             logits = self._run(batch)
         probabilities = torch.softmax(torch.as_tensor(logits), dim=1)[0].numpy()
+        del logits, batch
         prediction.timings["inference"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        probabilities = from_network_grid(probabilities, work, image).astype(np.float32)
+        probabilities = from_network_grid(probabilities, work, image).astype(np.float32, copy=False)
         probabilities /= np.maximum(probabilities.sum(axis=0, keepdims=True), 1e-6)
-        label_map = np.argmax(probabilities, axis=0).astype(np.uint8)
-        label_map = _postprocess(label_map, spec)
         prediction.segment_probabilities = probabilities
-        prediction.label_map = label_map
+        prediction.label_map = _postprocess(np.argmax(probabilities, axis=0).astype(np.uint8), spec)
         prediction.timings["postprocess"] = time.perf_counter() - started
 
+    # --- whole-slide images -----------------------------------------------------------------
+    def predict_slide(
+        self, slide: Any, *, level: int, tile_size: int = 512, min_tissue: float = 0.25
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probability map (k, i, j) at ``level`` of a whole slide, and that level's affine.
 
-def _postprocess(label_map: np.ndarray, spec: Any) -> np.ndarray:
+        Only tissue tiles are run; background keeps probability 1 for output 0. A 2D
+        segmentation task fills each tile's pixels; a classifier paints each tile with its
+        class probabilities.
+        """
+        spec = self.task.spec
+        if spec.acceptance.spatial_dims != 2:
+            raise TaskMismatchError(f"task {spec.id} is 3D; whole-slide images are 2D")
+        info = slide.levels[level] if 0 <= level < len(slide.levels) else None
+        if info is None:
+            raise InvalidInputError(f"level {level} does not exist", path=slide.path)
+        outputs = len(spec.outputs)
+        probability = np.zeros((outputs, info.width, info.height), dtype=np.float32)
+        probability[0] = 1.0
+        for tile in slide.iter_tiles(tile_size, level=level, min_tissue=min_tissue):
+            region = slide.read_region((tile.x, tile.y), level, (tile.width, tile.height))
+            prediction = self.predict(region)
+            i0 = round(tile.x / info.downsample)
+            j0 = round(tile.y / info.downsample)
+            window = (slice(None), slice(i0, i0 + tile.width), slice(j0, j0 + tile.height))
+            if prediction.segment_probabilities is not None:
+                probability[window] = prediction.segment_probabilities
+            elif prediction.probabilities is not None:
+                for output in spec.outputs:
+                    probability[(output.index, *window[1:])] = prediction.probabilities[output.name]
+        return probability, slide.level_affine(level)
+
+
+def _postprocess(label_map: np.ndarray, spec: TaskSpec) -> np.ndarray:
     """Largest component, hole filling and minimum size per segment, as the task asks."""
     from scipy import ndimage
 

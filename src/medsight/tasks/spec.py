@@ -127,6 +127,18 @@ class Calibration(_Spec):
     fitted_on: str = ""
 
 
+class Chain(_Spec):
+    """A classifier run on the crop around a segment found by a first network of the task
+    (e.g. a lesion mask, then a lesion-level classifier)."""
+
+    segmenter: str  # network name, run first on the whole image
+    classifier: str  # network name, run on the crop
+    segment_index: Annotated[int, Field(ge=1)] = 1
+    margin: Annotated[float, Field(ge=0.0)] = 0.1  # of the box size, added on each side
+    display: Display = Display()
+    preprocessing: Preprocessing
+
+
 class TaskSpec(_Spec):
     schema_version: Literal[1] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -143,6 +155,7 @@ class TaskSpec(_Spec):
     calibration: Calibration = Calibration()
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
     explanation: Literal["gradcam", "none"] = "none"
+    chain: Chain | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
@@ -154,6 +167,15 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"operating point {point_name!r} names unknown output {point.output!r}"
                 )
+        network_names = [n.name for n in self.networks]
+        if len(set(network_names)) != len(network_names):
+            raise ValueError("network names must be unique")
+        if self.chain is not None:
+            for role in (self.chain.segmenter, self.chain.classifier):
+                if role not in network_names:
+                    raise ValueError(f"chain names unknown network {role!r}")
+            if self.kind != "classification":
+                raise ValueError("a chain ends in a classifier: kind must be 'classification'")
         prep = self.preprocessing
         if self.kind == "segmentation" and prep.patch_size is None and prep.resize is None:
             raise ValueError("a segmentation task needs preprocessing.patch_size or resize")
