@@ -208,6 +208,8 @@ def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
         signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
         if int(dataset.get("SamplesPerPixel", 1) or 1) != 1 or bits not in (8, 16, 32):
             return None
+        if not str(dataset.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
+            return None  # palette colour needs its lookup table: pydicom's path
         element = dataset.get_item("PixelData")
         # a raw element knows its value position and length; a deferred (converted) one only
         # its value position, and a truncated file then shows when the pixels are read
