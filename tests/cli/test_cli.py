@@ -159,3 +159,15 @@ def test_usage_error_exits_2():
     result = medsight("convert")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_convert_partial_batch_exits_1_and_keeps_the_good_series(tmp_path):
+    study = pydicom.uid.generate_uid()
+    write_series(tmp_path / "in" / "a", 3, study_uid=study, series_number=1)
+    bad = write_series(tmp_path / "in" / "b", 3, study_uid=study, series_number=2)
+    bad[1].write_bytes(bad[1].read_bytes()[:-4000])
+    result = medsight("convert", str(tmp_path / "in"), str(tmp_path / "out" / "s.nii.gz"))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["s_1_CT.nii.gz"]
+    assert "1 of 2 image(s) failed" in result.stderr

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from medsight.cli import convert, info
+from medsight.cli import analyze, convert, info, tasks
 from medsight.cli._errors import DEBUG_OPTION, run
 
 app = typer.Typer(
@@ -19,6 +19,9 @@ app = typer.Typer(
 )
 app.command("info")(info.info)
 app.command("convert")(convert.convert)
+app.command("analyze")(analyze.analyze)
+app.command("tasks")(tasks.list_tasks)
+app.command("export")(tasks.export)
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

@@ -30,6 +30,8 @@ def run(action: Callable[[], T], *, debug: bool = False) -> T:
     )
     try:
         return action()
+    except typer.Exit:
+        raise  # a command's own exit code (e.g. 1 for a partial batch)
     except MedsightError as exc:
         error_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, emoji=False)
         raise typer.Exit(exc.exit_code) from None

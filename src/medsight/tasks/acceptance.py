@@ -77,8 +77,17 @@ def check_acceptance(rules: Acceptance, image: Image) -> list[CheckOutcome]:
         if image.is_sequence
         else "single image",
     )
-    ok, reason = _listed(rules.modalities, image.modality, "modality")
-    add("modality", ok, "refuse", reason)
+    if image.modality is None and rules.modalities and rules.unknown_modality != "refuse":
+        add(
+            "modality",
+            rules.unknown_modality == "accept",
+            "review",
+            f"modality unknown (not a DICOM input); the task is for "
+            f"{', '.join(rules.modalities)}: confirm the image is one",
+        )
+    else:
+        ok, reason = _listed(rules.modalities, image.modality, "modality")
+        add("modality", ok, "refuse", reason)
     ok, reason = _listed(rules.sop_class_uids, image.identifiers.sop_class_uid, "SOP class")
     add("sop_class", ok, "refuse", reason)
     ok, reason = _listed(rules.photometric, image.photometric_interpretation, "photometric")

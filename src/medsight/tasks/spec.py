@@ -42,6 +42,8 @@ class Acceptance(_Spec):
 
     spatial_dims: Literal[2, 3]
     modalities: list[str] = Field(default_factory=list)  # empty: any (e.g. photographs)
+    # an input with no modality (a JPEG, a NIfTI): refuse, run with NEEDS_REVIEW, or accept
+    unknown_modality: Literal["refuse", "review", "accept"] = "refuse"
     sop_class_uids: list[str] = Field(default_factory=list)
     photometric: list[str] = Field(default_factory=list)
     channels: list[int] = Field(default_factory=list)

@@ -1,0 +1,17 @@
+"""One study from input to written results (result.json, masks, overlays, provenance).
+
+The CLI (``medsight analyze``) and, later, the service call this; neither holds the logic.
+"""
+
+from medsight.analysis.inputs import ImageSource, StudyInput, find_studies
+from medsight.analysis.runner import AnalysisOptions, StudyOutcome, TaskSource, analyze_study
+
+__all__ = [
+    "AnalysisOptions",
+    "ImageSource",
+    "StudyInput",
+    "StudyOutcome",
+    "TaskSource",
+    "analyze_study",
+    "find_studies",
+]

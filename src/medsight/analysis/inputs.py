@@ -1,0 +1,123 @@
+"""What a path holds, as studies of images to analyse (loaded lazily, one at a time)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsight.errors import NoImageFoundError
+from medsight.image import Image
+from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+
+__all__ = ["ImageSource", "StudyInput", "find_studies", "is_slide_file"]
+
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+
+
+@dataclass
+class ImageSource:
+    """One image of a study: how to describe it and how to load it."""
+
+    description: str
+    kind: str  # "dicom", "nifti", "raster" or "wsi"
+    load: Callable[[], Image]
+    path: Path | None = None  # the file, for non-DICOM inputs
+
+
+@dataclass
+class StudyInput:
+    key: str  # pseudonymous: a hash, never a patient identifier
+    label: str
+    images: list[ImageSource] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _hash(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_slide_file(path: Path) -> bool:
+    if path.suffix.lower() in SLIDE_SUFFIXES:
+        return True
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series[0].levels) > 1
+    except Exception:
+        return False
+
+
+def _file_study(path: Path) -> StudyInput:
+    if is_slide_file(path):
+        kind = "wsi"
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        kind = "nifti"
+    else:
+        kind = "raster"
+    source = ImageSource(path.name, kind, lambda: read_image(path), path)
+    return StudyInput(key=_hash(file_sha256(path)), label=path.name, images=[source])
+
+
+def _is_image_file(path: Path) -> bool:
+    return (
+        path.name.lower().endswith(NIFTI_SUFFIXES)
+        or path.suffix.lower() in RASTER_SUFFIXES
+        or path.suffix.lower() in SLIDE_SUFFIXES
+    )
+
+
+def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
+    """Studies under ``path``: DICOM studies (by StudyInstanceUID) and one per image file."""
+    from medsight.io.dicom import read_volumes, scan_dicom
+    from medsight.io.dicom.discovery import Stack
+
+    if not path.exists():
+        raise NoImageFoundError("no such file or folder", path=path)
+    if path.is_file() and _is_image_file(path):
+        return [_file_study(path)]
+    scan = scan_dicom(path, workers=workers)
+    studies: list[StudyInput] = []
+    for study in scan.studies:
+        entry = StudyInput(
+            key=_hash(study.study_instance_uid),
+            label=study.study_description or f"DICOM study {study.study_date or ''}".strip(),
+        )
+        for series in study.series:
+            for group in series.volume_groups():
+                description = " ".join(
+                    str(v)
+                    for v in (
+                        series.series_number,
+                        series.series_description,
+                        series.modality,
+                        group[0].label,
+                    )
+                    if v not in (None, "")
+                )
+
+                def load(group: list[Stack] = group) -> Image:
+                    return read_volumes(group)
+
+                entry.images.append(ImageSource(description, "dicom", load))
+        studies.append(entry)
+    for skip in scan.skipped:
+        if _is_image_file(skip.path):
+            studies.append(_file_study(skip.path))
+    if not studies:
+        reason = scan.skipped[0].reason if scan.skipped else "the folder is empty"
+        raise NoImageFoundError(f"no image found ({reason})", path=path)
+    return studies

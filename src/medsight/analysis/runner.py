@@ -1,0 +1,323 @@
+"""Analyse one study: choose tasks, predict, write result.json, masks, overlays, provenance."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from medsight.analysis.inputs import ImageSource, StudyInput, file_sha256
+from medsight.errors import MedsightError, NoMatchingTaskError
+from medsight.image import Image
+from medsight.inference import Prediction, Predictor
+from medsight.io import write_nifti
+from medsight.reporting import RESULT_SCHEMA_VERSION, append_provenance, overlay_png
+from medsight.tasks import Task, discover_tasks, load_named_task, select_task
+from medsight.tasks.selection import SelectionRule
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AnalysisOptions", "StudyOutcome", "TaskSource", "analyze_study"]
+
+DISCLAIMER = "research use only, not for diagnostic use"
+
+
+@dataclass
+class AnalysisOptions:
+    task: str = "auto"  # a task name, "name@version", a task folder, or "auto"
+    tasks_dirs: list[Path] = field(default_factory=list)
+    backend: str = "torch"
+    tta: bool = False
+    slide_level: int | None = None
+    rules: list[SelectionRule] | None = None
+
+
+@dataclass
+class StudyOutcome:
+    key: str
+    label: str
+    result_path: Path | None
+    analyses: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return not self.analyses
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return 0
+        return max((int(f["exit_code"]) for f in self.failures), default=2)
+
+
+class TaskSource:
+    """Tasks and predictors, loaded once per run and reused across studies."""
+
+    def __init__(self, options: AnalysisOptions) -> None:
+        self.options = options
+        self._named: Task | None = None
+        self._catalog: list[Task] | None = None
+        self._predictors: dict[str, Predictor] = {}
+
+    def choose_named(self) -> Task:
+        """The task named in the options (loaded once; errors are the caller's to report)."""
+        if self._named is None:
+            self._named = load_named_task(self.options.task, self.options.tasks_dirs)
+            for network in self._named.spec.networks:
+                self._named.weights_path(network.name)  # missing or corrupted weights: exit 3
+        return self._named
+
+    def choose(self, image: Image) -> tuple[Task, str, list[str]]:
+        if self.options.task != "auto":
+            named = self.choose_named()
+            return named, "named", [f"task named on the command line: {named.id}"]
+        if self._catalog is None:
+            self._catalog = discover_tasks(self.options.tasks_dirs).tasks
+        selection = select_task(image, self._catalog, self.options.rules)
+        return selection.task, "auto", list(selection.reasons)
+
+    def predictor(self, task: Task) -> Predictor:
+        key = task.task_hash
+        if key not in self._predictors:
+            self._predictors[key] = Predictor(
+                task,
+                backend=self.options.backend,  # type: ignore[arg-type]
+                tta=self.options.tta,
+            )
+        return self._predictors[key]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:48] or "image"
+
+
+def _input_record(image: Image, source: ImageSource) -> dict[str, Any]:
+    ids = image.identifiers
+    return {
+        "kind": source.kind,
+        "file_sha256": file_sha256(source.path) if source.path is not None else None,
+        "study_instance_uid": ids.study_instance_uid,
+        "series_instance_uid": ids.series_instance_uid,
+        "sop_instance_uids": list(image.sop_instance_uids),
+        "frame_of_reference_uid": ids.frame_of_reference_uid,
+        "modality": image.modality,
+        "shape": list(image.shape),
+        "spacing_mm": list(image.spacing),
+        "spacing_known": image.spacing_known,
+        "affine_lps": image.affine.tolist(),
+        "warnings": list(image.warnings),
+    }
+
+
+def _write_label_map(label_map: np.ndarray, image: Image, path_stem: Path) -> Path:
+    if label_map.ndim == 3:
+        return write_nifti(
+            image.replace(array=label_map[np.newaxis], is_sequence=False),
+            path_stem.with_suffix(".nii.gz"),
+        )
+    path = path_stem.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(label_map.T.astype(np.uint8)).save(path)  # (i, j) -> rows, columns
+    return path
+
+
+def _prediction_record(
+    prediction: Prediction, task: Task, image: Image, study_dir: Path, stem: str
+) -> dict[str, Any]:
+    spec = task.spec
+    record: dict[str, Any] = {
+        "state": prediction.state,
+        "review_reasons": prediction.review_reasons,
+        "acceptance": [o.as_dict() for o in prediction.acceptance],
+        "timings_s": {k: round(v, 4) for k, v in prediction.timings.items()},
+        "overlays": [],
+        "details": prediction.details,
+    }
+    overlay_label: np.ndarray | None = None
+    if prediction.probabilities is not None and prediction.logits is not None:
+        record["classification"] = {
+            "logits": {o.name: float(prediction.logits[o.index]) for o in spec.outputs},
+            "probabilities": prediction.probabilities,
+            "temperature": spec.calibration.temperature,
+            "operating_points": {
+                name: {
+                    **flag,
+                    "sensitivity": spec.operating_points[name].sensitivity,
+                    "specificity": spec.operating_points[name].specificity,
+                }
+                for name, flag in prediction.flags.items()
+            },
+        }
+    if prediction.label_map is not None:
+        label_path = _write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
+        counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
+        record["segmentation"] = {
+            "label_map": label_path.relative_to(study_dir).as_posix(),
+            "segments": [
+                {
+                    "name": o.name,
+                    "index": o.index,
+                    "code": o.code.model_dump(),
+                    "voxels": int(counts[o.index]) if o.index < len(counts) else 0,
+                }
+                for o in spec.outputs
+                if o.index != 0
+            ],
+        }
+        overlay_label = prediction.label_map
+    overlay = overlay_png(
+        image,
+        study_dir / "overlays" / f"{stem}.png",
+        label_map=overlay_label,
+        heatmap=prediction.heatmap,
+    )
+    record["overlays"].append(overlay.relative_to(study_dir).as_posix())
+    return record
+
+
+def _analyse_slide(
+    source: ImageSource, tasks: TaskSource, options: AnalysisOptions, study_dir: Path, stem: str
+) -> dict[str, Any]:
+    from medsight.io.slide import open_slide
+
+    assert source.path is not None
+    with open_slide(source.path) as slide:
+        levels = slide.levels
+        level = options.slide_level
+        if level is None:  # the largest level that is at most 4096 pixels wide
+            level = next((lv.index for lv in levels if lv.width <= 4096), len(levels) - 1)
+        image = slide.read_level(level)
+        task, mode, reasons = tasks.choose(image)
+        predictor = tasks.predictor(task)
+        probability, affine = predictor.predict_slide(slide, level=level)
+    label_map = np.argmax(probability, axis=0).astype(np.uint8)
+    prediction = Prediction(
+        task_id=task.id,
+        task_version=task.version,
+        task_hash=task.task_hash,
+        weights_sha256=task.weights_sha256,
+        kind=task.spec.kind,
+        output_names=[o.name for o in task.spec.outputs],
+        affine=affine,
+        shape=label_map.shape,
+        backend=predictor.backend_name,
+        label_map=label_map,
+        details={"slide_level": level},
+    )
+    record = _prediction_record(prediction, task, image, study_dir, stem)
+    record["input"] = _input_record(image, source)
+    record["task"] = _task_record(task, predictor, mode, reasons)
+    return record
+
+
+def _task_record(task: Task, predictor: Predictor, mode: str, reasons: list[str]) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "version": task.version,
+        "hash": task.task_hash,
+        "weights_sha256": task.weights_sha256,
+        "backend": predictor.backend_name,
+        "selection": {"mode": mode, "reasons": reasons},
+        "intended_use": task.spec.intended_use,
+    }
+
+
+def analyze_study(
+    study: StudyInput,
+    out: Path,
+    options: AnalysisOptions,
+    *,
+    tasks: TaskSource | None = None,
+    provenance_log: Path | None = None,
+) -> StudyOutcome:
+    """Analyse every image of ``study`` into ``out/<study key>/``; one bad image never stops
+    the others. Returns what was written and what failed (with exit codes)."""
+    from medsight import __version__
+
+    tasks = tasks or TaskSource(options)
+    study_dir = out / study.key
+    outcome = StudyOutcome(study.key, study.label, None)
+    for number, source in enumerate(study.images, start=1):
+        stem = f"{number:02d}_{_slug(source.description)}"
+        try:
+            if source.kind == "wsi":
+                record = _analyse_slide(source, tasks, options, study_dir, stem)
+            else:
+                image = source.load()
+                task, mode, reasons = tasks.choose(image)
+                predictor = tasks.predictor(task)
+                prediction = predictor.predict(image)
+                record = _prediction_record(prediction, task, image, study_dir, stem)
+                record["input"] = _input_record(image, source)
+                record["task"] = _task_record(task, predictor, mode, reasons)
+        except NoMatchingTaskError as exc:
+            outcome.failures.append(
+                {"what": source.description, "reason": exc.message, "exit_code": exc.exit_code}
+            )
+            continue
+        except MedsightError as exc:
+            outcome.failures.append(
+                {"what": source.description, "reason": str(exc), "exit_code": exc.exit_code}
+            )
+            continue
+        outcome.analyses.append(record)
+
+    document = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "medsight_version": __version__,
+        "disclaimer": DISCLAIMER,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "study_key": study.key,
+        "analyses": outcome.analyses,
+        "failures": outcome.failures,
+    }
+    study_dir.mkdir(parents=True, exist_ok=True)
+    result_path = study_dir / "result.json"
+    partial = result_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(document, indent=2, default=_json_default))
+    partial.replace(result_path)
+    outcome.result_path = result_path
+    log = provenance_log or out / "provenance.jsonl"
+    for record in outcome.analyses:
+        append_provenance(
+            log,
+            {
+                "medsight_version": __version__,
+                "input": {
+                    k: record["input"][k]
+                    for k in (
+                        "kind",
+                        "file_sha256",
+                        "study_instance_uid",
+                        "series_instance_uid",
+                        "sop_instance_uids",
+                    )
+                },
+                "task": {k: record["task"][k] for k in ("id", "version", "hash", "weights_sha256")},
+                "state": record["state"],
+                "outputs": [result_path.relative_to(out).as_posix()]
+                + [f"{study.key}/{p}" for p in record["overlays"]]
+                + (
+                    [f"{study.key}/{record['segmentation']['label_map']}"]
+                    if "segmentation" in record
+                    else []
+                ),
+            },
+        )
+    return outcome
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

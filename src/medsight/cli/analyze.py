@@ -1,0 +1,111 @@
+"""``medsight analyze PATH``: run tasks on every study under a path and write the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medsight.analysis import StudyOutcome
+from medsight.cli._errors import DEBUG_OPTION, run
+
+console = Console(highlight=False, stderr=True)
+RESEARCH_USE = (
+    "medsight: research use only, not for diagnostic use. No AI finding is not a negative read."
+)
+
+
+def analyze(
+    path: Annotated[Path, typer.Argument(help="A DICOM file/folder/DICOMDIR, NIfTI or image.")],
+    task: Annotated[str, typer.Option(help="Task name, name@version, task folder, or auto.")] = (
+        "auto"
+    ),
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per study).")] = Path(
+        "medsight-out"
+    ),
+    tasks_dir: Annotated[
+        list[Path] | None, typer.Option(help="Extra task folder(s), besides MEDSIGHT_TASKS.")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="torch or onnxruntime.")] = "torch",
+    tta: Annotated[bool, typer.Option(help="Average over flipped inputs.")] = False,
+    level: Annotated[int | None, typer.Option(help="Whole-slide level to analyse.")] = None,
+    debug: DEBUG_OPTION = False,
+) -> None:
+    """Analyse each study: result.json, masks/ and overlays/ under OUT/<study>/."""
+
+    def action() -> None:
+        from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
+        from medsight.errors import InvalidInputError
+
+        if backend not in ("torch", "onnxruntime"):
+            raise InvalidInputError(f"backend must be torch or onnxruntime, got {backend!r}")
+        options = AnalysisOptions(
+            task=task, tasks_dirs=list(tasks_dir or []), backend=backend, tta=tta, slide_level=level
+        )
+        studies = find_studies(path)
+        tasks = TaskSource(options)
+        if task != "auto":
+            tasks.choose_named()  # a bad task name or task.toml fails before any work
+        outcomes = []
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            bar = progress.add_task("analysing", total=len(studies))
+            for study in studies:
+                progress.update(bar, description=f"analysing {study.key}")
+                outcomes.append(analyze_study(study, out, options, tasks=tasks))
+                progress.advance(bar)
+        _summary(outcomes, out)
+        failed = [o for o in outcomes if o.failed]
+        if failed:
+            raise typer.Exit(failed[0].exit_code if len(failed) == len(outcomes) else 1)
+
+    run(action, debug=debug)
+
+
+def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
+    table = Table(title=f"results in {out}", title_justify="left")
+    for column in ("study", "image", "task", "state", "result"):
+        table.add_column(column, overflow="fold")
+    for outcome in outcomes:
+        for analysis in outcome.analyses:
+            state = analysis["state"]
+            classification = analysis.get("classification")
+            if classification:
+                flags = [
+                    f"{p['output']} {p['probability']:.2f} "
+                    f"{'FLAG' if p['flag'] else 'below'} {name}"
+                    for name, p in classification["operating_points"].items()
+                ]
+                probabilities = ", ".join(
+                    f"{k} {v:.2f}" for k, v in classification["probabilities"].items()
+                )
+                summary = "; ".join(flags) or probabilities
+            elif "segmentation" in analysis:
+                summary = ", ".join(
+                    f"{s['name']} {s['voxels']} vox" for s in analysis["segmentation"]["segments"]
+                )
+            else:
+                summary = ""
+            if state == "NEEDS_REVIEW":
+                summary += " | review: " + "; ".join(analysis["review_reasons"])
+            table.add_row(
+                outcome.key,
+                analysis["input"]["modality"] or analysis["input"]["kind"],
+                f"{analysis['task']['id']} {analysis['task']['version']}",
+                state,
+                summary,
+            )
+        for failure in outcome.failures:
+            table.add_row(outcome.key, failure["what"], "-", "FAILED", failure["reason"])
+    Console(highlight=False, width=None if console.is_terminal else 200).print(table)
+    Console(highlight=False).print(RESEARCH_USE)

@@ -1,0 +1,172 @@
+"""`result.json`: one study's analyses, in a versioned, published JSON Schema.
+
+The schema is defined here once; ``docs/result.schema.json`` is generated from it (a test keeps
+the two equal). Patient names and IDs never appear in result.json; study keys are
+pseudonymous (a hash of the StudyInstanceUID or of the input file).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RESULT_SCHEMA_VERSION", "result_schema", "validate_result"]
+
+RESULT_SCHEMA_VERSION = "1.0"
+
+_NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+_CHECK = {
+    "type": "object",
+    "required": ["name", "passed", "severity", "reason"],
+    "properties": {
+        "name": {"type": "string"},
+        "passed": {"type": "boolean"},
+        "severity": {"enum": ["refuse", "review"]},
+        "reason": {"type": "string"},
+    },
+}
+
+_ANALYSIS = {
+    "type": "object",
+    "required": ["input", "task", "state", "acceptance", "timings_s"],
+    "properties": {
+        "input": {
+            "type": "object",
+            "required": ["kind", "shape", "spacing_mm", "affine_lps"],
+            "properties": {
+                "kind": {"enum": ["dicom", "nifti", "raster", "wsi"]},
+                "file_sha256": {"type": ["string", "null"]},
+                "study_instance_uid": {"type": ["string", "null"]},
+                "series_instance_uid": {"type": ["string", "null"]},
+                "sop_instance_uids": _STRINGS,
+                "frame_of_reference_uid": {"type": ["string", "null"]},
+                "modality": {"type": ["string", "null"]},
+                "shape": {"type": "array", "items": {"type": "integer"}},
+                "spacing_mm": {"type": "array", "items": {"type": "number"}},
+                "spacing_known": {"type": "boolean"},
+                "affine_lps": {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "number"}},
+                },
+                "warnings": _STRINGS,
+            },
+        },
+        "task": {
+            "type": "object",
+            "required": ["id", "version", "hash", "weights_sha256", "backend", "selection"],
+            "properties": {
+                "id": {"type": "string"},
+                "version": {"type": "string"},
+                "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "weights_sha256": {"type": "object", "additionalProperties": {"type": "string"}},
+                "backend": {"type": "string"},
+                "selection": {
+                    "type": "object",
+                    "properties": {"mode": {"enum": ["auto", "named"]}, "reasons": _STRINGS},
+                },
+                "intended_use": {"type": "string"},
+            },
+        },
+        "state": {"enum": ["OK", "NEEDS_REVIEW"]},
+        "review_reasons": _STRINGS,
+        "acceptance": {"type": "array", "items": _CHECK},
+        "classification": {
+            "type": "object",
+            "required": ["logits", "probabilities", "temperature", "operating_points"],
+            "properties": {
+                "logits": _NUMBER_MAP,
+                "probabilities": _NUMBER_MAP,
+                "temperature": {"type": "number"},
+                "operating_points": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["output", "threshold", "probability", "flag"],
+                        "properties": {
+                            "output": {"type": "string"},
+                            "threshold": {"type": "number"},
+                            "probability": {"type": "number"},
+                            "flag": {"type": "boolean"},
+                            "sensitivity": {"type": ["number", "null"]},
+                            "specificity": {"type": ["number", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+        "segmentation": {
+            "type": "object",
+            "required": ["label_map", "segments"],
+            "properties": {
+                "label_map": {"type": "string"},
+                "segments": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "index", "code", "voxels"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "index": {"type": "integer"},
+                            "code": {"type": "object"},
+                            "voxels": {"type": "integer"},
+                        },
+                    },
+                },
+            },
+        },
+        "overlays": _STRINGS,
+        "details": {"type": "object"},
+        "timings_s": _NUMBER_MAP,
+    },
+}
+
+_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "medsight result.json",
+    "description": "One study analysed by medsight. Research use only, not for diagnostic use.",
+    "type": "object",
+    "required": [
+        "schema_version",
+        "medsight_version",
+        "disclaimer",
+        "created",
+        "study_key",
+        "analyses",
+        "failures",
+    ],
+    "properties": {
+        "schema_version": {"const": RESULT_SCHEMA_VERSION},
+        "medsight_version": {"type": "string"},
+        "disclaimer": {"const": "research use only, not for diagnostic use"},
+        "created": {"type": "string"},
+        "study_key": {"type": "string"},
+        "analyses": {"type": "array", "items": _ANALYSIS},
+        "failures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["what", "reason", "exit_code"],
+                "properties": {
+                    "what": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "exit_code": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
+
+def result_schema() -> dict[str, Any]:
+    """The JSON Schema of result.json (a copy)."""
+    import copy
+
+    return copy.deepcopy(_SCHEMA)
+
+
+def validate_result(document: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``document`` does not follow the schema."""
+    import jsonschema
+
+    jsonschema.validate(document, _SCHEMA)

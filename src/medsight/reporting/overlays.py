@@ -1,0 +1,85 @@
+"""Overlay PNGs for a person to look at: the image, mask outlines and the heatmap.
+
+Every overlay carries the words "research use only, not for diagnostic use".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageDraw
+
+from medsight.image import Image
+from medsight.imaging import to_display
+
+__all__ = ["key_slice", "overlay_png"]
+
+BANNER = "medsight - research use only, not for diagnostic use"
+_COLOURS = [
+    (255, 64, 64),
+    (64, 200, 255),
+    (255, 210, 0),
+    (120, 255, 120),
+    (255, 120, 255),
+    (255, 160, 60),
+]
+
+
+def key_slice(label_map: np.ndarray | None, heatmap: np.ndarray | None, depth: int) -> int:
+    """The slice with the most labelled voxels (else the heatmap peak, else the middle)."""
+    if label_map is not None and label_map.ndim == 3 and label_map.any():
+        return int(np.argmax((label_map > 0).sum(axis=(0, 1))))
+    if heatmap is not None and heatmap.ndim == 3:
+        return int(np.unravel_index(np.argmax(heatmap), heatmap.shape)[2])
+    return depth // 2
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def overlay_png(
+    image: Image,
+    path: Path,
+    *,
+    label_map: np.ndarray | None = None,
+    heatmap: np.ndarray | None = None,
+    window: str | tuple[float, float] | None = None,
+) -> Path:
+    """Write a PNG of ``image`` (its key slice when 3D) with outlines and heatmap blended."""
+    import matplotlib
+
+    shown = to_display(image, window)  # (c, i, j[, k])
+    slice_index = None
+    if image.spatial_dims == 3:
+        slice_index = key_slice(label_map, heatmap, image.shape[2])
+        shown = shown[..., slice_index]
+        label_map = label_map[..., slice_index] if label_map is not None else None
+        heatmap = heatmap[..., slice_index] if heatmap is not None else None
+    rgb = np.repeat(shown, 3, axis=0) if shown.shape[0] == 1 else shown[:3]
+    rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
+    if heatmap is not None:
+        colour = matplotlib.colormaps["inferno"](np.clip(heatmap.T, 0, 1))[..., :3]
+        rgb = 0.6 * rgb + 0.4 * colour
+    pixels = (rgb * 255).astype(np.uint8)
+    if label_map is not None:
+        for number, value in enumerate(v for v in np.unique(label_map) if v != 0):
+            edge = _outline(value == label_map.T)
+            pixels[edge] = _COLOURS[number % len(_COLOURS)]
+    picture = PILImage.fromarray(pixels)
+    if picture.width < 256:  # small images: enlarge so the banner fits and lines show
+        scale = int(np.ceil(256 / picture.width))
+        picture = picture.resize(
+            (picture.width * scale, picture.height * scale), PILImage.Resampling.NEAREST
+        )
+    canvas = PILImage.new("RGB", (picture.width, picture.height + 16), (0, 0, 0))
+    canvas.paste(picture, (0, 16))
+    label = BANNER if slice_index is None else f"{BANNER} - slice k={slice_index}"
+    ImageDraw.Draw(canvas).text((4, 2), label, fill=(255, 255, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
