@@ -22,6 +22,7 @@ app.command("convert")(convert.convert)
 app.command("analyze")(analyze.analyze)
 app.command("tasks")(tasks.list_tasks)
 app.command("export")(tasks.export)
+app.command("import-model")(tasks.import_model)
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

@@ -72,3 +72,30 @@ def export(
             console.print(f"exported {loaded.id} {loaded.version} {network.name} -> {path}")
 
     run(action, debug=debug)
+
+
+def import_model(
+    bundle: Annotated[Path, typer.Argument(help="A MONAI bundle folder.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Task directory to write into (default: MEDSIGHT_TASKS).")
+    ] = None,
+    task_id: Annotated[str | None, typer.Option("--id", help="Task id (default: bundle name).")] = (
+        None
+    ),
+    debug: DEBUG_OPTION = False,
+) -> None:
+    """Turn a MONAI bundle into a medsight task folder that `medsight analyze` runs."""
+
+    def action() -> None:
+        from medsight.errors import InvalidInputError
+        from medsight.tasks.bundle_import import import_bundle
+        from medsight.tasks.registry import user_task_dirs
+
+        target = out or next(iter(user_task_dirs()), None)
+        if target is None:
+            raise InvalidInputError("give --out or set MEDSIGHT_TASKS to a task directory")
+        task = import_bundle(bundle, target, task_id=task_id)
+        console.print(f"imported {task.id} {task.version} into {task.folder}")
+        console.print(f"run it: medsight analyze IMAGE --task {task.id} --tasks-dir {target}")
+
+    run(action, debug=debug)

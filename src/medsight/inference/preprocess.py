@@ -27,6 +27,12 @@ def display_values(image: Image, display: Display) -> np.ndarray:
     elif display.window == "fixed":
         assert display.center_width is not None  # enforced by the spec
         values = apply_window(array, *display.center_width)
+    elif display.window == "range":
+        assert display.value_range is not None  # enforced by the spec
+        low, high = display.value_range
+        values = (array.astype(np.float32) - low) / max(high - low, 1e-6)
+        if display.clip:
+            values = np.clip(values, 0, 1)
     elif display.window == "percentile":
         low, high = np.percentile(array, display.percentiles)
         values = np.clip((array.astype(np.float32) - low) / max(float(high - low), 1e-6), 0, 1)

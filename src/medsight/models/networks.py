@@ -20,8 +20,10 @@ __all__ = ["build_network", "load_network", "save_weights"]
 def build_network(network: Network) -> Any:
     """An untrained ``torch.nn.Module`` for ``network`` (its architecture must be allowed)."""
     target = NETWORK_ALLOW_LIST.get(network.architecture)
-    if target is None:
-        raise TaskDefinitionError(f"architecture {network.architecture!r} is not allowed")
+    if target is None or network.architecture == "TorchScript":
+        raise TaskDefinitionError(
+            f"architecture {network.architecture!r} cannot be built from arguments"
+        )
     module_name, _, class_name = target.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     try:
@@ -45,6 +47,11 @@ def load_network(task: Task, name: str | None = None) -> Any:
     if network is None:
         raise TaskDefinitionError(f"task {task.id} has no network named {name!r}")
     path = task.weights_path(network.name)
+    if network.architecture == "TorchScript":
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as exc:  # torch raises several types for non-TorchScript files
+            raise ModelLoadError(f"not a loadable TorchScript file ({exc})", path=path) from exc
     module = build_network(network)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,6 +18,8 @@ NETWORK_ALLOW_LIST: dict[str, str] = {
     "DenseNet121": "monai.networks.nets.DenseNet121",
     "UNet": "monai.networks.nets.UNet",
     "BasicUNet": "monai.networks.nets.BasicUNet",
+    # a TorchScript file from a MONAI bundle: loaded with torch.jit.load, no arguments
+    "TorchScript": "torch.jit.load",
 }
 
 Literal_ = str | int | float | bool
@@ -58,8 +60,10 @@ class Acceptance(_Spec):
 class Display(_Spec):
     """How stored values map to the appearance the model was trained on (never implicit)."""
 
-    window: Literal["dicom", "minmax", "percentile", "fixed", "none"] = "minmax"
-    center_width: tuple[float, float] | None = None  # for window = "fixed"
+    window: Literal["dicom", "minmax", "percentile", "fixed", "range", "none"] = "minmax"
+    center_width: tuple[float, float] | None = None  # for window = "fixed" (DICOM linear)
+    value_range: tuple[float, float] | None = None  # for window = "range": [low, high] -> [0, 1]
+    clip: bool = True  # for window = "range"
     percentiles: tuple[float, float] = (0.5, 99.5)  # for window = "percentile"
     monochrome1: Literal["invert", "keep"] = "invert"
     color: Literal["grayscale", "rgb", "keep"] = "keep"
@@ -68,6 +72,8 @@ class Display(_Spec):
     def _fixed_needs_values(self) -> Display:
         if self.window == "fixed" and self.center_width is None:
             raise ValueError("display.window = 'fixed' needs center_width = [center, width]")
+        if self.window == "range" and self.value_range is None:
+            raise ValueError("display.window = 'range' needs value_range = [low, high]")
         return self
 
 
