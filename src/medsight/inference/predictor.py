@@ -20,6 +20,7 @@ from medsight.inference.preprocess import (
     resample,
     to_network_grid,
 )
+from medsight.inference.sliding_window import sliding_window
 from medsight.tasks.acceptance import CheckOutcome, check_acceptance
 from medsight.tasks.spec import Display, Preprocessing, TaskSpec
 from medsight.tasks.task import Task
@@ -274,36 +275,31 @@ class Predictor:
     # --- segmentation -----------------------------------------------------------------------
     def _segment(self, image: Image, prediction: Prediction) -> None:
         import torch
-        from monai.inferers import sliding_window_inference
 
         spec = self.task.spec
         prep = spec.preprocessing
         started = time.perf_counter()
         work, values = _network_input(image, spec.display, prep)
-        batch = torch.from_numpy(values)[None]
+        resampled = values.shape[1:] != work.shape
         prediction.timings["preprocess"] = time.perf_counter() - started
 
         started = time.perf_counter()
         if prep.patch_size is not None:
-            logits = sliding_window_inference(
-                batch,
-                roi_size=tuple(prep.patch_size),
-                sw_batch_size=prep.batch_size,
-                predictor=self._run,
-                overlap=prep.overlap,
-                mode="gaussian",
+            logits = sliding_window(
+                values, prep.patch_size, self._run, overlap=prep.overlap, batch_size=prep.batch_size
             )
         else:
-            logits = self._run(batch)
-        probabilities = torch.softmax(torch.as_tensor(logits), dim=1)[0].numpy()
-        del logits, batch
+            logits = self._run(torch.from_numpy(values)[None])[0].detach().cpu().numpy()
+        del values
+        probabilities = _softmax_inplace(logits)
         prediction.timings["inference"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        probabilities = from_network_grid(probabilities, work, image).astype(np.float32, copy=False)
-        probabilities /= np.maximum(probabilities.sum(axis=0, keepdims=True), 1e-6)
+        probabilities = from_network_grid(probabilities, work, image)
+        if resampled:  # linear resampling keeps the sum near, not exactly at, 1
+            probabilities /= np.maximum(probabilities.sum(axis=0, keepdims=True), 1e-6)
         prediction.segment_probabilities = probabilities
-        prediction.label_map = _postprocess(np.argmax(probabilities, axis=0).astype(np.uint8), spec)
+        prediction.label_map = _postprocess(_argmax_uint8(probabilities), spec)
         prediction.timings["postprocess"] = time.perf_counter() - started
 
     # --- whole-slide images -----------------------------------------------------------------
@@ -337,6 +333,26 @@ class Predictor:
                 for output in spec.outputs:
                     probability[(output.index, *window[1:])] = prediction.probabilities[output.name]
         return probability, slide.level_affine(level)
+
+
+def _softmax_inplace(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0, in place (float32): one volume of temporaries at a time."""
+    logits = logits.astype(np.float32, copy=False)
+    logits -= logits.max(axis=0)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=0)
+    return logits
+
+
+def _argmax_uint8(probabilities: np.ndarray) -> np.ndarray:
+    """Argmax over axis 0 as uint8 (numpy's argmax would build an int64 volume)."""
+    best = probabilities[0].copy()
+    labels = np.zeros(best.shape, dtype=np.uint8 if len(probabilities) <= 256 else np.uint16)
+    for index in range(1, probabilities.shape[0]):
+        higher = probabilities[index] > best
+        labels[higher] = index
+        np.maximum(best, probabilities[index], out=best)
+    return labels
 
 
 def _postprocess(label_map: np.ndarray, spec: TaskSpec) -> np.ndarray:

@@ -110,4 +110,4 @@ def from_network_grid(probabilities: np.ndarray, work: Image, source: Image) -> 
         raise InternalError(
             f"reorientation did not return to the source grid ({restored.shape} vs {source.shape})"
         )
-    return np.ascontiguousarray(restored.array)
+    return restored.array  # a view: no copy of K volumes

@@ -1,0 +1,227 @@
+"""End-to-end inference throughput: medsight vs a plain MONAI pipeline, same network and weights.
+
+Three cases, each from files on disk to a result array:
+  1. 2D classifier batch: 64 chest X-ray JPEGs (Kermany), DenseNet at 128x128;
+  2. 2D large-image segmentation: DRIVE fundus TIFFs (565x584), 2D U-Net, 96x96 sliding window;
+  3. 3D CT volume: 256x256x200 built from the TotalSegmentator CT, 3D U-Net, 96^3 window.
+MONAI side: LoadImage + EnsureChannelFirst + (Orientation) + intensity scaling + (Resize) +
+the torch network (sliding_window_inference with Gaussian blending where patched), argmax.
+medsight side: its readers + Predictor with the ONNX Runtime backend (the model exported once
+before timing, as the cache does on first use), probabilities mapped back to source geometry.
+
+Usage: python benchmarks/bench_inference.py [--repeats 2]
+Prints time per case, the throughput ratio MONAI time / medsight time (target >= 1.5), and for
+the 3D case the peak memory growth against (classes + 2) x the input volume as float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/_tasks.py builds the task folders
+
+CACHE = HERE.parent / "bench-data"
+
+
+def _pss_kib() -> int:
+    for line in Path(f"/proc/{os.getpid()}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(function: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(best seconds, peak PSS growth in bytes) over ``repeats`` runs after a warm-up."""
+    function()
+    best, peak_growth = float("inf"), 0.0
+    for _ in range(repeats):
+        baseline = _pss_kib()
+        peak = [baseline]
+        done = threading.Event()
+
+        def sample(peak: list[int] = peak, done: threading.Event = done) -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _pss_kib())
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+        done.set()
+        sampler.join()
+        del result
+        peak_growth = max(peak_growth, (peak[0] - baseline) * 1024.0)
+    return best, peak_growth
+
+
+def ct_volume_path() -> Path:
+    import nibabel as nib
+    from scipy import ndimage
+
+    from medsight.datasets import shared_data_dir
+
+    target = CACHE / "ct_256x256x200_lps.nii.gz"
+    if target.is_file():
+        return target
+    source = nib.load(shared_data_dir() / "totalseg-ct" / "example_ct.nii.gz")
+    data = np.asarray(source.dataobj, dtype=np.float32)
+    factors = np.array([256, 256, 200]) / np.array(data.shape)
+    volume = ndimage.zoom(data, factors, order=1).astype(np.int16)
+    affine = source.affine @ np.diag([*(1 / factors), 1.0])
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # store LPS-ordered: both pipelines must reorient
+    flip[:2, 3] = [volume.shape[0] - 1, volume.shape[1] - 1]
+    CACHE.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(volume[::-1, ::-1].copy(), affine @ flip), target)
+    return target
+
+
+def main() -> None:
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirst,
+        LoadImage,
+        Orientation,
+        Resize,
+        ScaleIntensity,
+        ScaleIntensityRange,
+    )
+
+    from medsight.datasets import shared_data_dir
+    from medsight.inference import Predictor, export_onnx
+    from medsight.io import read_image
+    from medsight.models import load_network
+    from tests._tasks import classifier_task, segmenter_2d_task, segmenter_3d_task
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    data = shared_data_dir()
+    work = Path(tempfile.mkdtemp(prefix="medsight-bench-"))
+    os.environ["MEDSIGHT_CACHE"] = str(work / "cache")
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"{os.cpu_count()} cores, best of {args.repeats}; ratio = MONAI time / medsight time")
+
+    # --- 1. 2D classifier batch ----------------------------------------------------------
+    files = sorted((data / "kermany-cxr" / "train" / "PNEUMONIA").glob("*.jpeg"))[:64]
+    task = classifier_task(
+        work / "cls", acceptance={"spatial_dims": 2, "unknown_modality": "accept",
+                                  "modalities": ["DX"]},
+        preprocessing={"resize": [128, 128], "normalize": "unit", "batch_size": 32},
+        arguments={"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_features": 32,
+                   "growth_rate": 16, "block_config": [4, 8, 8, 6], "bn_size": 4},
+    )
+    export_onnx(task)
+    model = load_network(task)
+    ours = Predictor(task, backend="onnxruntime", explain=False)
+    monai_load = Compose([LoadImage(image_only=True, ensure_channel_first=True),
+                          ScaleIntensity(), Resize((128, 128))])
+
+    def monai_classify() -> object:
+        batch = []
+        for path in files:
+            image = monai_load(str(path))
+            batch.append(image[:1] if image.shape[0] == 3 else image)  # grayscale JPEG as RGB
+        outputs = []
+        with torch.no_grad():
+            for first in range(0, len(batch), 32):
+                outputs.append(torch.softmax(model(torch.stack(batch[first:first + 32])), 1))
+        return torch.cat(outputs)
+
+    def medsight_classify() -> object:
+        return ours.predict_many([read_image(p) for p in files])
+
+    report("2D classifier, 64 images", measure(monai_classify, args.repeats),
+           measure(medsight_classify, args.repeats))
+
+    # --- 2. 2D large-image segmentation --------------------------------------------------
+    fundus = sorted((data / "drive" / "training" / "images").glob("*.tif"))[:4]
+    task = segmenter_2d_task(
+        work / "seg2d", preprocessing={"patch_size": [96, 96], "overlap": 0.25,
+                                       "normalize": "unit", "batch_size": 16},
+        arguments={"spatial_dims": 2, "in_channels": 3, "out_channels": 2,
+                   "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
+        display={"window": "minmax", "color": "rgb"},
+    )
+    export_onnx(task)
+    model2d = load_network(task)
+    ours2d = Predictor(task, backend="onnxruntime")
+    monai_2d = Compose([LoadImage(reader="PILReader", image_only=True, ensure_channel_first=True),
+                        ScaleIntensity()])
+
+    def monai_segment_2d() -> object:
+        results = []
+        for path in fundus:
+            image = monai_2d(str(path))[None]
+            with torch.no_grad():
+                logits = sliding_window_inference(image, (96, 96), 16, model2d, overlap=0.25,
+                                                  mode="gaussian")
+            results.append(torch.argmax(torch.softmax(logits, 1), 1))
+        return results
+
+    def medsight_segment_2d() -> object:
+        return [ours2d.predict(read_image(p)).label_map for p in fundus]
+
+    report(f"2D segmentation, {len(fundus)} fundus 565x584",
+           measure(monai_segment_2d, args.repeats), measure(medsight_segment_2d, args.repeats))
+
+    # --- 3. 3D CT volume -----------------------------------------------------------------
+    volume_path = ct_volume_path()
+    classes = 3
+    task = segmenter_3d_task(
+        work / "seg3d", acceptance={"spatial_dims": 3, "unknown_modality": "accept",
+                                    "modalities": ["CT"]},
+        arguments={"spatial_dims": 3, "in_channels": 1, "out_channels": classes,
+                   "channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1},
+        preprocessing={"reorient": "RAS", "patch_size": [96, 96, 96], "overlap": 0.25,
+                       "normalize": "none", "batch_size": 2},
+        display={"window": "range", "value_range": [-1000.0, 1000.0]},
+    )
+    export_onnx(task)
+    model3d = load_network(task)
+    ours3d = Predictor(task, backend="onnxruntime")
+    monai_3d = Compose([LoadImage(image_only=True, ensure_channel_first=True),
+                        Orientation(axcodes="RAS"),
+                        ScaleIntensityRange(-1000, 1000, 0.0, 1.0, clip=True)])
+
+    def monai_segment_3d() -> object:
+        image = monai_3d(str(volume_path))[None]
+        with torch.no_grad():
+            logits = sliding_window_inference(image, (96, 96, 96), 2, model3d, overlap=0.25,
+                                              mode="gaussian")
+        return torch.argmax(torch.softmax(logits, 1), 1)
+
+    def medsight_segment_3d() -> object:
+        return ours3d.predict(read_image(volume_path)).label_map
+
+    monai_result = measure(monai_segment_3d, args.repeats)
+    ours_result = measure(medsight_segment_3d, args.repeats)
+    report("3D CT 256x256x200", monai_result, ours_result)
+    voxels = 256 * 256 * 200
+    budget = (classes + 2) * voxels * 4
+    print(f"  3D peak memory growth: medsight {ours_result[1] / 1e6:.0f} MB = "
+          f"{ours_result[1] / (voxels * 4):.2f}x the float32 volume "
+          f"(budget (classes + 2) = {classes + 2}x, {budget / 1e6:.0f} MB, plus the model); "
+          f"MONAI {monai_result[1] / 1e6:.0f} MB")
+
+
+def report(name: str, monai: tuple[float, float], ours: tuple[float, float]) -> None:
+    print(f"{name}: MONAI {monai[0]:.2f} s, medsight {ours[0]:.2f} s, "
+          f"throughput ratio {monai[0] / ours[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
