@@ -345,13 +345,14 @@ def _softmax_inplace(logits: np.ndarray) -> np.ndarray:
 
 
 def _argmax_uint8(probabilities: np.ndarray) -> np.ndarray:
-    """Argmax over axis 0 as uint8 (numpy's argmax would build an int64 volume)."""
-    best = probabilities[0].copy()
-    labels = np.zeros(best.shape, dtype=np.uint8 if len(probabilities) <= 256 else np.uint16)
-    for index in range(1, probabilities.shape[0]):
-        higher = probabilities[index] > best
-        labels[higher] = index
-        np.maximum(best, probabilities[index], out=best)
+    """Argmax over axis 0 as uint8, slab by slab along the last axis (a whole-volume argmax
+    would build an int64 volume, twice the size of a float32 one)."""
+    spatial = probabilities.shape[1:]
+    labels = np.empty(spatial, dtype=np.uint8 if len(probabilities) <= 256 else np.uint16)
+    step = max(1, (1 << 22) // max(1, int(np.prod(spatial[:-1]))))
+    for first in range(0, spatial[-1], step):
+        window = (slice(None),) * (len(spatial) - 1) + (slice(first, first + step),)
+        labels[window] = np.argmax(probabilities[(slice(None), *window)], axis=0)
     return labels
 
 

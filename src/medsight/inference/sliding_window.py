@@ -84,10 +84,12 @@ def sliding_window(
         batch = np.stack([values[w] for w in windows])
         result = predictor(torch.from_numpy(batch))
         result = result.detach().cpu().numpy() if hasattr(result, "detach") else np.asarray(result)
+        result = np.require(result, dtype=np.float32, requirements=["W"])
         if output is None:
             output = np.zeros((result.shape[1], *padded), dtype=np.float32)
         for window, patch in zip(windows, result, strict=True):
-            output[window] += patch * weight
+            patch *= weight  # in place: the network's output buffer is ours to reuse
+            output[window] += patch
     assert output is not None
     for axis, total in enumerate(sums):
         shape = [1] * (len(padded) + 1)
