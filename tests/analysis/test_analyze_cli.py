@@ -169,3 +169,10 @@ def test_task_commands(command):
         assert result.exit_code == 0 and "cxr-pneumonia" in result.output
     else:
         assert result.exit_code == 2 and "unknown task" in result.output
+
+
+def test_published_task_schema_matches_the_code():
+    from medsight.tasks.spec import TaskSpec
+
+    published = json.loads((repository_root() / "docs" / "task.schema.json").read_text())
+    assert published == TaskSpec.model_json_schema()
