@@ -7,6 +7,7 @@ import sys
 
 import medsight
 import medsight.imaging
+import medsight.evaluation
 import medsight.inference
 import medsight.io
 import medsight.io.dicom
