@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import medsight
-import medsight.imaging
+import medsight.analysis
 import medsight.evaluation
+import medsight.imaging
 import medsight.inference
 import medsight.io
 import medsight.io.dicom
 import medsight.models
+import medsight.reporting
 import medsight.tasks
 
 
@@ -41,6 +43,9 @@ def test_subpackage_all_lists_their_public_members():
         medsight.tasks,
         medsight.models,
         medsight.inference,
+        medsight.evaluation,
+        medsight.reporting,
+        medsight.analysis,
     )
     for module in modules:
         assert module.__all__ == sorted(module.__all__), module.__name__
