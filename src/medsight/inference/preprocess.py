@@ -21,7 +21,9 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 def display_values(image: Image, display: Display) -> np.ndarray:
     """Float32 (c, *spatial) values as the task's training data looked (see module doc)."""
-    array = image.array
+    # a reoriented image is a strided view: make it C-ordered once, here, while it is still
+    # the small integer array, so every float array after it is C-ordered too
+    array = np.ascontiguousarray(image.array)
     if display.window == "dicom":
         values = apply_voi(image)
     elif display.window == "fixed":

@@ -73,7 +73,10 @@ def sliding_window(
             total[start : start + length] += profile
         sums.append(total)
 
+    # the blending runs in torch: in-place, fused (addcmul) and on all cores
+    weight_t = torch.from_numpy(weight)
     output: np.ndarray | None = None
+    output_t: Any = None
     corners = list(itertools.product(*starts))
     for first in range(0, len(corners), batch_size):
         group = corners[first : first + batch_size]
@@ -82,17 +85,15 @@ def sliding_window(
             for corner in group
         ]
         batch = np.stack([values[w] for w in windows])
-        result = predictor(torch.from_numpy(batch))
-        result = result.detach().cpu().numpy() if hasattr(result, "detach") else np.asarray(result)
-        result = np.require(result, dtype=np.float32, requirements=["W"])
+        result = torch.as_tensor(predictor(torch.from_numpy(batch))).detach().float()
         if output is None:
             output = np.zeros((result.shape[1], *padded), dtype=np.float32)
+            output_t = torch.from_numpy(output)
         for window, patch in zip(windows, result, strict=True):
-            patch *= weight  # in place: the network's output buffer is ours to reuse
-            output[window] += patch
+            output_t[window].addcmul_(patch, weight_t)
     assert output is not None
     for axis, total in enumerate(sums):
         shape = [1] * (len(padded) + 1)
         shape[axis + 1] = len(total)
-        output /= total.reshape(shape)
+        output_t.div_(torch.from_numpy(total.reshape(shape)))
     return output[(slice(None), *(slice(0, int(s)) for s in spatial))]
