@@ -176,3 +176,27 @@ def test_published_task_schema_matches_the_code():
 
     published = json.loads((repository_root() / "docs" / "task.schema.json").read_text())
     assert published == TaskSpec.model_json_schema()
+
+
+def test_whole_slide_is_analysed_at_a_level_and_listed_by_info(tmp_path):
+    from tests._tasks import segmenter_2d_task
+    from tests.io.test_slide import build_slide
+
+    slide = tmp_path / "slide.tif"
+    build_slide(slide)
+    info = runner.invoke(app, ["info", str(slide), "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.stdout)["images"][0]["size"] == [1536, 1536]
+    segmenter_2d_task(tmp_path / "task")
+    out = tmp_path / "out"
+    result = analyze(
+        str(slide), "--task", str(tmp_path / "task"), "--out", str(out), "--level", "2"
+    )
+    assert result.exit_code == 0, result.output
+    (analysis,) = load_result(out)["analyses"]
+    assert analysis["input"]["kind"] == "wsi" and analysis["details"]["slide_level"] == 2
+    assert analysis["input"]["shape"] == [384, 384]
+    mask = next(out.glob("*/masks/*.png"))
+    from PIL import Image as PILImage
+
+    assert PILImage.open(mask).size == (384, 384)

@@ -10,10 +10,10 @@ from pathlib import Path
 from medsight.errors import NoImageFoundError
 from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
+from medsight.tasks.task import sha256_file
 
-__all__ = ["ImageSource", "StudyInput", "find_studies", "is_slide_file"]
-
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+__all__ = ["ImageSource", "StudyInput", "find_studies"]
 
 
 @dataclass
@@ -39,28 +39,6 @@ def _hash(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def is_slide_file(path: Path) -> bool:
-    if path.suffix.lower() in SLIDE_SUFFIXES:
-        return True
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return False
-    try:
-        import tifffile
-
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.series[0].levels) > 1
-    except Exception:
-        return False
-
-
 def _file_study(path: Path) -> StudyInput:
     if is_slide_file(path):
         kind = "wsi"
@@ -69,7 +47,7 @@ def _file_study(path: Path) -> StudyInput:
     else:
         kind = "raster"
     source = ImageSource(path.name, kind, lambda: read_image(path), path)
-    return StudyInput(key=_hash(file_sha256(path)), label=path.name, images=[source])
+    return StudyInput(key=_hash(sha256_file(path)), label=path.name, images=[source])
 
 
 def _is_image_file(path: Path) -> bool:

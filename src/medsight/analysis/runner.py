@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from medsight.analysis.inputs import ImageSource, StudyInput, file_sha256
+from medsight.analysis.inputs import ImageSource, StudyInput
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
@@ -21,6 +21,7 @@ from medsight.io import write_nifti
 from medsight.reporting import RESULT_SCHEMA_VERSION, append_provenance, overlay_png
 from medsight.tasks import Task, discover_tasks, load_named_task, select_task
 from medsight.tasks.selection import SelectionRule
+from medsight.tasks.task import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _input_record(image: Image, source: ImageSource) -> dict[str, Any]:
     ids = image.identifiers
     return {
         "kind": source.kind,
-        "file_sha256": file_sha256(source.path) if source.path is not None else None,
+        "file_sha256": sha256_file(source.path) if source.path is not None else None,
         "study_instance_uid": ids.study_instance_uid,
         "series_instance_uid": ids.series_instance_uid,
         "sop_instance_uids": list(image.sop_instance_uids),

@@ -13,14 +13,13 @@ from rich.table import Table
 from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.errors import NoImageFoundError
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
 
 RESEARCH_USE = "medsight: research use only, not for diagnostic use."
 
 console = Console(highlight=False)
 if not console.is_terminal:
     console = Console(highlight=False, width=200)  # piped output: do not wrap at 80 columns
-
-_SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs")
 
 
 def _format_spacing(spacing: tuple[float, ...], known: bool) -> str:
@@ -67,7 +66,7 @@ def _dicom_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]]]
 
 
 def _image_row(path: Path) -> dict[str, Any]:
-    if path.suffix.lower() in _SLIDE_SUFFIXES or _is_pyramidal_tiff(path):
+    if is_slide_file(path):
         from medsight.io.slide import open_slide
 
         with open_slide(path) as slide:
@@ -112,22 +111,8 @@ def _is_image_file(path: Path) -> bool:
     return (
         path.name.lower().endswith(NIFTI_SUFFIXES)
         or suffix in RASTER_SUFFIXES
-        or (suffix in _SLIDE_SUFFIXES)
+        or (suffix in SLIDE_SUFFIXES)
     )
-
-
-def _is_pyramidal_tiff(path: Path) -> bool:
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return False
-    try:
-        import tifffile
-    except ImportError:
-        return False
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return len(tif.series[0].levels) > 1
-    except Exception:
-        return False
 
 
 def _show(path: Path, rows: list[dict[str, Any]], skipped: list[dict[str, str]]) -> None:

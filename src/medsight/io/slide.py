@@ -19,7 +19,34 @@ from medsight._optional import require
 from medsight.errors import InvalidInputError, UnreadableFileError
 from medsight.image import FrameReference, Image
 
-__all__ = ["Slide", "SlideLevel", "Tile", "open_slide", "tissue_mask"]
+__all__ = [
+    "SLIDE_SUFFIXES",
+    "Slide",
+    "SlideLevel",
+    "Tile",
+    "is_slide_file",
+    "open_slide",
+    "tissue_mask",
+]
+
+#: whole-slide formats recognised by their suffix (pyramidal TIFFs are recognised by content)
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs")
+
+
+def is_slide_file(path: Path) -> bool:
+    """A whole-slide file: a slide suffix, or a TIFF whose first series has several levels."""
+    suffix = path.suffix.lower()
+    if suffix in SLIDE_SUFFIXES:
+        return True
+    if suffix not in (".tif", ".tiff"):
+        return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series[0].levels) > 1
+    except Exception:  # not a TIFF tifffile can parse: not a slide
+        return False
 
 
 @dataclass(frozen=True)
