@@ -15,6 +15,7 @@ import medsight.io.dicom
 import medsight.models
 import medsight.reporting
 import medsight.tasks
+import medsight.training
 
 
 def _public_names(module) -> set[str]:
@@ -46,6 +47,7 @@ def test_subpackage_all_lists_their_public_members():
         medsight.evaluation,
         medsight.reporting,
         medsight.analysis,
+        medsight.training,
     )
     for module in modules:
         assert module.__all__ == sorted(module.__all__), module.__name__

@@ -50,7 +50,7 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _network_input(
+def network_input(
     image: Image, display: Display, preprocessing: Preprocessing
 ) -> tuple[Image, np.ndarray]:
     """(work image, float32 values on the network grid): the shared preprocessing chain."""
@@ -61,7 +61,7 @@ def _network_input(
     return work, np.ascontiguousarray(values, dtype=np.float32)
 
 
-def _calibrated(logits: np.ndarray, temperature: float) -> np.ndarray:
+def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Sigmoid (one output) or softmax of logits / temperature."""
     scaled = logits / temperature
     if scaled.shape[-1] == 1:
@@ -185,7 +185,7 @@ class Predictor:
         """The image cropped around the chain's segment (whole image, flagged, if none)."""
         chain = self.task.spec.chain
         assert chain is not None
-        _, values = _network_input(image, chain.display, chain.preprocessing)
+        _, values = network_input(image, chain.display, chain.preprocessing)
         import torch
 
         logits = self._run(torch.from_numpy(values)[None], chain.segmenter)
@@ -223,7 +223,7 @@ class Predictor:
         inputs = []
         for image, prediction in zip(images, predictions, strict=True):
             source = self._crop_to_segment(image, prediction) if spec.chain else image
-            inputs.append(_network_input(source, spec.display, spec.preprocessing)[1])
+            inputs.append(network_input(source, spec.display, spec.preprocessing)[1])
         elapsed = (time.perf_counter() - started) / len(images)
 
         started = time.perf_counter()
@@ -234,7 +234,7 @@ class Predictor:
             chunks.append(self._run(batch, classifier).detach().cpu().numpy())
         all_logits = np.concatenate(chunks).astype(np.float64)
         inference = (time.perf_counter() - started) / len(images)
-        calibrated = _calibrated(all_logits, spec.calibration.temperature)
+        calibrated = calibrated_probabilities(all_logits, spec.calibration.temperature)
 
         for number, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
             probabilities = {o.name: float(calibrated[number, o.index]) for o in spec.outputs}
@@ -279,7 +279,7 @@ class Predictor:
         spec = self.task.spec
         prep = spec.preprocessing
         started = time.perf_counter()
-        work, values = _network_input(image, spec.display, prep)
+        work, values = network_input(image, spec.display, prep)
         resampled = values.shape[1:] != work.shape
         prediction.timings["preprocess"] = time.perf_counter() - started
 

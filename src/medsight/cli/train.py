@@ -1,0 +1,61 @@
+"""``medsight train CONFIG``: train a task version from a recipe (resumable)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from medsight.cli._errors import DEBUG_OPTION, run
+
+console = Console(highlight=False, stderr=True)
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Training recipe (TOML or YAML).")],
+    tasks_dir: Annotated[
+        Path | None, typer.Option(help="Write the new task version here (default: MEDSIGHT_TASKS).")
+    ] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="Checkpoints and caches (default: medsight-train/...).")
+    ] = None,
+    debug: DEBUG_OPTION = False,
+) -> None:
+    """Train, validate, calibrate and lock an operating point; rerun to resume."""
+
+    def action() -> None:
+        from medsight.errors import InvalidInputError
+        from medsight.tasks.registry import user_task_dirs
+        from medsight.training import load_config, train_classifier
+
+        recipe = load_config(config)
+        target = tasks_dir or next(iter(user_task_dirs()), None)
+        if target is None:
+            raise InvalidInputError("give --tasks-dir or set MEDSIGHT_TASKS")
+        folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
+        command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            result = train_classifier(
+                recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
+            )
+        metrics = result.record["metrics"]
+        auc = metrics["roc_auc"]
+        console.print(f"wrote {result.task.id} {result.task.version} to {result.task.folder}")
+        console.print(
+            f"validation ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-"
+            f"{auc['high']:.3f}); {metrics['operating_point']['note']}"
+        )
+        console.print("research use only, not for diagnostic use")
+
+    run(action, debug=debug)
