@@ -130,14 +130,14 @@ def test_killed_training_resumes_to_the_same_model(tmp_path):
     config = write_config(tmp_path, epochs=4, early_stopping_patience=10)
     command = [sys.executable, "-m", "medsight", "train", str(config)]
     straight = subprocess.run(
-        command + ["--tasks-dir", str(tmp_path / "a"), "--work", str(tmp_path / "wa")],
+        [*command, "--tasks-dir", str(tmp_path / "a"), "--work", str(tmp_path / "wa")],
         capture_output=True,
         timeout=300,
     )
     assert straight.returncode == 0, straight.stderr
 
     process = subprocess.Popen(
-        command + ["--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
+        [*command, "--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -152,7 +152,7 @@ def test_killed_training_resumes_to_the_same_model(tmp_path):
     assert killed, "training finished before it could be killed"
     assert torch.load(checkpoint, weights_only=False)["state"]["epoch"] < 4
     resumed = subprocess.run(
-        command + ["--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
+        [*command, "--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
         capture_output=True,
         timeout=300,
     )
@@ -172,7 +172,7 @@ def test_bad_data_is_refused_before_training(tmp_path):
         (tmp_path / "data" / "NORMAL" / "p0x0_0.png").read_bytes()
     )
     config = load_config(write_config(tmp_path))
-    with pytest.raises(InvalidInputError, match="nobody.png"):
+    with pytest.raises(InvalidInputError, match=r"nobody\.png"):
         list_cases(config.data)
     for path in (tmp_path / "data" / "PNEUMONIA").iterdir():
         path.unlink()
