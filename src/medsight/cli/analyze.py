@@ -83,7 +83,11 @@ def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
             if classification:
                 flags = [
                     f"{p['output']} {p['probability']:.2f} "
-                    f"{'FLAG' if p['flag'] else 'below'} {name}"
+                    + (
+                        f"FLAG at {name}"
+                        if p["flag"]
+                        else f"below {name}: no AI finding (not a negative read)"
+                    )
                     for name, p in classification["operating_points"].items()
                 ]
                 probabilities = ", ".join(

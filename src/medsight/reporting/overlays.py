@@ -63,8 +63,10 @@ def overlay_png(
     rgb = np.repeat(shown, 3, axis=0) if shown.shape[0] == 1 else shown[:3]
     rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
     if heatmap is not None:
-        colour = matplotlib.colormaps["inferno"](np.clip(heatmap.T, 0, 1))[..., :3]
-        rgb = 0.6 * rgb + 0.4 * colour
+        heat = np.clip(heatmap.T, 0, 1)[..., np.newaxis]
+        colour = matplotlib.colormaps["jet"](heat[..., 0])[..., :3]
+        alpha = 0.5 * heat  # strong evidence shows, weak evidence leaves the image as it is
+        rgb = (1 - alpha) * rgb + alpha * colour
     pixels = (rgb * 255).astype(np.uint8)
     if label_map is not None:
         for number, value in enumerate(v for v in np.unique(label_map) if v != 0):

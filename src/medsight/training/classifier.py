@@ -197,7 +197,7 @@ def train_classifier(
             loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if progress:
                 progress.update(
                     step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
@@ -398,6 +398,8 @@ def _model_card(
         "## Known limitations",
         "",
         "- internal validation only; no external test set was available",
+        "- the best epoch, the temperature and the operating point were all chosen on the "
+        "same validation split, which makes its figures optimistic",
         "- inputs outside the intended use (age, view, modality) are flagged "
         "NEEDS_REVIEW by the task's acceptance checks, never silently scored",
         "",
