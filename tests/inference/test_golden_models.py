@@ -44,10 +44,12 @@ def test_shipped_model_reproduces_its_golden_result(task_id):
     for name in CASES[task_id]:
         prediction = predictor.predict(read_image(SAMPLES / name))
         assert prediction.logits is not None and prediction.probabilities is not None
-        results[name] = {"logits": prediction.logits.tolist(),
-                         "probabilities": prediction.probabilities,
-                         "flags": {k: bool(v["flag"]) for k, v in prediction.flags.items()},
-                         "task_hash": task.task_hash}
+        results[name] = {
+            "logits": prediction.logits.tolist(),
+            "probabilities": prediction.probabilities,
+            "flags": {k: bool(v["flag"]) for k, v in prediction.flags.items()},
+            "task_hash": task.task_hash,
+        }
     path = GOLDEN / f"{task_id}.json"
     if os.environ.get("MEDSIGHT_UPDATE_GOLDEN") == "1":
         path.write_text(json.dumps(results, indent=2) + "\n")
