@@ -189,10 +189,9 @@ def _split_repeated_positions(frames: list[FrameInfo]) -> tuple[list[list[FrameI
         distinct = sorted({v for v in values if v is not None})
         if len(distinct) < 2 or any(v is None for v in values):
             continue
-        volumes = [[f for f in frames if getattr(f, attribute) == v] for v in distinct]
-        if all(
-            len(np.unique(positions[[frames.index(f) for f in vol]])) == len(vol) for vol in volumes
-        ):
+        members = [[i for i, value in enumerate(values) if value == v] for v in distinct]
+        volumes = [[frames[i] for i in indices] for indices in members]
+        if all(len(np.unique(positions[indices])) == len(indices) for indices in members):
             return (
                 volumes,
                 label,
@@ -235,7 +234,7 @@ def _stacks_for_series(frames: list[FrameInfo]) -> tuple[list[Stack], list[str]]
     stacks: list[Stack] = []
     reasons: list[str] = []
     positioned = [f for f in frames if f.position is not None and f.orientation is not None]
-    unpositioned = [f for f in frames if f not in set(positioned)] if positioned else list(frames)
+    unpositioned = [f for f in frames if f.position is None or f.orientation is None]
 
     # Frames without a position: a cine per multi-frame object, else one 2D image per frame.
     by_file: dict[Path, list[FrameInfo]] = defaultdict(list)
