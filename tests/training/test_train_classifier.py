@@ -179,3 +179,41 @@ def test_bad_data_is_refused_before_training(tmp_path):
     (tmp_path / "data" / "NORMAL" / "nobody.png").unlink()
     with pytest.raises(InvalidInputError, match="only one class"):
         list_cases(config.data)
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_rechecks_the_locked_point_and_writes_a_report(tmp_path):
+    build_dataset(tmp_path / "data")
+    config = write_config(tmp_path)
+    trained = CliRunner().invoke(
+        app,
+        ["train", str(config), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert trained.exit_code == 0, trained.output
+    build_dataset(tmp_path / "new", per_class=30)
+    out = tmp_path / "evaluation"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "t" / "test-cxr" / "1.0.0"),
+            str(tmp_path / "new"),
+            "--classes",
+            "NORMAL,PNEUMONIA",
+            "--subgroup-pattern",
+            r"^(p\d)",
+            "--prevalence",
+            "0.1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code in (0, 1), result.output  # 1 = a locked point does not hold
+    numbers = json.loads((out / "evaluation.json").read_text())
+    point = numbers["operating_points"]["high_sensitivity"]
+    assert point["holds"] == (result.exit_code == 0)
+    assert point["holds"] == (point["sensitivity"]["low"] >= point["target_sensitivity"])
+    assert 0 <= point["ppv"] <= 1 and numbers["cases"] == 60
+    assert set(numbers["subgroups"]) == {"subgroup=p0", "subgroup=p1"}
+    page = (out / "report.html").read_text()
+    assert "research use only, not for diagnostic use" in page and "data:image/png" in page

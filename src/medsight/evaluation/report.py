@@ -1,0 +1,201 @@
+"""Evaluate a classification task on labelled images: numbers (JSON) and a report (HTML).
+
+For each locked operating point the report says whether it still holds on this data
+(sensitivity's lower 95% bound at or above the sensitivity it was locked at).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsight.errors import InvalidInputError
+from medsight.evaluation.calibration import brier_score, expected_calibration_error, reliability
+from medsight.evaluation.classification import (
+    check_operating_point,
+    confusion,
+    predictive_values,
+    roc_auc,
+)
+from medsight.evaluation.intervals import bootstrap_ci, wilson
+from medsight.tasks.task import Task
+
+__all__ = ["evaluate_classifier", "write_report"]
+
+BANNER = "medsight evaluation - research use only, not for diagnostic use"
+
+
+def evaluate_classifier(
+    task: Task,
+    labels: Sequence[int],
+    probabilities: Sequence[float],
+    *,
+    subgroups: dict[str, Sequence[str | None]] | None = None,
+    prevalence: float | None = None,
+) -> dict[str, Any]:
+    """All numbers for a binary classifier's positive output (index 1) on labelled cases."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=np.float64)
+    if len(y) != len(p) or len(y) == 0:
+        raise InvalidInputError("labels and probabilities must be non-empty and equally long")
+    if len(set(y.tolist())) < 2:
+        raise InvalidInputError("evaluation needs both classes among the cases")
+    auc = roc_auc(y, p)
+    auc_bootstrap = bootstrap_ci(
+        lambda i: roc_auc(y[i], p[i]).value if len(set(y[i])) > 1 else float("nan"),
+        len(y),
+        strata=y,
+        resamples=1000,
+    )
+    points = {}
+    for name, point in task.spec.operating_points.items():
+        target = point.sensitivity if point.sensitivity is not None else 0.95
+        check = check_operating_point(y, p, point.threshold, target)
+        entry = {
+            **check.as_dict(),
+            "holds": check.demonstrated,
+            "confusion": confusion(y, p, point.threshold),
+        }
+        if prevalence is not None:
+            ppv, npv = predictive_values(
+                check.sensitivity.value, check.specificity.value, prevalence
+            )
+            entry.update(prevalence=prevalence, ppv=ppv, npv=npv)
+        points[name] = entry
+    groups: dict[str, dict[str, Any]] = {}
+    for column, values in (subgroups or {}).items():
+        for value in sorted({v for v in values if v is not None}):
+            members = np.array([v == value for v in values])
+            row: dict[str, Any] = {"cases": int(members.sum())}
+            for name, point in task.spec.operating_points.items():
+                positives = members & (y == 1)
+                negatives = members & (y == 0)
+                called = p >= point.threshold
+                row[name] = {
+                    "sensitivity": wilson(
+                        int((called & positives).sum()), int(positives.sum())
+                    ).as_dict(),
+                    "specificity": wilson(
+                        int((~called & negatives).sum()), int(negatives.sum())
+                    ).as_dict(),
+                }
+            groups[f"{column}={value}"] = row
+    return {
+        "task": {"id": task.id, "version": task.version, "hash": task.task_hash},
+        "cases": len(y),
+        "positives": int(y.sum()),
+        "roc_auc": auc.as_dict(),
+        "roc_auc_bootstrap": auc_bootstrap.as_dict(),
+        "operating_points": points,
+        "calibration": {
+            "ece": expected_calibration_error(y, p),
+            "brier": brier_score(y, p),
+            "reliability": reliability(y, p),
+        },
+        "subgroups": groups,
+    }
+
+
+def _figure_png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(labels: np.ndarray, probabilities: np.ndarray, results: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    images = []
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    axis.plot(fpr, tpr, label=f"AUC {results['roc_auc']['value']:.3f}")
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, 101)
+    curves = []
+    for _ in range(200):  # bootstrap band of the ROC curve
+        index = rng.integers(0, len(labels), len(labels))
+        if len(set(labels[index])) < 2:
+            continue
+        f, t, _ = roc_curve(labels[index], probabilities[index])
+        curves.append(np.interp(grid, f, t))
+    low, high = np.percentile(curves, [2.5, 97.5], axis=0)
+    axis.fill_between(grid, low, high, alpha=0.25, label="95% bootstrap band")
+    for name, point in results["operating_points"].items():
+        axis.plot(1 - point["specificity"]["value"], point["sensitivity"]["value"], "o", label=name)
+    axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    axis.legend(loc="lower right", fontsize=8)
+    images.append(_figure_png(figure))
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    table = results["calibration"]["reliability"]
+    axis.plot([0, 1], [0, 1], "--", color="grey")
+    axis.plot([r["predicted"] for r in table], [r["observed"] for r in table], "o-")
+    axis.set(
+        xlabel="predicted probability",
+        ylabel="observed frequency",
+        title=f"calibration (ECE {results['calibration']['ece']:.3f})",
+    )
+    images.append(_figure_png(figure))
+    plt.close(figure)
+    return images
+
+
+def write_report(
+    results: dict[str, Any], labels: Sequence[int], probabilities: Sequence[float], out: Path
+) -> tuple[Path, Path]:
+    """``evaluation.json`` (every number) and ``report.html`` (plots and tables)."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "evaluation.json"
+    json_path.write_text(json.dumps(results, indent=2, default=float))
+    plots = _plots(np.asarray(labels), np.asarray(probabilities, dtype=float), results)
+    auc = results["roc_auc"]
+    rows = []
+    for name, point in results["operating_points"].items():
+        sensitivity, specificity = point["sensitivity"], point["specificity"]
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{point['threshold']:.4f}</td>"
+            f"<td>{sensitivity['value']:.3f} ({sensitivity['low']:.3f}-{sensitivity['high']:.3f})"
+            f"</td><td>{specificity['value']:.3f} ({specificity['low']:.3f}-"
+            f"{specificity['high']:.3f})</td><td>{'holds' if point['holds'] else 'FAILS'}</td>"
+            f"<td>{html.escape(point['note'])}</td></tr>"
+        )
+    group_rows = []
+    for group, row in results["subgroups"].items():
+        for name in results["operating_points"]:
+            s = row[name]["sensitivity"]
+            group_rows.append(
+                f"<tr><td>{html.escape(group)}</td><td>{row['cases']}</td>"
+                f"<td>{html.escape(name)}</td><td>{s['value']:.3f} "
+                f"({s['low']:.3f}-{s['high']:.3f})</td></tr>"
+            )
+    task = results["task"]
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>medsight evaluation {html.escape(task["id"])} {html.escape(task["version"])}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} .banner{{background:#b00;color:#fff;
+padding:.5em;font-weight:bold}} td,th{{border:1px solid #ccc;padding:.3em}}
+table{{border-collapse:collapse}}</style></head><body>
+<div class="banner">{BANNER}</div>
+<h1>{html.escape(task["id"])} {html.escape(task["version"])}</h1>
+<p>{results["cases"]} cases, {results["positives"]} positive. ROC AUC {auc["value"]:.3f}
+(95% CI {auc["low"]:.3f}-{auc["high"]:.3f}, {html.escape(auc["method"])}).</p>
+<h2>Operating points</h2><table><tr><th>point</th><th>threshold</th><th>sensitivity</th>
+<th>specificity</th><th>on this data</th><th>note</th></tr>{"".join(rows)}</table>
+<h2>Subgroups</h2><table><tr><th>group</th><th>cases</th><th>point</th><th>sensitivity</th>
+</tr>{"".join(group_rows)}</table>
+<h2>Plots</h2>{"".join(f'<img alt="plot" src="data:image/png;base64,{p}">' for p in plots)}
+<p>Brier score {results["calibration"]["brier"]:.4f}. Task hash
+<code>{html.escape(task["hash"])}</code>.</p></body></html>"""
+    html_path = out / "report.html"
+    html_path.write_text(page)
+    return json_path, html_path
