@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medsight.analysis import StudyOutcome
 from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.cli._progress import progress_bar
 
 console = Console(highlight=False, stderr=True)
 RESEARCH_USE = (
@@ -51,14 +51,7 @@ def analyze(
         if task != "auto":
             tasks.choose_named()  # a bad task name or task.toml fails before any work
         outcomes = []
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
+        with progress_bar(console, transient=True) as progress:
             bar = progress.add_task("analysing", total=len(studies))
             for study in studies:
                 progress.update(bar, description=f"analysing {study.key}")

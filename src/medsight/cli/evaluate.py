@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 
 from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.cli._progress import progress_bar
 
 console = Console(highlight=False, stderr=True)
 
@@ -53,12 +53,7 @@ def evaluate(
         cases = list_cases(config)
         predictor = Predictor(loaded, explain=False)
         probabilities: list[float] = []
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            console=console,
-        ) as bar:
+        with progress_bar(console) as bar:
             job = bar.add_task("evaluating", total=len(cases))
             for first in range(0, len(cases), 32):
                 chunk = cases[first : first + 32]

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.cli._progress import progress_bar
 
 console = Console(highlight=False, stderr=True)
 
@@ -39,13 +39,7 @@ def train(
             raise InvalidInputError("give --tasks-dir or set MEDSIGHT_TASKS")
         folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar(console) as progress:
             result = train_classifier(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
             )
