@@ -217,3 +217,60 @@ def test_evaluate_rechecks_the_locked_point_and_writes_a_report(tmp_path):
     assert set(numbers["subgroups"]) == {"subgroup=p0", "subgroup=p1"}
     page = (out / "report.html").read_text()
     assert "research use only, not for diagnostic use" in page and "data:image/png" in page
+
+
+@pytest.mark.timeout(300)
+def test_select_for_labelling_and_fine_tuning(tmp_path):
+    build_dataset(tmp_path / "data")
+    config = write_config(tmp_path, epochs=1)
+    runner = CliRunner()
+    assert (
+        runner.invoke(
+            app,
+            [
+                "train",
+                str(config),
+                "--tasks-dir",
+                str(tmp_path / "t"),
+                "--work",
+                str(tmp_path / "w"),
+            ],
+        ).exit_code
+        == 0
+    )
+    trained = tmp_path / "t" / "test-cxr" / "1.0.0"
+    for method in ("entropy", "tta"):
+        result = runner.invoke(
+            app,
+            [
+                "select-for-labelling",
+                str(trained),
+                str(tmp_path / "data"),
+                "--method",
+                method,
+                "--top",
+                "5",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        rows = [line.split(",") for line in result.stdout.strip().splitlines()]
+        assert rows[0][:3] == ["rank", "path", f"uncertainty_{method}"] and len(rows) == 6
+        scores = [float(row[2]) for row in rows[1:]]
+        assert scores == sorted(scores, reverse=True)
+    # fine-tuning starts from the trained weights: with a negligible learning rate the
+    # learned parameters (not the batch-norm running statistics) stay where they were
+    text = config.read_text().replace(
+        'version = "1.0.0"', f'version = "1.1.0"\ninit_from = "{trained}"'
+    )
+    tuned = tmp_path / "tuned.toml"
+    tuned.write_text(text.replace("learning_rate = 0.003", "learning_rate = 1e-12"))
+    result = runner.invoke(
+        app,
+        ["train", str(tuned), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w2")],
+    )
+    assert result.exit_code == 0, result.output
+    before = _weights(trained)
+    after = _weights(tmp_path / "t" / "test-cxr" / "1.1.0")
+    learned = [k for k in before if "running_" not in k and "num_batches" not in k]
+    for name in learned:
+        torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=0)

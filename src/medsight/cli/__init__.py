@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from medsight.cli import analyze, convert, evaluate, info, tasks, train
+from medsight.cli import analyze, convert, evaluate, info, select, tasks, train
 from medsight.cli._errors import DEBUG_OPTION, run
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("export")(tasks.export)
 app.command("import-model")(tasks.import_model)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
+app.command("select-for-labelling")(select.select_for_labelling)
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

@@ -140,6 +140,11 @@ def train_classifier(
     options = config.train
     torch.manual_seed(options.seed)
     model = build_network(spec.networks[0])
+    if config.init_from:
+        from medsight.models import load_network
+
+        start = load_named_task(config.init_from)
+        model.load_state_dict(load_network(start).state_dict())
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )

@@ -57,6 +57,8 @@ class TrainConfig(_Config):
 
     base_task: str  # a task name or folder whose task.toml is the template
     version: str
+    # fine-tune: start from the weights of this trained task (name, name@version or folder)
+    init_from: str | None = None
     data: DataConfig
     split: SplitConfig = SplitConfig()
     train: OptimConfig = OptimConfig()
