@@ -44,15 +44,6 @@ def write_config(tmp_path: Path, epochs: int = 3, **train: object) -> Path:
         tmp_path / "base",
         acceptance={"spatial_dims": 2, "modalities": ["DX"], "unknown_modality": "review"},
         preprocessing={"resize": [32, 32], "normalize": "unit", "batch_size": 8},
-        arguments={
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": 2,
-            "init_features": 8,
-            "growth_rate": 4,
-            "block_config": [2, 2],
-            "bn_size": 2,
-        },
     )
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in train.items())
     config = tmp_path / "recipe.toml"

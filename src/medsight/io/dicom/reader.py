@@ -169,7 +169,7 @@ def _resample_regular(volume: np.ndarray, distances: np.ndarray, step: float) ->
 
 
 def _volume_geometry(
-    stack: Stack, gantry_tilt: GantryTilt
+    stack: Stack, gantry_tilt: GantryTilt, header: Dataset | None = None
 ) -> tuple[StackGeometry | None, np.ndarray, bool, bool, list[str]]:
     """Affine (and stack geometry for volumes) of a stack, plus known flags and warnings."""
     first = stack.first
@@ -181,7 +181,7 @@ def _volume_geometry(
         return geometry, geometry.affine, first.pixel_spacing is not None, True, warnings
     if first.position is not None and first.orientation is not None:
         return None, in_plane_affine(first), first.pixel_spacing is not None, True, warnings
-    header = read_header(first.path)
+    header = header if header is not None else read_header(first.path)
     affine, orientation_known = projection_affine(
         first.pixel_spacing, header.get("PatientOrientation")
     )
@@ -252,8 +252,9 @@ def read_volumes(
     """Read stacks of identical geometry as one image; several stacks make a sequence (t)."""
     first_stack = stacks[0]
     first = first_stack.first
+    header = read_header(first.path)  # once: geometry, dtype, identifiers and metadata use it
     geometry, affine, spacing_known, orientation_known, warnings = _volume_geometry(
-        first_stack, gantry_tilt
+        first_stack, gantry_tilt, header
     )
     for other in stacks[1:]:
         if len(other.frames) != len(first_stack.frames):
@@ -272,7 +273,6 @@ def read_volumes(
     if geometry is not None:
         warnings.extend(geometry.warnings)
 
-    header = read_header(first.path)
     frames = [f for stack in stacks for f in stack.frames]
     out_dtype = output_dtype(frames, header)
     channels = (
