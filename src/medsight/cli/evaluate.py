@@ -37,13 +37,13 @@ def evaluate(
         from medsight.inference import Predictor
         from medsight.io import read_image
         from medsight.tasks import load_named_task
-        from medsight.training.config import DataConfig
+        from medsight.training.config import ClassFolders
         from medsight.training.data import list_cases
 
         loaded = load_named_task(task, tasks_dir or [])
         if loaded.spec.kind != "classification" or len(loaded.spec.outputs) != 2:
             raise TaskMismatchError(f"task {loaded.id} is not a binary classifier")
-        config = DataConfig(
+        config = ClassFolders(
             root=str(data.resolve()),
             classes=classes.split(","),
             patient_pattern="^(.+)$",
@@ -67,7 +67,11 @@ def evaluate(
             labels,
             probabilities,
             prevalence=prevalence,
-            subgroups={"subgroup": [c.subgroup for c in cases]} if subgroup_pattern else None,
+            subgroups=(
+                {"subgroup": [c.attributes.get("subgroup") for c in cases]}
+                if subgroup_pattern
+                else None
+            ),
         )
         json_path, html_path = write_report(results, labels, probabilities, out)
         auc = results["roc_auc"]

@@ -4,11 +4,8 @@ high-sensitivity operating point, written as a new task version with its model c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medsight.errors import ConfigurationError, InvalidInputError
+from medsight.errors import ConfigurationError
 from medsight.evaluation import (
     brier_score,
     choose_operating_point,
@@ -26,11 +23,17 @@ from medsight.evaluation import (
     wilson,
 )
 from medsight.inference.predictor import calibrated_probabilities, network_input
-from medsight.io import read_image
-from medsight.models import build_network, save_weights
+from medsight.models import build_network, load_network, save_weights
 from medsight.tasks import Task, load_named_task, load_task
+from medsight.training.common import atomic_save, config_hash, load_checkpoint, software, step_seed
 from medsight.training.config import TrainConfig
-from medsight.training.data import Case, list_cases, split_by_patient
+from medsight.training.data import (
+    Case,
+    kfold_by_patient,
+    list_cases,
+    read_case_image,
+    split_by_patient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,7 @@ def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarr
     arrays = []
     job = progress.add_task(f"decoding {path.stem}", total=len(cases)) if progress else None
     for case in cases:
-        try:
-            image = read_image(case.path)
-        except Exception as exc:
-            raise InvalidInputError(f"cannot read training image ({exc})", path=case.path) from exc
+        image = read_case_image(case)
         arrays.append(network_input(image, spec.display, spec.preprocessing)[1].astype(np.float16))
         if progress:
             progress.advance(job)
@@ -66,14 +66,14 @@ def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarr
     return stacked
 
 
-def _augmenter(seed: int) -> Any:
+def _augmenter(seed: int, spatial_dims: int) -> Any:
     from monai.transforms import Compose, RandAdjustContrast, RandAffine
 
     transform = Compose(
         [
             RandAffine(
                 prob=0.8,
-                rotate_range=0.17,
+                rotate_range=0.17 if spatial_dims == 2 else (0.17, 0.17, 0.17),
                 scale_range=0.1,
                 translate_range=6,
                 padding_mode="zeros",
@@ -97,16 +97,142 @@ def _logits(model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs).astype(np.float64)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+@dataclass
+class _Fit:
+    model: Any
+    history: list[dict[str, Any]]
+    best_epoch: int
+
+
+def _loss_function(config: TrainConfig, labels: np.ndarray, outputs: int) -> Any:
+    import torch
+    from monai.losses import FocalLoss
+
+    counts = np.bincount(labels, minlength=outputs).astype(np.float64)
+    weights = np.ones(outputs)
+    if config.train.class_weighting == "balanced":
+        weights = counts.sum() / (outputs * np.maximum(counts, 1))
+    weight = torch.tensor(weights, dtype=torch.float32)
+    if config.train.loss == "focal":
+        focal = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=2.0, weight=weight)
+        return lambda logits, target: focal(logits, target[:, None])
+    return torch.nn.CrossEntropyLoss(weight=weight)
+
+
+def _epoch_order(config: TrainConfig, labels: np.ndarray, fold: int, epoch: int) -> np.ndarray:
+    """This epoch's case order; with ``sampler`` weighting, drawn so classes come equally."""
+    rng = np.random.default_rng([config.train.seed, fold, epoch])
+    if config.train.class_weighting != "sampler":
+        return rng.permutation(len(labels))
+    counts = np.bincount(labels)
+    chance = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), replace=True, p=chance / chance.sum())
+
+
+def _fit(
+    config: TrainConfig,
+    base: Task,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    checkpoint_path: Path,
+    progress: Any,
+    *,
+    label: str = "training",
+    fold: int = 0,
+    epochs: int | None = None,
+) -> _Fit:
+    """Train one model; without validation data it runs ``epochs`` and keeps the last."""
     import torch
 
-    partial = path.with_suffix(".partial")
-    torch.save(obj, partial)
-    partial.replace(path)
+    options = config.train
+    spec = base.spec
+    train_x, train_y = train
+    epochs = epochs or options.epochs
+    torch.manual_seed(step_seed(options.seed, fold))
+    model = build_network(spec.networks[0])
+    if config.init_from:
+        start = load_named_task(config.init_from)
+        model.load_state_dict(load_network(start).state_dict())
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    )
+    loss_function = _loss_function(config, train_y, len(spec.outputs))
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_auc": -1.0,
+        "best_epoch": 0,
+        "best_state": None,
+        "bad_epochs": 0,
+        "history": [],
+    }
+    saved = load_checkpoint(checkpoint_path, config)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        logger.info("%s: resuming after epoch %d", label, state["epoch"])
 
-
-def _config_hash(config: TrainConfig) -> str:
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+    steps = int(np.ceil(len(train_x) / options.batch_size))
+    if options.max_steps_per_epoch:
+        steps = min(steps, options.max_steps_per_epoch)
+    epoch_job = (
+        progress.add_task(label, total=epochs, completed=state["epoch"]) if progress else None
+    )
+    while state["epoch"] < epochs and state["bad_epochs"] < options.early_stopping_patience:
+        epoch = state["epoch"]
+        order = _epoch_order(config, train_y, fold, epoch)
+        model.train()
+        losses = []
+        step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
+        for step in range(steps):
+            index = order[step * options.batch_size : (step + 1) * options.batch_size]
+            batch = torch.from_numpy(train_x[index].astype(np.float32))
+            if options.augment:
+                augment = _augmenter(
+                    step_seed(options.seed, fold, epoch, step), spec.acceptance.spatial_dims
+                )
+                batch = torch.stack([torch.as_tensor(augment(sample)) for sample in batch])
+            optimizer.zero_grad()
+            loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if progress:
+                progress.update(
+                    step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
+                )
+        if progress:
+            progress.remove_task(step_job)
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if validation is not None:
+            logits = _logits(model, validation[0], options.batch_size)
+            auc = roc_auc(validation[1], calibrated_probabilities(logits, 1.0)[:, 1]).value
+            entry["validation_auc"] = auc
+            if auc > state["best_auc"]:
+                state.update(best_auc=auc, best_epoch=epoch + 1, bad_epochs=0)
+                state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+        state["history"].append(entry)
+        state["epoch"] = epoch + 1
+        atomic_save(
+            {
+                "config": config.model_dump(),
+                "config_hash": config_hash(config),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+            },
+            checkpoint_path,
+        )
+        if progress:
+            shown = f" (val AUC {entry['validation_auc']:.3f})" if validation is not None else ""
+            progress.update(epoch_job, completed=state["epoch"], description=f"{label}{shown}")
+    if progress:
+        progress.remove_task(epoch_job)
+    if validation is not None:
+        model.load_state_dict(state["best_state"])
+    return _Fit(model, state["history"], state["best_epoch"] or state["epoch"])
 
 
 def train_classifier(
@@ -123,185 +249,182 @@ def train_classifier(
     spec = base.spec
     if spec.kind != "classification" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network classifier")
-    if len(config.data.classes) != len(spec.outputs):
-        raise ConfigurationError(
-            f"{len(config.data.classes)} class folders for {len(spec.outputs)} task outputs"
-        )
+    classes = getattr(config.data, "classes", None) or []
+    if len(classes) != len(spec.outputs):
+        raise ConfigurationError(f"{len(classes)} classes for {len(spec.outputs)} task outputs")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     cases = list_cases(config.data)
+    if any(case.mask is not None for case in cases):
+        raise ConfigurationError("the dataset has masks; a classifier needs labels")
+    key = config_hash(config)[:12]
+    if config.split.folds:
+        return _train_kfold(config, base, cases, tasks_dir, work_dir, key, command, progress)
     train_cases, validation_cases = split_by_patient(cases, config.split)
-    key = _config_hash(config)[:12]
     train_x = _cache(train_cases, base, work_dir / f"train-{key}.npy", progress)
     validation_x = _cache(validation_cases, base, work_dir / f"validation-{key}.npy", progress)
     train_y = np.array([c.label for c in train_cases])
     validation_y = np.array([c.label for c in validation_cases])
-
-    options = config.train
-    torch.manual_seed(options.seed)
-    model = build_network(spec.networks[0])
-    if config.init_from:
-        from medsight.models import load_network
-
-        start = load_named_task(config.init_from)
-        model.load_state_dict(load_network(start).state_dict())
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-    )
-    counts = np.bincount(train_y, minlength=len(spec.outputs)).astype(np.float64)
-    weights = (
-        counts.sum() / (len(counts) * np.maximum(counts, 1))
-        if options.class_weighting == "balanced"
-        else np.ones(len(counts))
-    )
-    loss_function = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-
-    checkpoint_path = work_dir / "checkpoint.pt"
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_auc": -1.0,
-        "best_state": None,
-        "bad_epochs": 0,
-        "history": [],
-    }
-    if checkpoint_path.is_file():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if saved.get("config_hash") != _config_hash(config):
-            raise ConfigurationError(
-                "the work folder holds a checkpoint of another configuration; use a new --work",
-                path=checkpoint_path,
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        logger.info("resuming after epoch %d", state["epoch"])
-
-    steps = int(np.ceil(len(train_x) / options.batch_size))
-    if options.max_steps_per_epoch:
-        steps = min(steps, options.max_steps_per_epoch)
-    epoch_job = (
-        progress.add_task("training", total=options.epochs, completed=state["epoch"])
-        if progress
-        else None
-    )
-    while state["epoch"] < options.epochs and state["bad_epochs"] < options.early_stopping_patience:
-        epoch = state["epoch"]
-        order = np.random.default_rng([options.seed, epoch]).permutation(len(train_x))
-        model.train()
-        losses = []
-        step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
-        for step in range(steps):
-            index = order[step * options.batch_size : (step + 1) * options.batch_size]
-            batch = torch.from_numpy(train_x[index].astype(np.float32))
-            if options.augment:
-                augment = _augmenter(
-                    seed=(options.seed * 1_000_003 + epoch * 10_007 + step) % (2**31)
-                )
-                batch = torch.stack([torch.as_tensor(augment(sample)) for sample in batch])
-            optimizer.zero_grad()
-            loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress.update(
-                    step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
-                )
-        if progress:
-            progress.remove_task(step_job)
-        validation_logits = _logits(model, validation_x, options.batch_size)
-        probabilities = calibrated_probabilities(validation_logits, 1.0)[:, 1]
-        auc = roc_auc(validation_y, probabilities).value
-        improved = auc > state["best_auc"]
-        state["history"].append(
-            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_auc": auc}
-        )
-        if improved:
-            state["best_auc"] = auc
-            state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-            state["bad_epochs"] = 0
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        _atomic_save(
-            {
-                "config": config.model_dump(),
-                "config_hash": _config_hash(config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": state,
-            },
-            checkpoint_path,
-        )
-        if progress:
-            progress.update(
-                epoch_job,
-                completed=state["epoch"],
-                description=f"training (val AUC {auc:.3f}, best {state['best_auc']:.3f})",
-            )
-
-    model.load_state_dict(state["best_state"])
-    return _write_task(
+    fit = _fit(
         config,
         base,
-        model,
-        validation_cases,
-        validation_x,
-        validation_y,
-        train_cases,
-        state,
-        tasks_dir,
-        command,
+        (train_x, train_y),
+        (validation_x, validation_y),
+        work_dir / "checkpoint.pt",
+        progress,
     )
+    logits = _logits(fit.model, validation_x, config.train.batch_size)
+    evidence = _Evidence(
+        logits,
+        validation_y,
+        validation_cases,
+        train_cases,
+        "patient-level validation split",
+        fit.history,
+    )
+    return _write_task(config, base, fit.model, evidence, tasks_dir, command)
+
+
+def _train_kfold(
+    config: TrainConfig,
+    base: Task,
+    cases: list[Case],
+    tasks_dir: Path,
+    work_dir: Path,
+    key: str,
+    command: str,
+    progress: Any,
+) -> TrainingResult:
+    """k models give out-of-fold predictions for every case (temperature and operating
+    point are chosen on them); the shipped model is refitted on all cases for the median
+    best epoch count. Each finished fold is saved, so an interrupted run resumes."""
+    assert config.split.folds is not None
+    folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
+    ordered = [case for fold in folds for case in fold]
+    inputs = _cache(ordered, base, work_dir / f"all-{key}.npy", progress)
+    labels = np.array([c.label for c in ordered])
+    bounds = np.cumsum([0] + [len(f) for f in folds])
+    out_of_fold = np.zeros((len(ordered), len(base.spec.outputs)))
+    best_epochs: list[int] = []
+    histories: list[dict[str, Any]] = []
+    for number in range(len(folds)):
+        inside = np.zeros(len(ordered), dtype=bool)
+        inside[bounds[number] : bounds[number + 1]] = True
+        result_path = work_dir / f"fold-{number}" / "out_of_fold.npz"
+        if not result_path.is_file():
+            fit = _fit(
+                config,
+                base,
+                (inputs[~inside], labels[~inside]),
+                (inputs[inside], labels[inside]),
+                work_dir / f"fold-{number}" / "checkpoint.pt",
+                progress,
+                label=f"fold {number + 1}/{len(folds)}",
+                fold=number + 1,
+            )
+            logits = _logits(fit.model, inputs[inside], config.train.batch_size)
+            partial = result_path.with_suffix(".partial.npz")
+            np.savez(
+                partial, logits=logits, best_epoch=fit.best_epoch, history=json.dumps(fit.history)
+            )
+            partial.replace(result_path)
+        with np.load(result_path) as saved:
+            out_of_fold[inside] = saved["logits"]
+            best_epochs.append(int(saved["best_epoch"]))
+            histories.append({"fold": number + 1, "epochs": json.loads(str(saved["history"]))})
+    epochs = max(1, int(np.median(best_epochs)))
+    final = _fit(
+        config,
+        base,
+        (inputs, labels),
+        None,
+        work_dir / "final" / "checkpoint.pt",
+        progress,
+        label=f"final model on all cases ({epochs} epochs)",
+        epochs=epochs,
+    )
+    evidence = _Evidence(
+        out_of_fold,
+        labels,
+        ordered,
+        ordered,
+        f"out-of-fold predictions of {len(folds)}-fold patient-level cross-validation; the "
+        f"shipped model is refitted on all cases for {epochs} epochs (median best epoch)",
+        final.history,
+        folds=histories,
+    )
+    return _write_task(config, base, final.model, evidence, tasks_dir, command)
+
+
+@dataclass
+class _Evidence:
+    """What the temperature, the operating point and the model card are computed from."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    cases: list[Case]
+    train_cases: list[Case]
+    method: str
+    history: list[dict[str, Any]]
+    folds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _subgroups(
+    cases: list[Case], labels: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> dict[str, Any]:
+    """Sensitivity and specificity at the locked point per subgroup column value."""
+    called = probabilities >= threshold
+    groups: dict[str, Any] = {}
+    for column in sorted({key for case in cases for key in case.attributes}):
+        for value in sorted({c.attributes[column] for c in cases if column in c.attributes}):
+            members = np.array([c.attributes.get(column) == value for c in cases])
+            positives = members & (labels == 1)
+            negatives = members & (labels == 0)
+            groups[f"{column}={value}"] = {
+                "cases": int(members.sum()),
+                "sensitivity": wilson(
+                    int((called & positives).sum()), int(positives.sum())
+                ).as_dict(),
+                "specificity": wilson(
+                    int((~called & negatives).sum()), int(negatives.sum())
+                ).as_dict(),
+            }
+    return groups
 
 
 def _write_task(
     config: TrainConfig,
     base: Task,
     model: Any,
-    validation_cases: list[Case],
-    validation_x: np.ndarray,
-    validation_y: np.ndarray,
-    train_cases: list[Case],
-    state: dict[str, Any],
+    evidence: _Evidence,
     tasks_dir: Path,
     command: str,
 ) -> TrainingResult:
     import tomli_w
-    import torch
 
-    import medsight
-
-    logits = _logits(model, validation_x, config.train.batch_size)
-    temperature = fit_temperature(logits, validation_y)
+    logits, labels = evidence.logits, evidence.labels
+    temperature = fit_temperature(logits, labels)
     probabilities = calibrated_probabilities(logits, temperature)[:, 1]
     target = config.evaluation.target_sensitivity
-    point = choose_operating_point(validation_y, probabilities, target)
-    subgroups = {}
-    for name in sorted({c.subgroup for c in validation_cases if c.subgroup}):
-        members = np.array([c.subgroup == name for c in validation_cases])
-        positives = members & (validation_y == 1)
-        detected = int((probabilities[positives] >= point.threshold).sum())
-        subgroups[name] = {
-            "sensitivity": wilson(detected, int(positives.sum())).as_dict(),
-            "cases": int(members.sum()),
-        }
+    point = choose_operating_point(labels, probabilities, target)
     metrics = {
-        "validation_cases": len(validation_cases),
-        "validation_patients": len({c.patient for c in validation_cases}),
-        "train_cases": len(train_cases),
-        "train_patients": len({c.patient for c in train_cases}),
-        "class_counts_validation": np.bincount(validation_y).tolist(),
-        "roc_auc": roc_auc(validation_y, probabilities).as_dict(),
+        "evidence": evidence.method,
+        "validation_cases": len(evidence.cases),
+        "validation_patients": len({c.patient for c in evidence.cases}),
+        "train_cases": len(evidence.train_cases),
+        "train_patients": len({c.patient for c in evidence.train_cases}),
+        "class_counts_validation": np.bincount(labels).tolist(),
+        "roc_auc": roc_auc(labels, probabilities).as_dict(),
         "temperature": temperature,
         "ece_before": expected_calibration_error(
-            validation_y, calibrated_probabilities(logits, 1.0)[:, 1]
+            labels, calibrated_probabilities(logits, 1.0)[:, 1]
         ),
-        "ece_after": expected_calibration_error(validation_y, probabilities),
-        "brier_after": brier_score(validation_y, probabilities),
+        "ece_after": expected_calibration_error(labels, probabilities),
+        "brier_after": brier_score(labels, probabilities),
         "operating_point": point.as_dict(),
-        "subgroups": subgroups,
-        "history": state["history"],
+        "subgroups": _subgroups(evidence.cases, labels, probabilities, point.threshold),
+        "history": evidence.history,
+        "folds": evidence.folds,
     }
     folder = tasks_dir / base.id / config.version
     folder.mkdir(parents=True, exist_ok=True)
@@ -312,7 +435,7 @@ def _write_task(
     positive = base.spec.outputs[1].name
     document["calibration"] = {
         "temperature": round(temperature, 6),
-        "fitted_on": "patient-level validation split (NLL)",
+        "fitted_on": f"{evidence.method.split(';')[0]} (NLL)",
     }
     document["operating_points"] = {
         "high_sensitivity": {
@@ -330,14 +453,7 @@ def _write_task(
         "config": config.model_dump(),
         "command": command,
         "metrics": metrics,
-        "software": {
-            "medsight": medsight.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "software": software(),
         "weights_sha256": digest,
     }
     (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
@@ -350,6 +466,11 @@ def _model_card(
 ) -> str:
     auc = metrics["roc_auc"]
     point = metrics["operating_point"]
+
+    def interval(estimate: dict[str, Any]) -> str:
+        return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
+
+    source = config.data_source or getattr(config.data, "root", None) or str(config.data)
     lines = [
         f"# {base.id} {config.version}: model card",
         "",
@@ -361,50 +482,56 @@ def _model_card(
         "",
         "## Data",
         "",
-        f"- source: {config.data_source or config.data.root}",
+        f"- source: {source}",
         f"- training: {metrics['train_cases']} images of {metrics['train_patients']} patients; "
-        f"validation: {metrics['validation_cases']} images of {metrics['validation_patients']} "
-        f"patients (patient-level split, seed {config.split.seed}, class counts "
+        f"evaluated: {metrics['validation_cases']} images of {metrics['validation_patients']} "
+        f"patients (seed {config.split.seed}, class counts "
         f"{metrics['class_counts_validation']})",
-        "- the validation split comes from the same source as the training data, so these "
+        f"- evidence: {metrics['evidence']}",
+        "- the evaluated cases come from the same source as the training data, so these "
         "figures flatter: expect lower performance on data from another site or device",
         "",
         "## Validation results (95% confidence intervals)",
         "",
-        f"- ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f}, {auc['method']})",
+        f"- ROC AUC {interval(auc)} ({auc['method']})",
         f"- operating point `high_sensitivity` at calibrated probability "
-        f"{point['threshold']:.4f}: sensitivity {point['sensitivity']['value']:.3f} "
-        f"({point['sensitivity']['low']:.3f}-{point['sensitivity']['high']:.3f}), specificity "
-        f"{point['specificity']['value']:.3f} ({point['specificity']['low']:.3f}-"
-        f"{point['specificity']['high']:.3f}); {point['note']}",
+        f"{point['threshold']:.4f}: sensitivity {interval(point['sensitivity'])}, specificity "
+        f"{interval(point['specificity'])}; {point['note']}",
         f"- calibration: temperature {metrics['temperature']:.3f}; ECE "
         f"{metrics['ece_before']:.3f} before, {metrics['ece_after']:.3f} after; Brier "
         f"{metrics['brier_after']:.3f}",
     ]
     for name, subgroup in metrics["subgroups"].items():
-        sensitivity = subgroup["sensitivity"]
         lines.append(
-            f"- subgroup {name}: sensitivity {sensitivity['value']:.3f} "
-            f"({sensitivity['low']:.3f}-{sensitivity['high']:.3f})"
+            f"- subgroup {name} ({subgroup['cases']} cases): sensitivity "
+            f"{interval(subgroup['sensitivity'])}, specificity {interval(subgroup['specificity'])}"
         )
+
+    def epochs(history: list[dict[str, Any]]) -> str:
+        return "; ".join(
+            f"epoch {h['epoch']} loss {h['loss']:.3f}"
+            + (f" val AUC {h['validation_auc']:.3f}" if "validation_auc" in h else "")
+            for h in history
+        )
+
     lines += [
         "",
         "## Training",
         "",
         f"- command: `{record['command']}`",
         f"- software: {json.dumps(record['software'])}",
-        f"- epochs run: {len(metrics['history'])}; history: "
-        + "; ".join(
-            f"epoch {h['epoch']} loss {h['loss']:.3f} val AUC {h['validation_auc']:.3f}"
-            for h in metrics["history"]
-        ),
+        f"- epochs run: {len(metrics['history'])}; history: {epochs(metrics['history'])}",
+    ]
+    for fold in metrics["folds"]:
+        lines.append(f"- fold {fold['fold']}: {epochs(fold['epochs'])}")
+    lines += [
         f"- weights SHA-256: `{record['weights_sha256']}`",
         "",
         "## Known limitations",
         "",
         "- internal validation only; no external test set was available",
         "- the best epoch, the temperature and the operating point were all chosen on the "
-        "same validation split, which makes its figures optimistic",
+        "evaluated cases, which makes these figures optimistic",
         "- inputs outside the intended use (age, view, modality) are flagged "
         "NEEDS_REVIEW by the task's acceptance checks, never silently scored",
         "",

@@ -6,19 +6,31 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from medsight.errors import ConfigurationError
 
-__all__ = ["TrainConfig", "load_config"]
+__all__ = [
+    "ClassFolders",
+    "DataConfig",
+    "ImageMaskFolders",
+    "Manifest",
+    "Npz",
+    "TrainConfig",
+    "load_config",
+]
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Config):
-    """Where the cases come from. ``root`` is relative to the data folder (MEDSIGHT_DATA,
+def _default_suffixes() -> list[str]:
+    return [".jpeg", ".jpg", ".png"]
+
+
+class ClassFolders(_Config):
+    """One sub-folder per class. ``root`` is relative to the data folder (MEDSIGHT_DATA,
     default ../shared/data) unless absolute."""
 
     kind: Literal["class-folders"] = "class-folders"
@@ -26,12 +38,70 @@ class DataConfig(_Config):
     classes: list[str] = Field(min_length=2)  # folder name of output index 0, 1, ...
     patient_pattern: str  # regular expression on the file name; group 1 is the patient id
     subgroup_pattern: str | None = None  # group 1 names a subgroup for the evaluation
-    suffixes: list[str] = Field(default_factory=lambda: [".jpeg", ".jpg", ".png"])
+    suffixes: list[str] = Field(default_factory=_default_suffixes)
+
+
+class Manifest(_Config):
+    """A CSV with one row per case. Paths are templates over the row's columns, e.g.
+    ``image = "images/{image}.jpg"``, relative to ``root`` (default: the CSV's folder)."""
+
+    kind: Literal["manifest"] = "manifest"
+    csv: str  # relative to the data folder unless absolute
+    root: str | None = None
+    image: str = "{image}"
+    label_column: str | None = None  # classification: the column holding the class
+    classes: list[str] | None = None  # classification: label values in output order
+    # class value -> output class, to merge values (e.g. common and atypical naevus)
+    label_map: dict[str, str] = Field(default_factory=dict)
+    mask: str | None = None  # segmentation: the label-map template
+    roi: str | None = None  # optional region of interest (e.g. a field-of-view mask)
+    patient_column: str | None = None  # default: each image is its own patient
+    split_column: str | None = None  # a predefined split: values "train" / "validation"
+    subgroup_columns: list[str] = Field(default_factory=list)  # e.g. site, sex, device
+
+
+class ImageMaskFolders(_Config):
+    """Images and their masks in parallel folders, matched by a case id."""
+
+    kind: Literal["image-mask-folders"] = "image-mask-folders"
+    root: str
+    images: str  # a glob under root, e.g. "images/*.tif"
+    id_pattern: str = r"^([^.]+)"  # on the image file name; group 1 is the case id
+    mask: str  # template with {id}, e.g. "1st_manual/{id}_manual1.gif"
+    roi: str | None = None  # template with {id}, e.g. "mask/{id}_training_mask.gif"
+    patient_pattern: str | None = None  # on the case id; default: each case is a patient
+
+
+class Npz(_Config):
+    """A MedMNIST-style ``.npz`` (``train_images``/``train_labels``, ``val_images``/
+    ``val_labels``); its own train/validation split is used."""
+
+    kind: Literal["npz"] = "npz"
+    file: str
+    classes: list[str] = Field(min_length=2)  # names of label values 0, 1, ...
+
+
+def _data_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "class-folders"))
+    return str(getattr(value, "kind", "class-folders"))
+
+
+DataConfig = Annotated[
+    Annotated[ClassFolders, Tag("class-folders")]
+    | Annotated[Manifest, Tag("manifest")]
+    | Annotated[ImageMaskFolders, Tag("image-mask-folders")]
+    | Annotated[Npz, Tag("npz")],
+    Discriminator(_data_kind),
+]
 
 
 class SplitConfig(_Config):
     validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
     seed: int = 0
+    # k-fold cross-validation (classification): operating point and temperature from the
+    # out-of-fold predictions, then one model refitted on every case
+    folds: Annotated[int, Field(ge=3, le=20)] | None = None
 
 
 class OptimConfig(_Config):
@@ -39,10 +109,17 @@ class OptimConfig(_Config):
     batch_size: Annotated[int, Field(ge=1)] = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
-    class_weighting: Literal["balanced", "none"] = "balanced"
+    # classification imbalance: class-weighted loss, weighted sampling, or neither
+    class_weighting: Literal["balanced", "sampler", "none"] = "balanced"
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"  # segmentation: always Dice+CE
     early_stopping_patience: Annotated[int, Field(ge=1)] = 3
     max_steps_per_epoch: Annotated[int, Field(ge=1)] | None = None  # for smoke tests
     augment: bool = True
+    # segmentation: patches per epoch, share centred on foreground, axes safe to mirror
+    # (never an axis whose sides carry different labels, e.g. anterior/posterior)
+    steps_per_epoch: Annotated[int, Field(ge=1)] = 100
+    foreground_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    flip_axes: list[int] = Field(default_factory=list)
     seed: int = 0
     threads: int | None = None
 

@@ -1,4 +1,5 @@
-"""Cases for training: listed from class folders, split by patient, decoded once into a cache.
+"""Cases for training: listed from class folders, a manifest CSV, image + mask folders or a
+MedMNIST-style ``.npz``; split by patient; every data problem refused before training starts.
 
 Each image goes through the task's own display and preprocessing chain (the one the
 Predictor uses), so a model sees in training exactly what it sees in analysis.
@@ -6,36 +7,94 @@ Predictor uses), so a model sees in training exactly what it sees in analysis.
 
 from __future__ import annotations
 
+import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medsight.datasets import shared_data_dir
 from medsight.errors import InvalidInputError
-from medsight.training.config import DataConfig, SplitConfig
+from medsight.image import Image
+from medsight.io import read_image
+from medsight.training.config import (
+    ClassFolders,
+    DataConfig,
+    ImageMaskFolders,
+    Manifest,
+    Npz,
+    SplitConfig,
+)
 
-__all__ = ["Case", "list_cases", "split_by_patient"]
+__all__ = [
+    "Case",
+    "kfold_by_patient",
+    "list_cases",
+    "read_case_image",
+    "read_case_mask",
+    "split_by_patient",
+]
+
+_SHOWN = 8  # problems listed in one error message
 
 
 @dataclass(frozen=True)
 class Case:
     path: Path
-    label: int
     patient: str
-    subgroup: str | None = None
+    label: int = -1  # classification: output index; -1 for segmentation cases
+    mask: Path | None = None
+    roi: Path | None = None
+    source: str = ""  # where the case was listed, for error messages ("labels.csv row 7")
+    split: str | None = None  # a predefined split ("train" / "validation")
+    attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns
+    npz_index: int | None = None  # position in an .npz array
+
+    @property
+    def name(self) -> str:
+        return self.source or self.path.name
 
 
-def data_root(config: DataConfig) -> Path:
-    root = Path(config.root)
-    return root if root.is_absolute() else shared_data_dir() / root
+def _resolve(path: str, base: Path | None = None) -> Path:
+    candidate = Path(path)
+    if candidate.is_absolute():
+        return candidate
+    return (base if base is not None else shared_data_dir()) / candidate
+
+
+def _refuse(problems: list[str], what: str, path: Path | None = None) -> None:
+    if problems:
+        shown = "; ".join(problems[:_SHOWN])
+        more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
+        raise InvalidInputError(f"{len(problems)} {what}: {shown}{more}", path=path)
 
 
 def list_cases(config: DataConfig) -> list[Case]:
-    """Every image of the class folders, with its label and patient; problems are refused
-    before any training starts, naming the files."""
-    root = data_root(config)
+    """Every case with its label or mask and patient; problems are refused before any
+    training starts, naming the files or rows."""
+    if isinstance(config, ClassFolders):
+        cases = _class_folder_cases(config)
+    elif isinstance(config, Manifest):
+        cases = _manifest_cases(config)
+    elif isinstance(config, ImageMaskFolders):
+        cases = _image_mask_cases(config)
+    else:
+        cases = _npz_cases(config)
+    if not cases:
+        raise InvalidInputError("the dataset lists no cases")
+    _check_splits(cases)
+    if all(case.mask is None for case in cases):
+        present = {case.label for case in cases}
+        if len(present) < 2:
+            raise InvalidInputError(
+                f"only one class is present (output index {sorted(present)}); need two"
+            )
+    return cases
+
+
+def _class_folder_cases(config: ClassFolders) -> list[Case]:
+    root = _resolve(config.root)
     if not root.is_dir():
         raise InvalidInputError("training data folder not found", path=root)
     pattern = re.compile(config.patient_pattern)
@@ -54,41 +113,243 @@ def list_cases(config: DataConfig) -> list[Case]:
                 unmatched.append(path.name)
                 continue
             group = subgroup.search(path.name) if subgroup else None
-            cases.append(Case(path, label, match.group(1), group.group(1) if group else None))
-    if unmatched:
-        raise InvalidInputError(
-            f"{len(unmatched)} file(s) match no patient id pattern "
-            f"({config.patient_pattern!r}): {', '.join(unmatched[:5])}"
-        )
-    present = {case.label for case in cases}
-    if len(present) < 2:
-        raise InvalidInputError(f"only one class has images ({sorted(present)}); need two")
-    labels_by_patient: dict[str, set[int]] = {}
-    for case in cases:
-        labels_by_patient.setdefault(case.patient, set()).add(case.label)
+            attributes = {"subgroup": group.group(1)} if group else {}
+            cases.append(Case(path, match.group(1), label, attributes=attributes))
+    _refuse(unmatched, f"file(s) match no patient id pattern ({config.patient_pattern!r})")
     return cases
 
 
+def _manifest_cases(config: Manifest) -> list[Case]:
+    table = _resolve(config.csv)
+    if not table.is_file():
+        raise InvalidInputError("manifest not found", path=table)
+    base = _resolve(config.root) if config.root else table.parent
+    classification = config.label_column is not None
+    if classification == (config.mask is not None):
+        raise InvalidInputError("a manifest needs label_column or mask (one of them)", path=table)
+    if classification and not config.classes:
+        raise InvalidInputError("a classification manifest needs classes", path=table)
+    with table.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = set(rows[0]) if rows else set()
+    wanted = [config.label_column, config.patient_column, config.split_column]
+    wanted += config.subgroup_columns
+    wanted += re.findall(
+        r"{(\w+)}", " ".join(t for t in (config.image, config.mask, config.roi) if t)
+    )
+    missing_columns = sorted({c for c in wanted if c and c not in columns})
+    if missing_columns:
+        raise InvalidInputError(f"manifest has no column(s) {missing_columns}", path=table)
+
+    cases: list[Case] = []
+    problems: list[str] = []
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        where = f"{table.name} row {number}"
+        path = base / config.image.format(**row)
+        mask = base / config.mask.format(**row) if config.mask else None
+        roi = base / config.roi.format(**row) if config.roi else None
+        for kind, file in (("image", path), ("mask", mask), ("roi", roi)):
+            if file is not None and not file.is_file():
+                problems.append(f"{where}: {kind} file {file} is missing")
+        label = -1
+        if classification:
+            assert config.label_column is not None and config.classes is not None
+            value = row[config.label_column].strip()
+            value = config.label_map.get(value, value)
+            if value not in config.classes:
+                problems.append(f"{where}: unknown label {row[config.label_column]!r}")
+            else:
+                label = config.classes.index(value)
+        split = row[config.split_column].strip().lower() if config.split_column else None
+        if split is not None and split not in ("train", "validation"):
+            problems.append(f"{where}: split {split!r} is neither 'train' nor 'validation'")
+        patient = row[config.patient_column].strip() if config.patient_column else str(path)
+        if not patient:
+            problems.append(f"{where}: empty patient id")
+        attributes = {c: row[c].strip() for c in config.subgroup_columns if row[c].strip()}
+        cases.append(Case(path, patient, label, mask, roi, where, split, attributes))
+    _refuse(problems, "problem(s) in the manifest", table)
+    return cases
+
+
+def _image_mask_cases(config: ImageMaskFolders) -> list[Case]:
+    root = _resolve(config.root)
+    if not root.is_dir():
+        raise InvalidInputError("training data folder not found", path=root)
+    id_pattern = re.compile(config.id_pattern)
+    patient_pattern = re.compile(config.patient_pattern) if config.patient_pattern else None
+    cases: list[Case] = []
+    problems: list[str] = []
+    for path in sorted(root.glob(config.images)):
+        match = id_pattern.search(path.name)
+        if match is None:
+            problems.append(f"{path.name}: no case id ({config.id_pattern!r})")
+            continue
+        case_id = match.group(1)
+        mask = root / config.mask.format(id=case_id)
+        roi = root / config.roi.format(id=case_id) if config.roi else None
+        for kind, file in (("mask", mask), ("roi", roi)):
+            if file is not None and not file.is_file():
+                problems.append(f"{path.name}: {kind} file {file} is missing")
+        patient = case_id
+        if patient_pattern is not None:
+            found = patient_pattern.search(case_id)
+            if found is None:
+                problems.append(f"{path.name}: no patient id ({config.patient_pattern!r})")
+                continue
+            patient = found.group(1)
+        cases.append(Case(path, patient, -1, mask, roi, path.name))
+    if not cases and not problems:
+        raise InvalidInputError(f"no image matches {config.images!r}", path=root)
+    _refuse(problems, "problem(s) in the image and mask folders", root)
+    return cases
+
+
+def _npz_cases(config: Npz) -> list[Case]:
+    file = _resolve(config.file)
+    if not file.is_file():
+        raise InvalidInputError("npz file not found", path=file)
+    with np.load(file) as archive:
+        missing = [k for k in ("train_images", "train_labels") if k not in archive.files]
+        if missing:
+            raise InvalidInputError(f"npz has no {missing} (MedMNIST layout expected)", path=file)
+        parts = [("train", "train"), ("val", "validation")]
+        cases = []
+        problems = []
+        for prefix, split in parts:
+            if f"{prefix}_labels" not in archive.files:
+                continue
+            labels = np.asarray(archive[f"{prefix}_labels"]).reshape(-1)
+            for index, label in enumerate(labels.tolist()):
+                if not 0 <= int(label) < len(config.classes):
+                    problems.append(f"{prefix}_labels[{index}]: unknown label {label}")
+                # MedMNIST has no patient ids: each image is its own patient
+                cases.append(
+                    Case(
+                        file,
+                        f"{prefix}-{index}",
+                        int(label),
+                        None,
+                        None,
+                        f"{file.name} {prefix}[{index}]",
+                        split,
+                        npz_index=index,
+                    )
+                )
+    _refuse(problems, "problem(s) in the npz labels", file)
+    return cases
+
+
+def _check_splits(cases: list[Case]) -> None:
+    """A predefined split may not put one patient on both sides."""
+    sides: dict[str, dict[str, str]] = {}
+    for case in cases:
+        if case.split is not None:
+            sides.setdefault(case.patient, {}).setdefault(case.split, case.name)
+    problems = [
+        f"patient {patient!r} is in train ({where['train']}) and validation ({where['validation']})"
+        for patient, where in sides.items()
+        if len(where) > 1
+    ]
+    _refuse(problems, "patient(s) in two splits")
+
+
+def read_case_image(case: Case) -> Image:
+    """The case's image; an ``.npz`` entry becomes an image with unknown geometry."""
+    if case.npz_index is None:
+        try:
+            return read_image(case.path)
+        except Exception as exc:
+            raise InvalidInputError(
+                f"{case.name}: cannot read image ({exc})", path=case.path
+            ) from exc
+    prefix = "train" if case.split == "train" else "val"
+    with np.load(case.path) as archive:
+        pixels = np.asarray(archive[f"{prefix}_images"][case.npz_index])
+    color = pixels.ndim == 3 and pixels.shape[-1] == 3
+    dims = pixels.ndim - (1 if color else 0)
+    # rows, columns(, slices) -> i = column, j = row, as the raster reader does
+    array = np.swapaxes(pixels, 0, 1)[np.newaxis] if not color else pixels.transpose(2, 1, 0)
+    return Image(
+        array=np.ascontiguousarray(array),
+        affine=np.eye(4),
+        spatial_dims=dims,
+        photometric_interpretation="RGB" if color else "MONOCHROME2",
+        spacing_known=False,
+        orientation_known=False,
+        metadata={"source_format": "npz"},
+    )
+
+
+def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
+    """The case's mask (or roi) as an integer label map on the image's grid; a mask whose
+    geometry differs from its image is refused, naming the case."""
+    path = case.mask if which == "mask" else case.roi
+    assert path is not None
+    try:
+        mask = read_image(path)
+    except Exception as exc:
+        raise InvalidInputError(f"{case.name}: cannot read {which} ({exc})", path=path) from exc
+    if mask.shape != image.shape:
+        raise InvalidInputError(
+            f"{case.name}: {which} size {mask.shape} differs from its image {image.shape}",
+            path=path,
+        )
+    if not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InvalidInputError(
+            f"{case.name}: {which} geometry (affine) differs from its image's", path=path
+        )
+    values = mask.array[:1] if mask.array.shape[0] > 1 else mask.array
+    labels = np.rint(values).astype(np.int16)
+    if labels.max(initial=0) > 1 and set(np.unique(labels).tolist()) <= {0, 255}:
+        labels = (labels > 0).astype(np.int16)  # 0/255 binary images
+    return mask.replace(array=labels)
+
+
 def split_by_patient(cases: list[Case], config: SplitConfig) -> tuple[list[Case], list[Case]]:
-    """A seeded, stratified split with every patient's images on one side only.
+    """A seeded, stratified split with every patient's images on one side only; a predefined
+    split (manifest column, npz parts) is used as it is.
 
     Patients are stratified by their majority label, then shuffled and cut per stratum.
     """
+    if any(case.split is not None for case in cases):
+        train = [c for c in cases if c.split != "validation"]
+        validation = [c for c in cases if c.split == "validation"]
+        if not validation:
+            raise InvalidInputError("the predefined split has no validation cases")
+        return train, validation
     rng = np.random.default_rng(config.seed)
-    by_patient: dict[str, list[Case]] = {}
-    for case in cases:
-        by_patient.setdefault(case.patient, []).append(case)
-    strata: dict[int, list[str]] = {}
-    for patient, items in sorted(by_patient.items()):
-        majority = int(np.bincount([c.label for c in items]).argmax())
-        strata.setdefault(majority, []).append(patient)
     validation_patients: set[str] = set()
-    for patients in strata.values():
+    for patients in _strata(cases).values():
         order = rng.permutation(len(patients))
         count = max(1, round(len(patients) * config.validation_fraction))
         validation_patients.update(patients[i] for i in order[:count])
     train = [c for c in cases if c.patient not in validation_patients]
     validation = [c for c in cases if c.patient in validation_patients]
-    if {c.patient for c in train} & {c.patient for c in validation}:
-        raise InvalidInputError("a patient is in both splits")  # cannot happen; checked anyway
     return train, validation
+
+
+def kfold_by_patient(cases: list[Case], folds: int, seed: int) -> list[list[Case]]:
+    """``folds`` disjoint validation folds, stratified by patients' majority label."""
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    offset = 0
+    for patients in _strata(cases).values():
+        for position, index in enumerate(rng.permutation(len(patients))):
+            fold_of[patients[index]] = (position + offset) % folds
+        offset += len(patients)  # continue the round-robin across strata
+    result = [[c for c in cases if fold_of[c.patient] == f] for f in range(folds)]
+    if any(not fold for fold in result):
+        raise InvalidInputError(f"too few patients for {folds} folds")
+    return result
+
+
+def _strata(cases: list[Case]) -> dict[int, list[str]]:
+    by_patient: dict[str, list[int]] = {}
+    for case in cases:
+        by_patient.setdefault(case.patient, []).append(case.label)
+    strata: dict[int, list[str]] = {}
+    for patient, labels in sorted(by_patient.items()):
+        majority = int(np.bincount(np.asarray(labels) + 1).argmax()) - 1
+        strata.setdefault(majority, []).append(patient)
+    return strata
