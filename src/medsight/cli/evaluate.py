@@ -1,9 +1,11 @@
-"""``medsight evaluate TASK DATA``: a classifier's evidence on labelled class folders."""
+"""``medsight evaluate TASK DATA``: a task's evidence on labelled data (class folders, a
+manifest CSV, or a training recipe's dataset)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,16 +13,79 @@ from rich.console import Console
 from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.cli._progress import progress_bar
 
+if TYPE_CHECKING:
+    from medsight.tasks import Task
+    from medsight.training.data import Case
+
 console = Console(highlight=False, stderr=True)
+
+DATA_HELP = (
+    "A folder with one sub-folder per class (give --classes); a manifest CSV with columns "
+    "image and label (or mask), optional patient and any subgroup columns; or a training "
+    "recipe (TOML/YAML), whose dataset is used (--split picks its held-back part)."
+)
+
+
+def _cases(
+    data: Path, classes: list[str] | None, subgroups: list[str], split: str, task: Task
+) -> list[Case]:
+    from medsight.errors import InvalidInputError
+    from medsight.training.config import ClassFolders, Manifest, load_config
+    from medsight.training.data import list_cases, split_by_patient
+
+    if data.is_dir():
+        if not classes:
+            raise InvalidInputError("class folders need --classes (in output order)", path=data)
+        config: Any = ClassFolders(
+            root=str(data.resolve()),
+            classes=classes,
+            patient_pattern="^(.+)$",
+            suffixes=[".jpeg", ".jpg", ".png", ".dcm", ".tif", ".tiff"],
+        )
+        return list_cases(config)
+    if data.suffix.lower() == ".csv":
+        if not data.is_file():
+            raise InvalidInputError("manifest not found", path=data)
+        with data.open(newline="", encoding="utf-8-sig") as handle:
+            columns = next(csv.reader(handle), [])
+        segmentation = task.spec.kind == "segmentation"
+        names = classes or [o.name for o in task.spec.outputs]
+        config = Manifest(
+            csv=str(data.resolve()),
+            image="{image}",
+            label_column=None if segmentation else "label",
+            classes=None if segmentation else names,
+            mask="{mask}" if segmentation else None,
+            roi="{roi}" if "roi" in columns else None,
+            patient_column="patient" if "patient" in columns else None,
+            subgroup_columns=subgroups,
+        )
+        return list_cases(config)
+    recipe = load_config(data)
+    cases = list_cases(recipe.data)
+    if split == "all":
+        return cases
+    if recipe.split.folds:
+        raise InvalidInputError(
+            "a k-fold recipe has no held-back part: every case trained the shipped model",
+            path=data,
+        )
+    train, validation = split_by_patient(cases, recipe.split)
+    return validation if split == "validation" else train
 
 
 def evaluate(
     task: Annotated[str, typer.Argument(help="Task name, name@version, or task folder.")],
-    data: Annotated[Path, typer.Argument(help="A folder with one sub-folder per class.")],
-    classes: Annotated[str, typer.Option(help="Class folders in output order, comma-separated.")],
-    subgroup_pattern: Annotated[
-        str | None, typer.Option(help="Regex on file names; group 1 names a subgroup.")
+    data: Annotated[Path, typer.Argument(help=DATA_HELP)],
+    classes: Annotated[
+        str | None, typer.Option(help="Class folders (or label values) in output order.")
     ] = None,
+    subgroup_columns: Annotated[
+        str | None, typer.Option(help="Manifest columns to report subgroups by, comma-separated.")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="With a recipe: all, validation (held back) or train.")
+    ] = "all",
     prevalence: Annotated[float | None, typer.Option(help="Prevalence for PPV/NPV.")] = None,
     out: Annotated[Path, typer.Option(help="Where evaluation.json and report.html go.")] = Path(
         "medsight-evaluation"
@@ -28,60 +93,83 @@ def evaluate(
     tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
-    """ROC AUC with CI, each locked operating point re-checked (holds / fails), calibration,
-    subgroups; JSON of all numbers and an HTML report."""
+    """Classifiers: ROC AUC with CI, each locked operating point re-checked (holds / fails),
+    calibration, subgroups. Segmentation: Dice, IoU, HD95, surface Dice with CIs and the
+    worst cases. A JSON of all numbers and an HTML report."""
 
     def action() -> None:
-        from medsight.errors import TaskMismatchError
-        from medsight.evaluation.report import evaluate_classifier, write_report
-        from medsight.inference import Predictor
-        from medsight.io import read_image
+        from medsight.errors import InvalidInputError, TaskMismatchError
         from medsight.tasks import load_named_task
-        from medsight.training.config import ClassFolders
-        from medsight.training.data import list_cases
 
+        if split not in ("all", "validation", "train"):
+            raise InvalidInputError(f"--split must be all, validation or train, not {split!r}")
         loaded = load_named_task(task, tasks_dir or [])
-        if loaded.spec.kind != "classification" or len(loaded.spec.outputs) != 2:
+        groups = [c for c in (subgroup_columns or "").split(",") if c]
+        names = classes.split(",") if classes else None
+        cases = _cases(data, names, groups, split, loaded)
+        if loaded.spec.kind == "segmentation":
+            _evaluate_segmentation(loaded, cases, out)
+            return
+        if len(loaded.spec.outputs) != 2:
             raise TaskMismatchError(f"task {loaded.id} is not a binary classifier")
-        config = ClassFolders(
-            root=str(data.resolve()),
-            classes=classes.split(","),
-            patient_pattern="^(.+)$",
-            subgroup_pattern=subgroup_pattern,
-            suffixes=[".jpeg", ".jpg", ".png", ".dcm", ".tif", ".tiff"],
-        )
-        cases = list_cases(config)
-        predictor = Predictor(loaded, explain=False)
-        probabilities: list[float] = []
-        with progress_bar(console) as bar:
-            job = bar.add_task("evaluating", total=len(cases))
-            for first in range(0, len(cases), 32):
-                chunk = cases[first : first + 32]
-                for prediction in predictor.predict_many([read_image(c.path) for c in chunk]):
-                    assert prediction.probabilities is not None
-                    probabilities.append(prediction.probabilities[loaded.spec.outputs[1].name])
-                bar.advance(job, len(chunk))
-        labels = [c.label for c in cases]
-        results = evaluate_classifier(
-            loaded,
-            labels,
-            probabilities,
-            prevalence=prevalence,
-            subgroups=(
-                {"subgroup": [c.attributes.get("subgroup") for c in cases]}
-                if subgroup_pattern
-                else None
-            ),
-        )
-        json_path, html_path = write_report(results, labels, probabilities, out)
-        auc = results["roc_auc"]
-        console.print(f"ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
-        for name, point in results["operating_points"].items():
-            console.print(f"{name}: {'holds' if point['holds'] else 'FAILS'} - {point['note']}")
-        console.print(f"wrote {json_path} and {html_path}")
-        console.print("research use only, not for diagnostic use")
-        failing = [n for n, p in results["operating_points"].items() if not p["holds"]]
-        if failing:
-            raise typer.Exit(1)
+        if any(case.mask is not None for case in cases):
+            raise TaskMismatchError(f"task {loaded.id} is a classifier; the data has masks")
+        _evaluate_classifier(loaded, cases, prevalence, out)
 
     run(action, debug=debug)
+
+
+def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
+    from medsight.errors import TaskMismatchError
+    from medsight.evaluation.segmentation_report import (
+        evaluate_segmenter,
+        write_segmentation_report,
+    )
+
+    if any(case.mask is None for case in cases):
+        raise TaskMismatchError(f"task {task.id} segments; every case needs a mask")
+    with progress_bar(console) as bar:
+        results = evaluate_segmenter(task, cases, progress=bar)
+    json_path, html_path = write_segmentation_report(results, out)
+    for segment, summary in results["summary"].items():
+        dice = summary["dice"]
+        console.print(f"{segment}: Dice {dice['value']:.3f} ({dice['low']:.3f}-{dice['high']:.3f})")
+    console.print(f"wrote {json_path} and {html_path}")
+    console.print("research use only, not for diagnostic use")
+
+
+def _evaluate_classifier(
+    task: Task, cases: list[Case], prevalence: float | None, out: Path
+) -> None:
+    from medsight.evaluation.report import evaluate_classifier, write_report
+    from medsight.inference import Predictor
+    from medsight.training.data import read_case_image
+
+    predictor = Predictor(task, explain=False)
+    probabilities: list[float] = []
+    with progress_bar(console) as bar:
+        job = bar.add_task("evaluating", total=len(cases))
+        for first in range(0, len(cases), 32):
+            chunk = cases[first : first + 32]
+            for prediction in predictor.predict_many([read_case_image(c) for c in chunk]):
+                assert prediction.probabilities is not None
+                probabilities.append(prediction.probabilities[task.spec.outputs[1].name])
+            bar.advance(job, len(chunk))
+    labels = [c.label for c in cases]
+    columns = sorted({key for case in cases for key in case.attributes})
+    results = evaluate_classifier(
+        task,
+        labels,
+        probabilities,
+        prevalence=prevalence,
+        subgroups={column: [c.attributes.get(column) for c in cases] for column in columns},
+    )
+    json_path, html_path = write_report(results, labels, probabilities, out)
+    auc = results["roc_auc"]
+    console.print(f"ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
+    for name, point in results["operating_points"].items():
+        console.print(f"{name}: {'holds' if point['holds'] else 'FAILS'} - {point['note']}")
+    console.print(f"wrote {json_path} and {html_path}")
+    console.print("research use only, not for diagnostic use")
+    if any(not point["holds"] for point in results["operating_points"].values()):
+        raise typer.Exit(1)

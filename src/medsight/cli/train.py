@@ -30,8 +30,9 @@ def train(
 
     def action() -> None:
         from medsight.errors import InvalidInputError
+        from medsight.tasks import load_named_task
         from medsight.tasks.registry import user_task_dirs
-        from medsight.training import load_config, train_classifier
+        from medsight.training import load_config, train_classifier, train_segmenter
 
         recipe = load_config(config)
         target = tasks_dir or next(iter(user_task_dirs()), None)
@@ -39,17 +40,28 @@ def train(
             raise InvalidInputError("give --tasks-dir or set MEDSIGHT_TASKS")
         folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        segmentation = load_named_task(recipe.base_task).spec.kind == "segmentation"
+        trainer = train_segmenter if segmentation else train_classifier
         with progress_bar(console) as progress:
-            result = train_classifier(
+            result = trainer(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
             )
         metrics = result.record["metrics"]
-        auc = metrics["roc_auc"]
         console.print(f"wrote {result.task.id} {result.task.version} to {result.task.folder}")
-        console.print(
-            f"validation ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-"
-            f"{auc['high']:.3f}); {metrics['operating_point']['note']}"
-        )
+        if segmentation:
+            for segment, summary in metrics["validation"].items():
+                dice = summary["dice"]
+                console.print(
+                    f"validation {segment}: Dice {dice['value']:.3f} "
+                    f"({dice['low']:.3f}-{dice['high']:.3f})"
+                )
+            console.print(f"validation report: {folder / 'validation-report' / 'report.html'}")
+        else:
+            auc = metrics["roc_auc"]
+            console.print(
+                f"validation ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-"
+                f"{auc['high']:.3f}); {metrics['operating_point']['note']}"
+            )
         console.print("research use only, not for diagnostic use")
 
     run(action, debug=debug)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,12 +48,17 @@ def segmentation_metrics(
         return torch.stack([1 - tensor, tensor])[None]
 
     spacing_list = [float(s) for s in spacing]
-    hd95 = compute_hausdorff_distance(
-        one_hot(predicted), one_hot(truth), percentile=95, spacing=spacing_list
-    )
-    surface = compute_surface_dice(
-        one_hot(predicted), one_hot(truth), class_thresholds=[tolerance_mm], spacing=spacing_list
-    )
+    with warnings.catch_warnings():  # MONAI warns about its own deprecated internal argument
+        warnings.simplefilter("ignore", FutureWarning)
+        hd95 = compute_hausdorff_distance(
+            one_hot(predicted), one_hot(truth), percentile=95, spacing=spacing_list
+        )
+        surface = compute_surface_dice(
+            one_hot(predicted),
+            one_hot(truth),
+            class_thresholds=[tolerance_mm],
+            spacing=spacing_list,
+        )
     return {
         "dice": dice,
         "iou": iou,

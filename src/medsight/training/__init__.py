@@ -3,14 +3,17 @@ task versions with their evidence."""
 
 from medsight.training.classifier import TrainingResult, train_classifier
 from medsight.training.config import TrainConfig, load_config
-from medsight.training.data import Case, list_cases, split_by_patient
+from medsight.training.data import Case, kfold_by_patient, list_cases, split_by_patient
+from medsight.training.segmenter import train_segmenter
 
 __all__ = [
     "Case",
     "TrainConfig",
     "TrainingResult",
+    "kfold_by_patient",
     "list_cases",
     "load_config",
     "split_by_patient",
     "train_classifier",
+    "train_segmenter",
 ]

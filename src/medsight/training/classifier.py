@@ -380,15 +380,14 @@ def _subgroups(
             members = np.array([c.attributes.get(column) == value for c in cases])
             positives = members & (labels == 1)
             negatives = members & (labels == 0)
-            groups[f"{column}={value}"] = {
-                "cases": int(members.sum()),
-                "sensitivity": wilson(
-                    int((called & positives).sum()), int(positives.sum())
-                ).as_dict(),
-                "specificity": wilson(
-                    int((~called & negatives).sum()), int(negatives.sum())
-                ).as_dict(),
-            }
+            row: dict[str, Any] = {"cases": int(members.sum())}
+            if positives.any():
+                detected = int((called & positives).sum())
+                row["sensitivity"] = wilson(detected, int(positives.sum())).as_dict()
+            if negatives.any():
+                cleared = int((~called & negatives).sum())
+                row["specificity"] = wilson(cleared, int(negatives.sum())).as_dict()
+            groups[f"{column}={value}"] = row
     return groups
 
 
@@ -502,10 +501,12 @@ def _model_card(
         f"{metrics['brier_after']:.3f}",
     ]
     for name, subgroup in metrics["subgroups"].items():
-        lines.append(
-            f"- subgroup {name} ({subgroup['cases']} cases): sensitivity "
-            f"{interval(subgroup['sensitivity'])}, specificity {interval(subgroup['specificity'])}"
-        )
+        shown = [
+            f"{measure} {interval(subgroup[measure])}"
+            for measure in ("sensitivity", "specificity")
+            if measure in subgroup
+        ]
+        lines.append(f"- subgroup {name} ({subgroup['cases']} cases): " + ", ".join(shown))
 
     def epochs(history: list[dict[str, Any]]) -> str:
         return "; ".join(

@@ -310,7 +310,7 @@ def split_by_patient(cases: list[Case], config: SplitConfig) -> tuple[list[Case]
     """A seeded, stratified split with every patient's images on one side only; a predefined
     split (manifest column, npz parts) is used as it is.
 
-    Patients are stratified by their majority label, then shuffled and cut per stratum.
+    Patients are stratified by their highest label, then shuffled and cut per stratum.
     """
     if any(case.split is not None for case in cases):
         train = [c for c in cases if c.split != "validation"]
@@ -330,7 +330,7 @@ def split_by_patient(cases: list[Case], config: SplitConfig) -> tuple[list[Case]
 
 
 def kfold_by_patient(cases: list[Case], folds: int, seed: int) -> list[list[Case]]:
-    """``folds`` disjoint validation folds, stratified by patients' majority label."""
+    """``folds`` disjoint validation folds, stratified by patients' highest label."""
     rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     offset = 0
@@ -350,6 +350,6 @@ def _strata(cases: list[Case]) -> dict[int, list[str]]:
         by_patient.setdefault(case.patient, []).append(case.label)
     strata: dict[int, list[str]] = {}
     for patient, labels in sorted(by_patient.items()):
-        majority = int(np.bincount(np.asarray(labels) + 1).argmax()) - 1
-        strata.setdefault(majority, []).append(patient)
+        # a patient with any image of the rarer, higher classes counts in that stratum
+        strata.setdefault(max(labels), []).append(patient)
     return strata

@@ -1,0 +1,204 @@
+"""`medsight train` for segmentation and k-fold classification on small built datasets:
+task written with evidence; resumed after kill -9 to the same weights; evaluate re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from medsight.cli import app
+from medsight.tasks import load_task
+from tests._tasks import classifier_task, segmenter_2d_task
+
+
+def build_discs(root: Path, count: int = 16) -> Path:
+    """RGB noise with one bright disc per image, its mask, and a manifest."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:72, :80]
+    rows = ["image,mask,patient,site"]
+    for index in range(count):
+        cy, cx, radius = rng.integers(20, 52), rng.integers(20, 60), rng.integers(6, 14)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+        pixels = rng.normal(70, 25, (72, 80, 3))
+        pixels[disc] += 110
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+            root / "images" / f"{index}.png"
+        )
+        PILImage.fromarray((disc * 255).astype(np.uint8)).save(root / "masks" / f"{index}.png")
+        rows.append(f"images/{index}.png,masks/{index}.png,p{index // 2},s{index % 2}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def seg_recipe(tmp_path: Path, epochs: int = 4, patience: int = 10) -> Path:
+    segmenter_2d_task(
+        tmp_path / "base",
+        preprocessing={
+            "patch_size": [48, 48],
+            "normalize": "unit",
+            "overlap": 0.25,
+            "batch_size": 4,
+        },
+    )
+    manifest = build_discs(tmp_path / "data")
+    recipe = tmp_path / "seg.toml"
+    recipe.write_text(f'''base_task = "{tmp_path / "base"}"
+version = "1.0.0"
+data_source = "built discs"
+[data]
+kind = "manifest"
+csv = "{manifest}"
+mask = "{{mask}}"
+patient_column = "patient"
+[split]
+validation_fraction = 0.25
+[train]
+epochs = {epochs}
+batch_size = 8
+steps_per_epoch = 12
+learning_rate = 0.01
+early_stopping_patience = {patience}
+flip_axes = [0, 1]
+threads = 1
+''')
+    return recipe
+
+
+@pytest.mark.timeout(600)
+def test_segmentation_training_writes_an_evaluated_task(tmp_path):
+    recipe = seg_recipe(tmp_path, epochs=5)
+    work = tmp_path / "work"
+    result = CliRunner().invoke(
+        app, ["train", str(recipe), "--tasks-dir", str(tmp_path / "t"), "--work", str(work)]
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "t" / "test-seg2d" / "1.0.0"
+    task = load_task(folder)
+    record = json.loads((folder / "training_record.json").read_text())
+    metrics = record["metrics"]
+    assert metrics["validation_patients"] + metrics["train_patients"] == 8
+    dice = metrics["validation"]["vessel"]["dice"]
+    assert dice["low"] <= dice["value"] <= dice["high"]
+    assert dice["value"] > 0.5  # a bright disc is easy
+    assert metrics["units"] == "px"  # PNGs have no pixel spacing
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "Research use only, not for diagnostic use" in card and record["weights_sha256"] in card
+    report = work / "validation-report"
+    page = (report / "report.html").read_text()
+    assert "research use only, not for diagnostic use" in page and "Worst cases" in page
+    assert (report / "worst-1.png").is_file()
+
+    # the same numbers from `medsight evaluate` on the recipe's held-back part
+    out = tmp_path / "evaluation"
+    evaluated = CliRunner().invoke(
+        app, ["evaluate", str(folder), str(recipe), "--split", "validation", "--out", str(out)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    numbers = json.loads((out / "evaluation.json").read_text())
+    assert numbers["summary"]["vessel"]["dice"]["value"] == pytest.approx(dice["value"])
+    assert numbers["task"]["hash"] == task.task_hash
+
+
+@pytest.mark.timeout(600)
+def test_killed_segmentation_training_resumes_to_the_same_model(tmp_path):
+    recipe = seg_recipe(tmp_path, epochs=3)
+    command = [sys.executable, "-m", "medsight", "train", str(recipe)]
+    straight = subprocess.run(
+        [*command, "--tasks-dir", str(tmp_path / "a"), "--work", str(tmp_path / "wa")],
+        capture_output=True,
+        timeout=300,
+    )
+    assert straight.returncode == 0, straight.stderr
+    process = subprocess.Popen(
+        [*command, "--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = tmp_path / "wb" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    killed = process.poll() is None
+    if killed:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert killed, "training finished before it could be killed"
+    assert torch.load(checkpoint, weights_only=False)["state"]["epoch"] < 3
+    resumed = subprocess.run(
+        [*command, "--tasks-dir", str(tmp_path / "b"), "--work", str(tmp_path / "wb")],
+        capture_output=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    first = torch.load(tmp_path / "a" / "test-seg2d" / "1.0.0" / "weights.pt", weights_only=True)
+    second = torch.load(tmp_path / "b" / "test-seg2d" / "1.0.0" / "weights.pt", weights_only=True)
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+
+
+@pytest.mark.timeout(600)
+def test_kfold_classifier_locks_its_point_on_out_of_fold_predictions(tmp_path):
+    from tests.training.test_train_classifier import build_dataset
+
+    build_dataset(tmp_path / "data", per_class=24)
+    rows = ["image,label,patient,site"]
+    for name in ["NORMAL", "PNEUMONIA"]:
+        for path in sorted((tmp_path / "data" / name).iterdir()):
+            rows.append(f"{path},{name},{path.name.split('_')[0]},s{len(rows) % 2}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    classifier_task(
+        tmp_path / "base",
+        acceptance={"spatial_dims": 2, "modalities": ["DX"], "unknown_modality": "review"},
+        preprocessing={"resize": [32, 32], "normalize": "unit", "batch_size": 8},
+    )
+    recipe = tmp_path / "kfold.toml"
+    recipe.write_text(f'''base_task = "{tmp_path / "base"}"
+version = "1.0.0"
+[data]
+kind = "manifest"
+csv = "{tmp_path / "manifest.csv"}"
+label_column = "label"
+classes = ["NORMAL", "PNEUMONIA"]
+patient_column = "patient"
+subgroup_columns = ["site"]
+[split]
+folds = 3
+[train]
+epochs = 3
+batch_size = 8
+learning_rate = 0.003
+loss = "focal"
+class_weighting = "sampler"
+threads = 1
+''')
+    result = CliRunner().invoke(
+        app,
+        ["train", str(recipe), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "t" / "test-cxr" / "1.0.0"
+    metrics = json.loads((folder / "training_record.json").read_text())["metrics"]
+    assert metrics["evidence"].startswith("out-of-fold predictions of 3-fold")
+    assert metrics["validation_cases"] == 48 == metrics["train_cases"]  # every case out of fold
+    assert len(metrics["folds"]) == 3 and set(metrics["subgroups"]) == {"site=s0", "site=s1"}
+    for fold in range(3):
+        assert (tmp_path / "w" / f"fold-{fold}" / "out_of_fold.npz").is_file()
+    point = load_task(folder).spec.operating_points["high_sensitivity"]
+    assert point.sensitivity == pytest.approx(
+        metrics["operating_point"]["sensitivity"]["value"], abs=1e-4
+    )
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "out-of-fold" in card and "fold 3:" in card
