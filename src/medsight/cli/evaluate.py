@@ -27,7 +27,12 @@ DATA_HELP = (
 
 
 def _cases(
-    data: Path, classes: list[str] | None, subgroups: list[str], split: str, task: Task
+    data: Path,
+    classes: list[str] | None,
+    subgroups: list[str],
+    subgroup_pattern: str | None,
+    split: str,
+    task: Task,
 ) -> list[Case]:
     from medsight.errors import InvalidInputError
     from medsight.training.config import ClassFolders, Manifest, load_config
@@ -40,6 +45,7 @@ def _cases(
             root=str(data.resolve()),
             classes=classes,
             patient_pattern="^(.+)$",
+            subgroup_pattern=subgroup_pattern,
             suffixes=[".jpeg", ".jpg", ".png", ".dcm", ".tif", ".tiff"],
         )
         return list_cases(config)
@@ -80,6 +86,9 @@ def evaluate(
     classes: Annotated[
         str | None, typer.Option(help="Class folders (or label values) in output order.")
     ] = None,
+    subgroup_pattern: Annotated[
+        str | None, typer.Option(help="Class folders: regex on file names; group 1 = subgroup.")
+    ] = None,
     subgroup_columns: Annotated[
         str | None, typer.Option(help="Manifest columns to report subgroups by, comma-separated.")
     ] = None,
@@ -106,7 +115,7 @@ def evaluate(
         loaded = load_named_task(task, tasks_dir or [])
         groups = [c for c in (subgroup_columns or "").split(",") if c]
         names = classes.split(",") if classes else None
-        cases = _cases(data, names, groups, split, loaded)
+        cases = _cases(data, names, groups, subgroup_pattern, split, loaded)
         if loaded.spec.kind == "segmentation":
             _evaluate_segmentation(loaded, cases, out)
             return

@@ -114,7 +114,7 @@ def _plots(labels: np.ndarray, probabilities: np.ndarray, results: dict[str, Any
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     images = []
     figure, axis = plt.subplots(figsize=(4.2, 4))
@@ -148,6 +148,32 @@ def _plots(labels: np.ndarray, probabilities: np.ndarray, results: dict[str, Any
     )
     images.append(_figure_png(figure))
     plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    precision, recall, _ = precision_recall_curve(labels, probabilities)
+    axis.plot(recall, precision)
+    axis.axhline(labels.mean(), linestyle="--", color="grey", label="prevalence in these cases")
+    axis.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall")
+    axis.legend(loc="lower left", fontsize=8)
+    images.append(_figure_png(figure))
+    plt.close(figure)
+
+    for name, point in results["operating_points"].items():
+        counts = point["confusion"]
+        matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+        figure, axis = plt.subplots(figsize=(3.4, 3.2))
+        axis.imshow(matrix, cmap="Blues")
+        for (row, column), value in np.ndenumerate(matrix):
+            axis.text(column, row, str(value), ha="center", va="center", fontsize=12)
+        axis.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["called negative", "called positive"],
+            yticklabels=["negative", "positive"],
+            title=f"confusion at {name}",
+        )
+        images.append(_figure_png(figure))
+        plt.close(figure)
     return images
 
 
