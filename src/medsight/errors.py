@@ -14,7 +14,9 @@ builtin a caller would naturally catch, so ``except ValueError`` keeps working::
     │   ├── AmbiguousInputError                a path holds several series where one is needed
     │   ├── NoImageFoundError(FileNotFoundError)  a path with nothing medsight can read
     │   ├── TaskMismatchError                  the image is outside what the task can run on
-    │   └── NoMatchingTaskError                no task accepts the image (automatic selection)
+    │   ├── NoMatchingTaskError                no task accepts the image (automatic selection)
+    │   ├── EmptyMaskError                     a measurement asked of an empty mask
+    │   └── MissingIdentifiersError            a source lacks the identifiers DICOM output needs
     ├── ConfigurationError                     configuration or model problem -> exit 3
     │   ├── MissingDependencyError(ImportError)  an optional extra is not installed
     │   ├── TaskDefinitionError                an invalid task.toml or task folder
@@ -85,6 +87,14 @@ class TaskMismatchError(InvalidInputError):
 
 class NoMatchingTaskError(InvalidInputError):
     """No available task accepts the image; the message lists each task's reason."""
+
+
+class EmptyMaskError(InvalidInputError):
+    """A measurement was asked of a mask with no voxels in it."""
+
+
+class MissingIdentifiersError(InvalidInputError):
+    """The source lacks the identifiers (UIDs, DICOM header) a DICOM output must reference."""
 
 
 class ConfigurationError(MedsightError):

@@ -105,6 +105,21 @@ class Network(_Spec):
         return self
 
 
+MeasurementName = Literal[
+    "volume",
+    "volume_mm3",
+    "surface_area",
+    "extents",
+    "recist",
+    "intensity",
+    "area",
+    "asymmetry",
+    "border_irregularity",
+    "vessel_area_fraction",
+    "vessel_tortuosity",
+]
+
+
 class Output(_Spec):
     """One class (classification) or segment (segmentation) and its coded meaning."""
 
@@ -112,6 +127,10 @@ class Output(_Spec):
     index: int = Field(ge=0)
     code: Code
     critical: bool = False  # a flag on this output is a critical finding (triage)
+    # a flagged critical finding at or above this calibrated probability is STAT, else URGENT
+    stat_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    # segmentation: what to measure on this segment (see medsight.findings)
+    measurements: list[MeasurementName] = Field(default_factory=list)
 
 
 class PostProcessing(_Spec):
@@ -164,6 +183,8 @@ class TaskSpec(_Spec):
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
     explanation: Literal["gradcam", "none"] = "none"
     chain: Chain | None = None
+    # named unions of segments measured together, e.g. total = anterior + posterior
+    segment_groups: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
@@ -175,6 +196,10 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"operating point {point_name!r} names unknown output {point.output!r}"
                 )
+        for group, members in self.segment_groups.items():
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValueError(f"segment group {group!r} names unknown outputs {unknown}")
         network_names = [n.name for n in self.networks]
         if len(set(network_names)) != len(network_names):
             raise ValueError("network names must be unique")

@@ -1,0 +1,230 @@
+"""`Finding`: what a clinician sees, built from a `Prediction` and its task.
+
+A classifier output gives a finding with its calibrated probability and its flag at the
+task's locked operating point (which one is named); its location is the point of maximum
+Grad-CAM evidence when a heatmap exists. A segment gives a finding with its mask location
+(bounding box), mean probability inside the mask, and the measurements the task asks for.
+Every finding names the model (task id, version, hash) and operating point behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medsight.errors import InvalidInputError
+from medsight.findings import measurements as m
+from medsight.image import Image
+from medsight.inference import Prediction
+from medsight.tasks import Task
+from medsight.tasks.spec import Output
+
+__all__ = ["Finding", "findings_from_prediction", "measure_segment"]
+
+_PREFERRED_POINT = "high_sensitivity"
+
+
+@dataclass
+class Finding:
+    name: str
+    code: dict[str, str]  # value, scheme, meaning (as highdicom's CodedConcept)
+    model: dict[str, str]  # task id, version, hash
+    probability: float | None = None
+    flag: bool | None = None  # None: no operating point applies (e.g. a measured structure)
+    operating_point: dict[str, Any] | None = None  # name, threshold, locked sens/spec
+    critical: bool = False
+    stat_probability: float | None = None
+    location: dict[str, Any] | None = None  # kind: box | point, in voxels and mm (LPS)
+    segment_index: int | None = None
+    measurements: list[m.Measurement] = field(default_factory=list)
+    evidence: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "code": self.code,
+            "model": self.model,
+            "probability": self.probability,
+            "flag": self.flag,
+            "operating_point": self.operating_point,
+            "critical": self.critical,
+            "location": self.location,
+            "segment_index": self.segment_index,
+            "measurements": [x.as_dict() for x in self.measurements],
+            "evidence": self.evidence,
+        }
+
+
+def _model(task: Task) -> dict[str, str]:
+    return {"id": task.id, "version": task.version, "hash": task.task_hash}
+
+
+def _check_geometry(prediction: Prediction, image: Image) -> None:
+    if tuple(prediction.shape) != tuple(image.shape) or not np.allclose(
+        prediction.affine, image.affine, atol=1e-4
+    ):
+        raise InvalidInputError(
+            f"the prediction's geometry {tuple(prediction.shape)} does not match its source "
+            f"image {tuple(image.shape)}: was it computed on another image?"
+        )
+
+
+def _point(image: Image, voxel: tuple[int, ...]) -> dict[str, Any]:
+    world = image.affine @ np.array([*voxel, *([0] * (3 - len(voxel))), 1.0])
+    return {"kind": "point", "voxel": [int(v) for v in voxel], "lps_mm": world[:3].tolist()}
+
+
+def _box(image: Image, mask: np.ndarray) -> dict[str, Any]:
+    found = np.argwhere(mask)
+    low, high = found.min(axis=0), found.max(axis=0)
+    return {
+        "kind": "box",
+        "voxel_min": low.tolist(),
+        "voxel_max": high.tolist(),
+        "centre": _point(image, tuple(int(v) for v in np.round((low + high) / 2)))["lps_mm"],
+    }
+
+
+def _classification_findings(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
+    assert prediction.probabilities is not None
+    spec = task.spec
+    findings = []
+    heatmap_point = None
+    if prediction.heatmap is not None:
+        peak = np.unravel_index(np.argmax(prediction.heatmap), prediction.heatmap.shape)
+        heatmap_point = _point(image, tuple(int(v) for v in peak))
+        heatmap_point["method"] = "maximum of the Grad-CAM heatmap"
+    for output in spec.outputs:
+        points = {n: p for n, p in spec.operating_points.items() if p.output == output.name}
+        if not points:
+            continue  # e.g. "normal": not a finding of its own
+        name = _PREFERRED_POINT if _PREFERRED_POINT in points else sorted(points)[0]
+        point = points[name]
+        probability = float(prediction.probabilities[output.name])
+        flag = probability >= point.threshold
+        locked = (
+            f" (locked at sensitivity {point.sensitivity:.3f}, specificity {point.specificity:.3f})"
+            if point.sensitivity is not None and point.specificity is not None
+            else ""
+        )
+        findings.append(
+            Finding(
+                name=output.name,
+                code=output.code.model_dump(),
+                model=_model(task),
+                probability=probability,
+                flag=flag,
+                operating_point={
+                    "name": name,
+                    "threshold": point.threshold,
+                    "sensitivity": point.sensitivity,
+                    "specificity": point.specificity,
+                },
+                critical=output.critical,
+                stat_probability=output.stat_probability,
+                location=heatmap_point if flag else None,
+                evidence=(
+                    f"calibrated probability {probability:.3f} "
+                    f"{'>=' if flag else '<'} threshold {point.threshold:.3f} of operating "
+                    f"point {name}{locked}"
+                ),
+            )
+        )
+    return findings
+
+
+def measure_segment(
+    names: list[str], mask: np.ndarray, image: Image, structure: str
+) -> list[m.Measurement]:
+    """The named measurements of one segment (see ``Output.measurements``)."""
+    results: list[m.Measurement] = []
+    for name in names:
+        if name == "volume":
+            results.append(m.volume(mask, image, structure))
+        elif name == "volume_mm3":
+            millilitres = m.volume(mask, image, structure)
+            value = millilitres.value * 1000.0 if millilitres.unit == "mL" else millilitres.value
+            unit = "mm3" if millilitres.unit == "mL" else millilitres.unit
+            results.append(m.Measurement("volume", value, unit, millilitres.method, structure))
+        elif name == "surface_area":
+            results.append(m.surface_area(mask, image, structure))
+        elif name == "extents":
+            results.extend(m.bounding_box_extents(mask, image, structure))
+        elif name == "recist":
+            results.extend(m.recist_diameters(mask, image, structure))
+        elif name == "intensity":
+            results.extend(m.intensity_statistics(mask, image, structure))
+        elif name == "area":
+            results.append(m.lesion_area(mask, image, structure))
+        elif name == "asymmetry":
+            results.append(m.asymmetry_index(mask, image, structure))
+        elif name == "border_irregularity":
+            results.append(m.border_irregularity(mask, image, structure))
+        elif name == "vessel_area_fraction":
+            results.append(m.vessel_area_fraction(mask, image))
+        elif name == "vessel_tortuosity":
+            results.append(m.vessel_tortuosity(mask, image))
+    return results
+
+
+def _segment_finding(
+    task: Task, output: Output, mask: np.ndarray, probabilities: np.ndarray | None, image: Image
+) -> Finding:
+    present = bool(mask.any())
+    probability = (
+        float(probabilities[mask].mean()) if present and probabilities is not None else None
+    )
+    finding = Finding(
+        name=output.name,
+        code=output.code.model_dump(),
+        model=_model(task),
+        probability=probability,
+        flag=present if output.critical else None,
+        critical=output.critical,
+        stat_probability=output.stat_probability,
+        location=_box(image, mask) if present else None,
+        segment_index=output.index,
+        evidence=(f"{int(mask.sum())} voxels segmented" if present else "nothing segmented"),
+    )
+    if present:
+        finding.measurements = measure_segment(output.measurements, mask, image, output.name)
+    return finding
+
+
+def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
+    """The findings of one prediction on its source image (geometry checked first)."""
+    _check_geometry(prediction, image)
+    if prediction.probabilities is not None:
+        return _classification_findings(prediction, task, image)
+    if prediction.label_map is None:
+        return []
+    spec = task.spec
+    findings = []
+    for output in spec.outputs:
+        if output.index == 0:
+            continue
+        mask = prediction.label_map == output.index
+        probabilities = (
+            prediction.segment_probabilities[output.index]
+            if prediction.segment_probabilities is not None
+            else None
+        )
+        findings.append(_segment_finding(task, output, mask, probabilities, image))
+    by_name = {o.name: o for o in spec.outputs}
+    for group, members in spec.segment_groups.items():
+        mask = np.isin(prediction.label_map, [by_name[n].index for n in members])
+        finding = Finding(
+            name=group,
+            code={"value": group, "scheme": "99MEDSIGHT", "meaning": " + ".join(members)},
+            model=_model(task),
+            location=_box(image, mask) if mask.any() else None,
+            evidence=f"union of {', '.join(members)}",
+        )
+        if mask.any():
+            asked = {x for n in members for x in by_name[n].measurements}
+            wanted = sorted(asked & {"volume", "volume_mm3"})
+            finding.measurements = measure_segment(wanted, mask, image, group)
+        findings.append(finding)
+    return findings
