@@ -1,0 +1,109 @@
+"""What every DICOM result shares: the source headers it references (identifiers checked),
+deterministic UIDs (a retried result overwrites rather than duplicates), and the producing
+algorithm as the IHE AI Results profile asks (Algorithm Identification + Contributing
+Equipment: name, version, weights SHA-256)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+from medsight.errors import MissingIdentifiersError
+from medsight.image import Image
+from medsight.tasks import Task
+
+__all__ = [
+    "NOT_FOR_DIAGNOSIS",
+    "algorithm_identification",
+    "contributing_equipment",
+    "result_uid",
+    "source_datasets",
+]
+
+NOT_FOR_DIAGNOSIS = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
+MANUFACTURER = "medsight"
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def source_datasets(image: Image) -> list[Any]:
+    """The headers of the DICOM instances behind ``image``, in its frame order (one per
+    instance); refused when the image is not DICOM or an identifier is missing."""
+    import pydicom
+
+    paths: list[Path] = []
+    for frame in image.frames:
+        if frame.path is not None and frame.path not in paths:
+            paths.append(frame.path)
+    if not paths or image.metadata.get("source_format") not in (None, "dicom"):
+        raise MissingIdentifiersError(
+            "the source is not DICOM: DICOM results need a DICOM source (masks are written "
+            "as PNG/NIfTI instead)"
+        )
+    datasets = []
+    for path in paths:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        missing = [k for k in _REQUIRED if not str(dataset.get(k, "") or "").strip()]
+        if missing:
+            raise MissingIdentifiersError(
+                f"the source lacks {', '.join(missing)}, which a DICOM result must reference",
+                path=path,
+            )
+        datasets.append(dataset)
+    return datasets
+
+
+def result_uid(task: Task, source: Any, kind: str, *, revision: int = 0) -> str:
+    """The same (task version, source series, output kind) always gives the same UID."""
+    from pydicom.uid import generate_uid
+
+    return str(
+        generate_uid(
+            entropy_srcs=[
+                task.task_hash,
+                str(source.StudyInstanceUID),
+                str(source.SeriesInstanceUID),
+                kind,
+                str(revision),
+            ]
+        )
+    )
+
+
+def algorithm_identification(task: Task) -> Any:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    return hd.AlgorithmIdentificationSequence(
+        name=task.id,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=task.version,
+        source=MANUFACTURER,
+        parameters={
+            "task_hash": task.task_hash,
+            **{f"weights_sha256_{name}": digest for name, digest in task.weights_sha256.items()},
+        },
+    )
+
+
+def contributing_equipment(task: Task) -> list[Any]:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import medsight
+
+    return [
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.DCM.ProcessingEquipment,
+            manufacturer_model_name=f"{task.id} {task.version}",
+            software_versions=f"medsight {medsight.__version__}",
+            device_serial_number=task.task_hash[:16],
+            contribution_datetime=_dt.datetime.now(_dt.UTC).replace(tzinfo=None),
+            contribution_description=(
+                f"AI result by {task.id} {task.version}; weights SHA-256 "
+                + ", ".join(task.weights_sha256.values())
+                + f". {NOT_FOR_DIAGNOSIS}"
+            )[:1024],
+        )
+    ]
