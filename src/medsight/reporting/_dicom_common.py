@@ -24,6 +24,17 @@ __all__ = [
 NOT_FOR_DIAGNOSIS = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
 MANUFACTURER = "medsight"
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def source_datasets(image: Image) -> list[Any]:
@@ -49,6 +60,10 @@ def source_datasets(image: Image) -> list[Any]:
                 f"the source lacks {', '.join(missing)}, which a DICOM result must reference",
                 path=path,
             )
+        # type 2 patient and study attributes a result copies: present, empty when unknown
+        for keyword in _TYPE2:
+            if keyword not in dataset:
+                setattr(dataset, keyword, "")
         datasets.append(dataset)
     return datasets
 
