@@ -14,11 +14,14 @@ import numpy as np
 from PIL import Image as PILImage
 
 from medsight.analysis.inputs import ImageSource, StudyInput
+from medsight.analysis.outputs import DEFAULT_OUTPUTS, write_dicom_outputs
 from medsight.errors import MedsightError, NoMatchingTaskError
+from medsight.findings import Finding, findings_from_prediction, triage
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
 from medsight.io import write_nifti
 from medsight.reporting import RESULT_SCHEMA_VERSION, append_provenance, overlay_png
+from medsight.reporting.html_report import write_html_report
 from medsight.tasks import Task, discover_tasks, load_named_task, select_task
 from medsight.tasks.selection import SelectionRule
 from medsight.tasks.task import sha256_file
@@ -38,6 +41,8 @@ class AnalysisOptions:
     tta: bool = False
     slide_level: int | None = None
     rules: list[SelectionRule] | None = None
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    include_identifiers: bool = False  # patient identifiers in result.json / report.html
 
 
 @dataclass
@@ -47,6 +52,7 @@ class StudyOutcome:
     result_path: Path | None
     analyses: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    priority: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -246,6 +252,9 @@ def analyze_study(
     tasks = tasks or TaskSource(options)
     study_dir = out / study.key
     outcome = StudyOutcome(study.key, study.label, None)
+    superseded, previous_sr = _set_aside_previous(study_dir)
+    all_findings: list[Finding] = []
+    identifiers = None
     for number, source in enumerate(study.images, start=1):
         stem = f"{number:02d}_{_slug(source.description)}"
         try:
@@ -259,6 +268,24 @@ def analyze_study(
                 record = _prediction_record(prediction, task, image, study_dir, stem)
                 record["input"] = _input_record(image, source)
                 record["task"] = _task_record(task, predictor, mode, reasons)
+                findings = findings_from_prediction(prediction, task, image)
+                record["findings"] = [f.as_dict() for f in findings]
+                all_findings.extend(findings)
+                identifiers = identifiers or image.identifiers
+                if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
+                    written, notes = write_dicom_outputs(
+                        prediction,
+                        task,
+                        image,
+                        findings,
+                        study_dir / record["overlays"][0],
+                        study_dir,
+                        stem,
+                        options.outputs,
+                        previous_sr=previous_sr,
+                    )
+                    record["dicom_outputs"] = written
+                    record["output_notes"] = notes
         except NoMatchingTaskError as exc:
             outcome.failures.append(
                 {"what": source.description, "reason": exc.message, "exit_code": exc.exit_code}
@@ -271,21 +298,44 @@ def analyze_study(
             continue
         outcome.analyses.append(record)
 
-    document = {
+    review = [
+        f"{a['input'].get('modality') or a['input']['kind']}: {reason}"
+        for a in outcome.analyses
+        for reason in a.get("review_reasons", [])
+    ]
+    priority = triage(
+        all_findings, review, [f"{f['what']}: {f['reason']}" for f in outcome.failures]
+    )
+    task_hashes = sorted({a["task"]["hash"] for a in outcome.analyses})
+    result_id = _result_id(study.key, task_hashes)
+    document: dict[str, Any] = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "medsight_version": __version__,
         "disclaimer": DISCLAIMER,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "study_key": study.key,
+        "result_id": result_id,
+        "status": "final",
+        "supersedes": superseded if superseded != result_id else None,
+        "priority": priority.as_dict(),
         "analyses": outcome.analyses,
         "failures": outcome.failures,
     }
+    if options.include_identifiers and identifiers is not None:
+        document["identifiers"] = {
+            "patient_id": identifiers.patient_id,
+            "patient_name": identifiers.patient_name,
+            "study_instance_uid": identifiers.study_instance_uid,
+            "accession_number": identifiers.accession_number,
+            "study_date": identifiers.study_date,
+        }
     study_dir.mkdir(parents=True, exist_ok=True)
     result_path = study_dir / "result.json"
-    partial = result_path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(document, indent=2, default=_json_default))
-    partial.replace(result_path)
+    write_result(document, result_path)
+    if "html" in options.outputs:
+        write_html_report(document, study_dir)
     outcome.result_path = result_path
+    outcome.priority = document["priority"]
     log = provenance_log or out / "provenance.jsonl"
     for record in outcome.analyses:
         append_provenance(
@@ -310,10 +360,55 @@ def analyze_study(
                     [f"{study.key}/{record['segmentation']['label_map']}"]
                     if "segmentation" in record
                     else []
-                ),
+                )
+                + [f"{study.key}/{p}" for p in record.get("dicom_outputs", [])],
             },
         )
     return outcome
+
+
+def _result_id(study_key: str, task_hashes: list[str]) -> str:
+    """Same study and same task versions: same id (a rerun replaces, never duplicates)."""
+    import hashlib
+
+    return hashlib.sha256("|".join([study_key, *task_hashes]).encode()).hexdigest()[:20]
+
+
+def _set_aside_previous(study_dir: Path) -> tuple[str | None, list[Any]]:
+    """Move an earlier result of this study into ``history/<result id>/`` (it is superseded,
+    not lost) and return its id and its SR datasets (the new SR references them)."""
+    import shutil
+
+    import pydicom
+
+    previous = study_dir / "result.json"
+    if not previous.is_file():
+        return None, []
+    try:
+        old = json.loads(previous.read_text())
+        old_id = str(old.get("result_id") or "unversioned")
+    except (OSError, ValueError):
+        old_id = "unreadable"
+    archive = study_dir / "history" / old_id
+    archive.mkdir(parents=True, exist_ok=True)
+    previous_sr = []
+    for name in ("result.json", "report.html", "dicom", "masks", "overlays"):
+        source = study_dir / name
+        if source.exists():
+            target = archive / name
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            shutil.move(str(source), str(target))
+    for path in sorted((archive / "dicom").glob("*_sr.dcm")):
+        previous_sr.append(pydicom.dcmread(path))
+    return old_id, previous_sr
+
+
+def write_result(document: dict[str, Any], path: Path) -> None:
+    """result.json, written atomically."""
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(document, indent=2, default=_json_default))
+    partial.replace(path)
 
 
 def _json_default(value: object) -> object:

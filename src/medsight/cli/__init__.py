@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from medsight.cli import analyze, convert, evaluate, info, select, tasks, train
+from medsight.cli import analyze, convert, evaluate, info, report, select, tasks, train
 from medsight.cli._errors import DEBUG_OPTION, run
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("import-model")(tasks.import_model)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("select-for-labelling")(select.select_for_labelling)
+app.command("report")(report.report)
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

@@ -33,18 +33,32 @@ def analyze(
     backend: Annotated[str, typer.Option(help="torch or onnxruntime.")] = "torch",
     tta: Annotated[bool, typer.Option(help="Average over flipped inputs.")] = False,
     level: Annotated[int | None, typer.Option(help="Whole-slide level to analyse.")] = None,
+    outputs: Annotated[
+        str, typer.Option(help="Comma-separated: seg, sr, sc (DICOM sources), json, html.")
+    ] = "json,html",
+    include_identifiers: Annotated[
+        bool, typer.Option(help="Put patient identifiers in result.json and report.html.")
+    ] = False,
     debug: DEBUG_OPTION = False,
 ) -> None:
-    """Analyse each study: result.json, masks/ and overlays/ under OUT/<study>/."""
+    """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results
+    (SEG, SR, SC) under OUT/<study>/."""
 
     def action() -> None:
         from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
+        from medsight.analysis.outputs import parse_outputs
         from medsight.errors import InvalidInputError
 
         if backend not in ("torch", "onnxruntime"):
             raise InvalidInputError(f"backend must be torch or onnxruntime, got {backend!r}")
         options = AnalysisOptions(
-            task=task, tasks_dirs=list(tasks_dir or []), backend=backend, tta=tta, slide_level=level
+            task=task,
+            tasks_dirs=list(tasks_dir or []),
+            backend=backend,
+            tta=tta,
+            slide_level=level,
+            outputs=parse_outputs(outputs),
+            include_identifiers=include_identifiers,
         )
         studies = find_studies(path)
         tasks = TaskSource(options)
@@ -67,7 +81,7 @@ def analyze(
 
 def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
     table = Table(title=f"results in {out}", title_justify="left")
-    for column in ("study", "image", "task", "state", "result"):
+    for column in ("study", "priority", "image", "task", "state", "result"):
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
         for analysis in outcome.analyses:
@@ -97,12 +111,20 @@ def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
                 summary += " | review: " + "; ".join(analysis["review_reasons"])
             table.add_row(
                 outcome.key,
+                (outcome.priority or {}).get("level", "-"),
                 analysis["input"]["modality"] or analysis["input"]["kind"],
                 f"{analysis['task']['id']} {analysis['task']['version']}",
                 state,
                 summary,
             )
         for failure in outcome.failures:
-            table.add_row(outcome.key, failure["what"], "-", "FAILED", failure["reason"])
+            table.add_row(
+                outcome.key,
+                (outcome.priority or {}).get("level", "-"),
+                failure["what"],
+                "-",
+                "FAILED",
+                failure["reason"],
+            )
     Console(highlight=False, width=None if console.is_terminal else 200).print(table)
     Console(highlight=False).print(RESEARCH_USE)

@@ -24,7 +24,7 @@ from medsight.reporting._dicom_common import (
 )
 from medsight.tasks import Task
 
-__all__ = ["PROBABILITY_CODE", "FLAG_CODE", "write_sr"]
+__all__ = ["FLAG_CODE", "PROBABILITY_CODE", "write_sr"]
 
 PROBABILITY_CODE = ("calibrated-prob", "99MEDSIGHT", "Calibrated probability")  # SH: 16 chars
 FLAG_CODE = ("ai-flag", "99MEDSIGHT", "AI flag at locked operating point")
@@ -218,12 +218,14 @@ def write_sr(
     if seg is not None:
         evidence.append(seg)
     first = sources[0]
+    uid = result_uid(task, first, "sr", revision=revision)
+    previous = [d for d in previous or [] if d.SOPInstanceUID != uid] or None
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
         series_instance_uid=result_uid(task, first, "sr-series"),
         series_number=9201,
-        sop_instance_uid=result_uid(task, first, "sr", revision=revision),
+        sop_instance_uid=uid,
         instance_number=1 + revision,
         manufacturer=MANUFACTURER,
         is_complete=True,

@@ -1,8 +1,10 @@
 """`result.json`: one study's analyses, in a versioned, published JSON Schema.
 
 The schema is defined here once; ``docs/result.schema.json`` is generated from it (a test keeps
-the two equal). Patient names and IDs never appear in result.json; study keys are
-pseudonymous (a hash of the StudyInstanceUID or of the input file).
+the two equal). Patient names and IDs appear in result.json only when asked for
+(``identifiers``, from ``--include-identifiers``); study keys are pseudonymous (a hash of the
+StudyInstanceUID or of the input file). DICOM outputs carry the source's identifiers, as the
+standard requires.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 __all__ = ["RESULT_SCHEMA_VERSION", "result_schema", "validate_result"]
 
-RESULT_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "2.0"  # 2.0: findings, measurements, priority, versioning
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -24,6 +26,55 @@ _CHECK = {
         "passed": {"type": "boolean"},
         "severity": {"enum": ["refuse", "review"]},
         "reason": {"type": "string"},
+    },
+}
+
+_MEASUREMENT = {
+    "type": "object",
+    "required": ["name", "value", "unit", "method"],
+    "properties": {
+        "name": {"type": "string"},
+        "value": {"type": "number"},
+        "unit": {"type": "string", "description": "UCUM; {px}/{px2} when spacing is unknown"},
+        "method": {"type": "string"},
+        "structure": {"type": "string"},
+    },
+}
+
+_FINDING = {
+    "type": "object",
+    "required": ["name", "code", "model", "probability", "flag", "measurements"],
+    "properties": {
+        "name": {"type": "string"},
+        "code": {"type": "object"},
+        "model": {
+            "type": "object",
+            "required": ["id", "version", "hash"],
+            "properties": {
+                "id": {"type": "string"},
+                "version": {"type": "string"},
+                "hash": {"type": "string"},
+            },
+        },
+        "probability": {"type": ["number", "null"]},
+        "flag": {"type": ["boolean", "null"]},
+        "operating_point": {"type": ["object", "null"]},
+        "critical": {"type": "boolean"},
+        "location": {"type": ["object", "null"]},
+        "segment_index": {"type": ["integer", "null"]},
+        "measurements": {"type": "array", "items": _MEASUREMENT},
+        "evidence": {"type": "string"},
+    },
+}
+
+_PRIORITY = {
+    "type": "object",
+    "required": ["level", "score", "reasons", "rules_version"],
+    "properties": {
+        "level": {"enum": ["STAT", "URGENT", "NEEDS_REVIEW", "ROUTINE", "NO_AI_FINDING"]},
+        "score": {"type": "number"},
+        "reasons": _STRINGS,
+        "rules_version": {"type": "string"},
     },
 }
 
@@ -116,6 +167,9 @@ _ANALYSIS = {
             },
         },
         "overlays": _STRINGS,
+        "findings": {"type": "array", "items": _FINDING},
+        "dicom_outputs": _STRINGS,
+        "output_notes": _STRINGS,
         "details": {"type": "object"},
         "timings_s": _NUMBER_MAP,
     },
@@ -132,6 +186,9 @@ _SCHEMA: dict[str, Any] = {
         "disclaimer",
         "created",
         "study_key",
+        "result_id",
+        "status",
+        "priority",
         "analyses",
         "failures",
     ],
@@ -141,6 +198,15 @@ _SCHEMA: dict[str, Any] = {
         "disclaimer": {"const": "research use only, not for diagnostic use"},
         "created": {"type": "string"},
         "study_key": {"type": "string"},
+        "result_id": {"type": "string"},
+        "status": {"enum": ["final", "withdrawn"]},
+        "withdrawn_reason": {"type": "string"},
+        "supersedes": {"type": ["string", "null"]},
+        "priority": _PRIORITY,
+        "identifiers": {
+            "type": "object",
+            "description": "present only when asked for (--include-identifiers)",
+        },
         "analyses": {"type": "array", "items": _ANALYSIS},
         "failures": {
             "type": "array",

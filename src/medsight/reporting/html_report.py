@@ -1,0 +1,160 @@
+"""One-page HTML report of a study, rendered from its result.json alone (so
+``medsight report`` can render it again): priority and reasons, key images with overlays,
+findings, measurements, input checks, the intended use, and a research-use banner.
+
+Patient identifiers appear only when result.json carries them (``--include-identifiers``);
+otherwise the study is named by its pseudonymous key.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BANNER", "render_html_report", "write_html_report"]
+
+BANNER = "Research use only, not for diagnostic use."
+_COLOURS = {
+    "STAT": "#b00020",
+    "URGENT": "#e65100",
+    "NEEDS_REVIEW": "#6a1b9a",
+    "ROUTINE": "#1565c0",
+    "NO_AI_FINDING": "#455a64",
+}
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fafafa}
+.banner{background:#b00020;color:#fff;padding:.6em 1em;font-weight:700;position:sticky;top:0}
+.withdrawn{background:#000;color:#fff;padding:.6em 1em;font-weight:700}
+main{padding:1em 1.5em;max-width:1100px}
+.priority{color:#fff;display:inline-block;padding:.3em .8em;border-radius:4px;font-weight:700}
+table{border-collapse:collapse;margin:.5em 0 1em}
+td,th{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8em 1em;margin:1em 0}
+img.key{max-width:480px;max-height:480px;border:1px solid #999}
+.muted{color:#555;font-size:.9em}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _findings_table(findings: list[dict[str, Any]]) -> str:
+    if not findings:
+        return "<p>No findings reported by this task.</p>"
+    rows = []
+    for finding in findings:
+        probability = finding.get("probability")
+        point = finding.get("operating_point") or {}
+        if finding.get("flag") is None:
+            flag = "measured"
+        elif finding["flag"]:
+            flag = f"<strong>FLAGGED</strong> at {_e(point.get('name', ''))}"
+        else:
+            flag = f"not flagged at {_e(point.get('name', ''))} (not a negative read)"
+        rows.append(
+            f"<tr><td>{_e(finding['code'].get('meaning', finding['name']))}"
+            f"<br><span class=muted>{_e(finding['code'].get('scheme'))} "
+            f"{_e(finding['code'].get('value'))}</span></td>"
+            f"<td>{'' if probability is None else f'{probability:.3f}'}</td><td>{flag}</td>"
+            f"<td class=muted>{_e(finding.get('evidence', ''))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>finding</th><th>calibrated probability</th><th>flag</th>"
+        f"<th>evidence</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _measurements_table(findings: list[dict[str, Any]]) -> str:
+    rows = [
+        f"<tr><td>{_e(m['structure'] or f['name'])}</td><td>{_e(m['name'])}</td>"
+        f"<td>{m['value']:.4g}</td><td>{_e(m['unit'])}</td><td class=muted>{_e(m['method'])}</td>"
+        "</tr>"
+        for f in findings
+        for m in f.get("measurements", [])
+    ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Measurements</h3><table><tr><th>structure</th><th>measurement</th><th>value</th>"
+        f"<th>unit</th><th>method</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _analysis_section(analysis: dict[str, Any]) -> str:
+    task = analysis["task"]
+    source = analysis["input"]
+    images = "".join(
+        f'<img class=key alt="key image with AI overlay" src="{_e(path)}">'
+        for path in analysis.get("overlays", [])
+    )
+    review = ""
+    if analysis.get("review_reasons"):
+        items = "".join(f"<li>{_e(r)}</li>" for r in analysis["review_reasons"])
+        review = f"<h3>Needs review</h3><ul>{items}</ul>"
+    files = analysis.get("dicom_outputs", []) + analysis.get("output_notes", [])
+    outputs = "".join(f"<li>{_e(f)}</li>" for f in files)
+    return f"""<section>
+<h2>{_e(task["id"])} {_e(task["version"])} on {_e(source.get("modality") or source["kind"])}
+image {_e("x".join(str(s) for s in source["shape"]))}</h2>
+<p>State: <strong>{_e(analysis["state"])}</strong>. {review}</p>
+{images}
+<h3>Findings</h3>{_findings_table(analysis.get("findings", []))}
+{_measurements_table(analysis.get("findings", []))}
+<p class=muted>Intended use: {_e(task.get("intended_use", ""))}</p>
+<p class=muted>Model: {_e(task["id"])} {_e(task["version"])}, task hash
+<code>{_e(task["hash"])}</code>.{f" Outputs: <ul>{outputs}</ul>" if outputs else ""}</p>
+</section>"""
+
+
+def render_html_report(document: dict[str, Any]) -> str:
+    priority = document["priority"]
+    level = priority["level"]
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in priority["reasons"])
+    identifiers = document.get("identifiers")
+    who = (
+        f"Patient {_e(identifiers.get('patient_name') or '')} "
+        f"(ID {_e(identifiers.get('patient_id') or '')}), accession "
+        f"{_e(identifiers.get('accession_number') or '')}"
+        if identifiers
+        else f"Study key {_e(document['study_key'])} (pseudonymous; no patient identifiers)"
+    )
+    withdrawn = ""
+    if document.get("status") == "withdrawn":
+        withdrawn = (
+            '<div class="withdrawn">WITHDRAWN: this result must not be used. Reason: '
+            f"{_e(document.get('withdrawn_reason', ''))}</div>"
+        )
+    failures = "".join(
+        f"<li>{_e(f['what'])}: {_e(f['reason'])}</li>" for f in document.get("failures", [])
+    )
+    supersedes = (
+        f" It supersedes result {_e(document['supersedes'])}." if document.get("supersedes") else ""
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>medsight report {_e(document["study_key"])}</title><style>{_STYLE}</style></head>
+<body><div class="banner" role="alert">medsight AI decision support - {BANNER}
+No AI finding is not a negative read.</div>{withdrawn}
+<main>
+<h1>AI results for one study</h1>
+<p>{who}. Result {_e(document.get("result_id", ""))} ({_e(document.get("status", "final"))}),
+created {_e(document["created"])} by medsight {_e(document["medsight_version"])}.{supersedes}</p>
+<section><h2>Priority: <span class="priority" style="background:{_COLOURS.get(level, "#333")}">
+{_e(level)}</span> <span class=muted>score {priority["score"]:.2f}, rules v{
+        _e(priority["rules_version"])
+    }</span></h2><ul>{reasons}</ul></section>
+{"".join(_analysis_section(a) for a in document["analyses"])}
+{f"<section><h2>Not analysed</h2><ul>{failures}</ul></section>" if failures else ""}
+<p class=muted>{BANNER} Every finding is decision support for a clinician, who makes the
+diagnosis. Probabilities are calibrated on internal validation data; see each task's model
+card.</p>
+</main></body></html>
+"""
+
+
+def write_html_report(document: dict[str, Any], study_dir: Path) -> Path:
+    path = study_dir / "report.html"
+    path.write_text(render_html_report(document))
+    return path
