@@ -4,6 +4,7 @@ Rules (version ``TRIAGE_RULES_VERSION``), first match wins:
 
 1. a flagged critical finding at or above its output's ``stat_probability`` -> STAT
 2. a flagged critical finding -> URGENT
+   (for 1 and 2, input-quality problems and failures are listed after the critical reasons)
 3. an input-quality failure (acceptance check not passed) or a failed analysis -> NEEDS_REVIEW
 4. any other flagged finding -> ROUTINE
 5. otherwise -> NO_AI_FINDING: the AI flagged nothing. This is not a negative read; the
@@ -83,6 +84,8 @@ def triage(
 ) -> Priority:
     """The study's priority from all its findings, input-quality reasons and failures."""
     flagged = [f for f in findings if f.flag]
+    caveats = [f"input needs review: {r}" for r in review_reasons]
+    caveats += [f"analysis failed: {r}" for r in failures]
     strongest = max((f.probability or 0.0 for f in flagged), default=0.0)
     critical = [f for f in flagged if f.critical]
     stat = [
@@ -97,17 +100,15 @@ def triage(
             f"critical: {_describe(f)}, at or above STAT probability {f.stat_probability:.2f}"
             for f in stat
         ]
-        return Priority("STAT", _SCORES["STAT"] + strongest, tuple(reasons))
+        return Priority("STAT", _SCORES["STAT"] + strongest, tuple(reasons + caveats))
     if critical:
         return Priority(
             "URGENT",
             _SCORES["URGENT"] + strongest,
-            tuple(f"critical: {_describe(f)}" for f in critical),
+            tuple([f"critical: {_describe(f)}" for f in critical] + caveats),
         )
-    if review_reasons or failures:
-        reasons = [f"input needs review: {r}" for r in review_reasons]
-        reasons += [f"analysis failed: {r}" for r in failures]
-        return Priority("NEEDS_REVIEW", _SCORES["NEEDS_REVIEW"], tuple(reasons))
+    if caveats:
+        return Priority("NEEDS_REVIEW", _SCORES["NEEDS_REVIEW"], tuple(caveats))
     if flagged:
         return Priority(
             "ROUTINE", _SCORES["ROUTINE"] + strongest, tuple(_describe(f) for f in flagged)
