@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +102,7 @@ def _summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
         finite = values[np.isfinite(values)]
         if len(finite) == 0:
             continue
-        estimate = bootstrap_ci(lambda i, v=finite: float(v[i].mean()), len(finite))
+        estimate = bootstrap_ci(_mean_of(finite), len(finite))
         summary[name] = estimate.as_dict()
         if len(finite) < len(values):
             summary[name]["infinite_cases"] = int(len(values) - len(finite))
@@ -111,6 +111,10 @@ def _summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
         lambda i: float(difference[i].mean()), len(difference)
     ).as_dict()
     return summary
+
+
+def _mean_of(values: np.ndarray) -> Callable[[np.ndarray], float]:
+    return lambda indices: float(values[indices].mean())
 
 
 def _overlay_png(

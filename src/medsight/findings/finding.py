@@ -9,6 +9,7 @@ Every finding names the model (task id, version, hash) and operating point behin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +137,7 @@ def _classification_findings(prediction: Prediction, task: Task, image: Image) -
 
 
 def measure_segment(
-    names: list[str], mask: np.ndarray, image: Image, structure: str
+    names: Sequence[str], mask: np.ndarray, image: Image, structure: str
 ) -> list[m.Measurement]:
     """The named measurements of one segment (see ``Output.measurements``)."""
     results: list[m.Measurement] = []

@@ -64,7 +64,8 @@ def write_overlay_sc(
         contributing_equipment=contributing_equipment(task),
     )
     if not image.orientation_known:
-        sc.PatientOrientation = ""  # type 2: unknown, not invented
+        del sc.PatientOrientation  # unknown: left empty (type 2), not invented
+        sc.add_new(0x00200020, "CS", None)
     sc.Laterality = first.get("Laterality", "")  # type 2C: the source's, or empty
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"AI overlay by {task.id} {task.version}. {NOT_FOR_DIAGNOSIS}."

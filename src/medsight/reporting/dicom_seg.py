@@ -41,13 +41,13 @@ def _frames(volume: np.ndarray, image: Image, sources: list[Any]) -> np.ndarray:
     for dataset_path, dataset in zip(_paths(image), sources, strict=True):
         count = int(dataset.get("NumberOfFrames", 1) or 1)
         for number in range(1, count + 1):
-            k = by_position.get((str(dataset_path), number))
-            if k is None:
+            position = by_position.get((str(dataset_path), number))
+            if position is None:
                 raise InvalidInputError(
                     f"frame {number} of the source is not part of the analysed volume",
                     path=dataset_path,
                 )
-            slices.append(np.swapaxes(volume[:, :, k], 0, 1))
+            slices.append(np.swapaxes(volume[:, :, position], 0, 1))
     return np.stack(slices)
 
 

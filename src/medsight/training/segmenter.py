@@ -80,8 +80,8 @@ def _cache_items(cases: list[Case], base: Task, path: Path, progress: Any) -> li
             problems.append(exc.message)
             continue
         if int(mask.array.max()) >= classes or int(mask.array.min()) < 0:
-            values = sorted(set(np.unique(mask.array).tolist()))
-            problems.append(f"{case.name}: mask values {values} outside 0..{classes - 1}")
+            found = sorted(set(np.unique(mask.array).tolist()))
+            problems.append(f"{case.name}: mask values {found} outside 0..{classes - 1}")
             continue
         _, values = network_input(image, spec.display, spec.preprocessing)
         size = values.shape[1:]
@@ -136,7 +136,7 @@ def _augmenter(seed: int, dims: int, flip_axes: list[int]) -> Any:
 
     keys = ["image", "label"]
     rotate = 0.26 if dims == 2 else (0.17, 0.17, 0.17)
-    transforms = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in flip_axes]
+    transforms: list[Any] = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in flip_axes]
     transforms += [
         RandAffined(
             keys,
