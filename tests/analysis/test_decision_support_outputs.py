@@ -141,3 +141,50 @@ def test_unknown_output_kind_is_refused(tmp_path):
         app, ["analyze", str(SAMPLES), "--task", "cxr-pneumonia", "--outputs", "pdf"]
     )
     assert result.exit_code == 2 and "unknown output" in result.output
+
+
+@pytest.mark.timeout(300)
+def test_a_superseding_sr_references_the_sr_it_replaces(tmp_path):
+    from tests._tasks import classifier_task
+
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(SAMPLES / "pneumonia_sample_sc.dcm", source)
+    out = tmp_path / "out"
+    first = runner.invoke(
+        app,
+        ["analyze", str(source), "--task", "cxr-pneumonia", "--out", str(out), "--outputs", "sr"],
+    )
+    assert first.exit_code == 0, first.output
+    folder, _ = only_result(out)
+    (old_sr,) = (folder / "dicom").glob("*_sr.dcm")
+    old_uid = pydicom.dcmread(old_sr).SOPInstanceUID
+    classifier_task(
+        tmp_path / "v2",
+        acceptance={"spatial_dims": 2, "modalities": ["DX"], "unknown_modality": "review"},
+        preprocessing={"resize": [32, 32], "normalize": "unit"},
+    )
+    second = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(source),
+            "--task",
+            str(tmp_path / "v2"),
+            "--out",
+            str(out),
+            "--outputs",
+            "sr",
+        ],
+    )
+    assert second.exit_code == 0, second.output
+    (new_sr,) = (folder / "dicom").glob("*_sr.dcm")
+    new = pydicom.dcmread(new_sr)
+    assert new.SOPInstanceUID != old_uid
+    predecessors = {
+        item.ReferencedSOPInstanceUID
+        for study in new.PredecessorDocumentsSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert predecessors == {old_uid}

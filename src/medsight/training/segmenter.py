@@ -352,6 +352,7 @@ def _write_task(
         "validation_patients": len({c.patient for c in validation_cases}),
         "validation": evaluation["summary"],
         "units": evaluation["units"],
+        "volume_units": evaluation["volume_units"],
         "history": state["history"],
     }
     record = {
@@ -394,12 +395,18 @@ def _model_card(
         "",
         "## Validation results (mean over held-back cases, 95% bootstrap CIs)",
         "",
-        f"Computed by the Predictor on the original images (original geometry); distances in "
-        f"{unit}.",
+        f"Computed by the Predictor on the original images (original geometry), post-processing "
+        f"included; HD95 in {unit}, surface Dice at 1 {unit} tolerance, volume differences in "
+        f"{metrics['volume_units']}; pixel AUC (two-class tasks) over the pixels inside the "
+        "region of interest.",
         "",
     ]
     for segment, summary in metrics["validation"].items():
-        parts = [f"{name} {interval(summary[name])}" for name in summary if name != "cases"]
+        parts = [
+            f"{name.removesuffix('_mm')} {interval(summary[name])}"
+            for name in summary
+            if name != "cases"
+        ]
         lines.append(f"- {segment}: " + "; ".join(parts))
     history = "; ".join(
         f"epoch {h['epoch']} loss {h['loss']:.3f} val Dice {h['validation_dice']:.3f}"
