@@ -8,6 +8,7 @@ Predictor uses), so a model sees in training exactly what it sees in analysis.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,8 +265,7 @@ def read_case_image(case: Case) -> Image:
                 f"{case.name}: cannot read image ({exc})", path=case.path
             ) from exc
     prefix = "train" if case.split == "train" else "val"
-    with np.load(case.path) as archive:
-        pixels = np.asarray(archive[f"{prefix}_images"][case.npz_index])
+    pixels = np.asarray(_npz_images(case.path, f"{prefix}_images")[case.npz_index])
     color = pixels.ndim == 3 and pixels.shape[-1] == 3
     dims = pixels.ndim - (1 if color else 0)
     # rows, columns(, slices) -> i = column, j = row, as the raster reader does
@@ -279,6 +279,13 @@ def read_case_image(case: Case) -> Image:
         orientation_known=False,
         metadata={"source_format": "npz"},
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _npz_images(path: Path, key: str) -> np.ndarray:
+    """One image array of an .npz, loaded once (not once per case)."""
+    with np.load(path) as archive:
+        return np.asarray(archive[key])
 
 
 def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
