@@ -150,3 +150,16 @@ def test_cardiac_ct_heart_volume():
     )
     assert m.volume(mask, heart, "heart").value == pytest.approx(expected, rel=1e-9)
     assert 100 < expected < 1500  # a plausible adult heart, in mL
+
+
+def test_findings_refuse_a_prediction_of_another_image(tmp_path):
+    from medsight.findings import findings_from_prediction
+    from tests._tasks import segmenter_3d_task
+    from tests.reporting._sources import prediction_for
+
+    task = segmenter_3d_task(tmp_path / "task")
+    image = image_of((20, 20, 20), (1.0, 1.0, 1.0))
+    other = image_of((20, 20, 10), (1.0, 1.0, 2.0))
+    prediction = prediction_for(task, other, np.zeros((20, 20, 10), np.uint8))
+    with pytest.raises(InvalidInputError, match="does not match its source"):
+        findings_from_prediction(prediction, task, image)

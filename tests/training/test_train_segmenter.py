@@ -111,6 +111,26 @@ def test_segmentation_training_writes_an_evaluated_task(tmp_path):
     assert numbers["summary"]["vessel"]["dice"]["value"] == pytest.approx(dice["value"])
     assert numbers["task"]["hash"] == task.task_hash
 
+    # subgroups by a manifest column, with CIs
+    manifest_cases = tmp_path / "data" / "manifest.csv"
+    by_site = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(folder),
+            str(manifest_cases),
+            "--subgroup-columns",
+            "site",
+            "--out",
+            str(tmp_path / "by-site"),
+        ],
+    )
+    assert by_site.exit_code == 0, by_site.output
+    groups = json.loads((tmp_path / "by-site" / "evaluation.json").read_text())["subgroups"]
+    assert set(groups) == {"site=s0", "site=s1"}
+    assert groups["site=s0"]["vessel"]["cases"] == 8
+    assert "Subgroups" in (tmp_path / "by-site" / "report.html").read_text()
+
 
 @pytest.mark.timeout(600)
 def test_killed_segmentation_training_resumes_to_the_same_model(tmp_path):

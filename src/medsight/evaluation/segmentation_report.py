@@ -58,7 +58,11 @@ def evaluate_segmenter(
             units = "px"
         spacing = [float(s) for s in image.spacing]
         voxel = float(np.prod(spacing))
-        row: dict[str, Any] = {"case": case.name, "patient": case.patient}
+        row: dict[str, Any] = {
+            "case": case.name,
+            "patient": case.patient,
+            "attributes": dict(case.attributes),
+        }
         for segment in segments:
             p = (predicted == segment.index) & inside
             t = (truth == segment.index) & inside
@@ -77,6 +81,21 @@ def evaluate_segmenter(
     if progress:
         progress.remove_task(job)
     summary = {s.name: _summarise([row[s.name] for row in per_case]) for s in segments}
+    subgroups: dict[str, dict[str, Any]] = {}
+    for column in sorted({key for row in per_case for key in row["attributes"]}):
+        for value in sorted(
+            {r["attributes"][column] for r in per_case if column in r["attributes"]}
+        ):
+            members = [r for r in per_case if r["attributes"].get(column) == value]
+            subgroups[f"{column}={value}"] = {
+                s.name: {
+                    "cases": len(members),
+                    "dice": bootstrap_ci(
+                        _mean_of(np.array([r[s.name]["dice"] for r in members])), len(members)
+                    ).as_dict(),
+                }
+                for s in segments
+            }
     worst = sorted(range(len(views)), key=lambda i: views[i][0])[:_GALLERY]
     return {
         "task": {"id": task.id, "version": task.version, "hash": task.task_hash},
@@ -85,6 +104,7 @@ def evaluate_segmenter(
         "volume_units": "mm3" if units == "mm" else "px",
         "tolerance": tolerance_mm,
         "summary": summary,
+        "subgroups": subgroups,
         "per_case": per_case,
         "worst_cases": [per_case[i]["case"] for i in worst],
         "_gallery": [views[i][1] for i in worst],
@@ -191,6 +211,13 @@ def write_segmentation_report(evaluation: dict[str, Any], out: Path) -> tuple[Pa
                 f"<td>{estimate['value']:.3f}</td><td>{estimate['low']:.3f}-"
                 f"{estimate['high']:.3f}</td></tr>"
             )
+    group_rows = [
+        f"<tr><td>{html.escape(group)}</td><td>{html.escape(segment)}</td>"
+        f"<td>{row['cases']}</td><td>{row['dice']['value']:.3f} ({row['dice']['low']:.3f}-"
+        f"{row['dice']['high']:.3f})</td></tr>"
+        for group, segments in evaluation.get("subgroups", {}).items()
+        for segment, row in segments.items()
+    ]
     case_rows = []
     for row in evaluation["per_case"]:
         cells = "".join(
@@ -218,6 +245,8 @@ table{{border-collapse:collapse}}</style></head><body>
 surface Dice at {evaluation["tolerance"]} {unit}.</p>
 <table><tr><th>segment</th><th>metric</th><th>mean</th><th>95% CI</th></tr>
 {"".join(summary_rows)}</table>
+<h2>Subgroups</h2><table><tr><th>group</th><th>segment</th><th>cases</th>
+<th>mean Dice (95% CI)</th></tr>{"".join(group_rows)}</table>
 <h2>Per-case Dice</h2><img alt="Dice distribution" src="data:image/png;base64,{histogram}">
 <h2>Worst cases</h2><p>Reference outline green, prediction red.</p>{images}
 <h2>Every case</h2><table><tr><th>case</th>{headers}</tr>{"".join(case_rows)}</table>
