@@ -1,0 +1,86 @@
+"""DICOM listener (pynetdicom): C-ECHO, and C-STORE of every storage SOP class in every
+transfer syntax, from an allow-list of calling AE titles. An instance is acknowledged
+(status 0x0000) only after the store has made it durable; a failure to store answers
+0xA700 (out of resources) so the sender keeps it and retries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from medsight.errors import MedsightError
+from medsight.service.store import InstanceStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DicomListener"]
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+class DicomListener:
+    def __init__(
+        self,
+        store: InstanceStore,
+        *,
+        ae_title: str = "MEDSIGHT",
+        allowed_calling_aets: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.ae_title = ae_title
+        self.allowed_calling_aets = allowed_calling_aets or []
+        self._server: Any = None
+
+    def _on_store(self, event: Any) -> int:
+        calling = event.assoc.requestor.ae_title.strip()
+        try:
+            dataset = event.dataset
+            identifiers = {
+                "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "")),
+                "StudyInstanceUID": str(dataset.get("StudyInstanceUID", "")),
+                "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
+                "SOPClassUID": str(dataset.get("SOPClassUID", "")),
+            }
+        except Exception as exc:  # a dataset pydicom cannot parse
+            logger.warning("C-STORE from %s: cannot read the dataset (%s)", calling, exc)
+            return CANNOT_UNDERSTAND
+        try:
+            # the bytes as received (with a file meta header), never re-encoded
+            new = self.store.store(event.encoded_dataset(include_meta=True), identifiers, calling)
+        except MedsightError as exc:
+            logger.warning("C-STORE from %s refused: %s", calling, exc)
+            return CANNOT_UNDERSTAND
+        except OSError as exc:
+            logger.error("C-STORE from %s could not be stored: %s", calling, exc)
+            return OUT_OF_RESOURCES
+        logger.info(
+            "%s %s from %s",
+            "stored" if new else "already had",
+            identifiers["SOPInstanceUID"],
+            calling,
+        )
+        return SUCCESS
+
+    def start(self, host: str, port: int) -> None:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        if self.allowed_calling_aets:
+            ae.require_calling_aet = self.allowed_calling_aets
+        self._server = ae.start_server(
+            (host, port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,84 @@
+"""The DICOM listener with the instance store: real dcmtk echoscu/storescu against it."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pydicom
+import pytest
+
+from medsight.errors import InvalidInputError
+from medsight.service import InstanceStore
+from medsight.service.intake import DicomListener
+from tests.reporting._sources import totalseg_ct_with_uids
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def listener(tmp_path):
+    if shutil.which("storescu") is None:
+        pytest.fail("dcmtk is needed; scripts/test installs it")
+    store = InstanceStore(tmp_path / "data")
+    server = DicomListener(store, allowed_calling_aets=["MODALITY"])
+    port = free_port()
+    server.start("127.0.0.1", port)
+    yield store, port
+    server.stop()
+
+
+def send(port: int, files, calling: str = "MODALITY") -> subprocess.CompletedProcess:
+    command = ["storescu", "-xv", "-aet", calling, "-aec", "MEDSIGHT", "127.0.0.1", str(port)]
+    return subprocess.run(
+        command + [str(f) for f in files], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.timeout(300)
+def test_instances_are_stored_once_and_durably(listener, tmp_path):
+    store, port = listener
+    echo = subprocess.run(
+        ["echoscu", "-aet", "MODALITY", "-aec", "MEDSIGHT", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert echo.returncode == 0, echo.stderr
+    files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))
+    first = send(port, files)
+    assert first.returncode == 0, first.stdout + first.stderr
+    study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    stored = store.instances_of(study)
+    assert len(stored) == len(files) == store.count()
+    originals = {pydicom.dcmread(f).SOPInstanceUID: f for f in files}
+    for instance in stored:
+        assert store.verify(instance)
+        original = pydicom.dcmread(originals[instance.sop_instance_uid])
+        assert pydicom.dcmread(instance.path).PixelData == original.PixelData
+        assert instance.calling_ae == "MODALITY"
+    again = send(port, files[:5])  # a resend is acknowledged, not stored twice
+    assert again.returncode == 0, again.stderr
+    assert store.count() == len(files)
+
+
+@pytest.mark.timeout(120)
+def test_a_calling_ae_outside_the_allow_list_is_rejected(listener, tmp_path):
+    store, port = listener
+    files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))[:2]
+    refused = send(port, files, calling="INTRUDER")
+    assert refused.returncode != 0
+    assert "reject" in (refused.stdout + refused.stderr).lower()
+    assert store.count() == 0
+
+
+def test_an_instance_without_uids_is_refused(tmp_path):
+    store = InstanceStore(tmp_path / "data")
+    with pytest.raises(InvalidInputError, match="SOPInstanceUID"):
+        store.store(b"x", {"SOPInstanceUID": "", "StudyInstanceUID": "1.2"}, "MODALITY")
+    assert store.count() == 0
