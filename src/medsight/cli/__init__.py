@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from medsight.cli import analyze, convert, evaluate, info, report, select, tasks, train
+from medsight.cli import analyze, convert, evaluate, info, report, select, serve, tasks, train
 from medsight.cli._errors import DEBUG_OPTION, run
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("select-for-labelling")(select.select_for_labelling)
 app.command("report")(report.report)
+app.command("serve")(serve.serve)
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsight.errors import InvalidInputError
+from medsight.service.queue import JobQueue
 from medsight.tasks.task import sha256_file
 
 __all__ = ["InstanceStore", "StoredInstance"]
@@ -44,7 +45,9 @@ def _check_uid(name: str, value: str) -> str:
 
 
 class InstanceStore:
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, **queue_options: Any
+    ) -> None:
         from sqlalchemy import (
             Column,
             Integer,
@@ -85,6 +88,7 @@ class InstanceStore:
             Column("received_at", String(32), nullable=False),
         )
         metadata.create_all(self.engine)
+        self.queue = JobQueue(self.engine, **queue_options)
         self._lock = threading.Lock()  # one writer per process; the database serialises others
 
     def _path(self, study: str, series: str, sop: str) -> Path:
@@ -144,6 +148,7 @@ class InstanceStore:
                     received_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
                 )
             )
+            self.queue.received(study, connection)
         return True
 
     def instances_of(self, study_instance_uid: str) -> list[StoredInstance]:

@@ -1,0 +1,71 @@
+"""``medsight serve``: receive studies by DICOM and analyse each once it is complete."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from medsight.cli._errors import DEBUG_OPTION, run
+
+console = Console(highlight=False, stderr=True)
+
+
+def serve(
+    data_dir: Annotated[Path, typer.Option(help="Store, database and results.")] = Path(
+        "medsight-data"
+    ),
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in WAL mode in DATA).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the DICOM listener binds.")] = "127.0.0.1",
+    dicom_port: Annotated[int, typer.Option(help="DICOM port.")] = 11112,
+    ae_title: Annotated[str, typer.Option(help="Our AE title.")] = "MEDSIGHT",
+    allow_aet: Annotated[
+        list[str] | None, typer.Option(help="Calling AE titles allowed (default: any).")
+    ] = None,
+    quiet_seconds: Annotated[
+        float, typer.Option(help="A study is complete after this long without new instances.")
+    ] = 10.0,
+    lease_seconds: Annotated[float, typer.Option(help="A job's lease (crash recovery).")] = 600.0,
+    task: Annotated[str, typer.Option(help="Task name, or auto (the selection rules).")] = "auto",
+    tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
+    outputs: Annotated[str, typer.Option(help="Result outputs, as for analyze.")] = (
+        "seg,sr,sc,json,html"
+    ),
+    debug: DEBUG_OPTION = False,
+) -> None:
+    """Listen for DICOM, store each instance durably before acknowledging it, and analyse
+    each study after its quiet period; a restart finishes every received study."""
+
+    def action() -> None:
+        from medsight.analysis import AnalysisOptions
+        from medsight.analysis.outputs import parse_outputs
+        from medsight.service import InstanceStore
+        from medsight.service.intake import DicomListener
+        from medsight.service.worker import Worker
+
+        store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
+        options = AnalysisOptions(
+            task=task, tasks_dirs=list(tasks_dir or []), outputs=parse_outputs(outputs)
+        )
+        worker = Worker(store, options, quiet_seconds=quiet_seconds)
+        listener = DicomListener(store, ae_title=ae_title, allowed_calling_aets=allow_aet)
+        listener.start(host, dicom_port)
+        console.print(
+            f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, data in {data_dir} "
+            "(research use only, not for diagnostic use)"
+        )
+        try:
+            while True:
+                if worker.run_once() is None:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            listener.stop()
+
+    run(action, debug=debug)

@@ -1,0 +1,52 @@
+"""The job queue: quiet-period completion, leases that expire, backoff, dead letters, and a
+new revision when instances arrive after a study was queued."""
+
+from __future__ import annotations
+
+from medsight.service import InstanceStore
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+
+
+def arrive(store: InstanceStore, now: float) -> None:
+    with store.engine.begin() as connection:
+        store.queue.received(STUDY, connection, now=now)
+
+
+def test_quiet_period_lease_expiry_backoff_and_dead_letter(tmp_path):
+    store = InstanceStore(tmp_path, max_attempts=2, backoff_seconds=10, lease_seconds=30)
+    queue = store.queue
+    arrive(store, now=100)
+    assert queue.enqueue_quiet_studies(5, now=104) == []  # still receiving
+    assert queue.enqueue_quiet_studies(5, now=106) == [STUDY]
+    job = queue.lease("a", now=106)
+    assert job is not None and job.attempts == 1
+    assert queue.lease("b", now=120) is None  # leased to a, not expired
+    retaken = queue.lease("b", now=140)  # a's lease ran out: a crashed
+    assert retaken is not None and retaken.id == job.id and retaken.attempts == 2
+    assert queue.fail(retaken, "boom", now=140) == "dead"  # max_attempts reached
+    (row,) = queue.jobs_of(STUDY)
+    assert row["state"] == "dead" and row["error"] == "boom"
+
+
+def test_retry_waits_for_its_backoff(tmp_path):
+    store = InstanceStore(tmp_path, max_attempts=3, backoff_seconds=10)
+    arrive(store, now=0)
+    store.queue.enqueue_quiet_studies(1, now=2)
+    job = store.queue.lease("a", now=2)
+    assert store.queue.fail(job, "transient", now=2) == "queued"
+    assert store.queue.lease("a", now=11) is None  # 10 s backoff after the first failure
+    again = store.queue.lease("a", now=13)
+    assert again is not None and again.attempts == 2
+
+
+def test_instances_after_queueing_open_a_new_revision(tmp_path):
+    store = InstanceStore(tmp_path)
+    arrive(store, now=0)
+    store.queue.enqueue_quiet_studies(1, now=5)
+    job = store.queue.lease("a", now=5)
+    store.queue.complete(job, "result")
+    arrive(store, now=10)  # a late instance: the study will be analysed again
+    assert store.queue.enqueue_quiet_studies(1, now=20) == [STUDY]
+    revisions = [j["revision"] for j in store.queue.jobs_of(STUDY)]
+    assert revisions == [1, 2]
