@@ -22,27 +22,12 @@ from tests.service.test_dicom_intake import free_port
 SAMPLE = Path(__file__).parents[2] / "src/medsight/samples/cxr/pneumonia_sample_sc.dcm"
 
 
-def start(data: Path, port: int, log: Path) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "medsight",
-        "serve",
-        "--data-dir",
-        str(data),
-        "--dicom-port",
-        str(port),
-        "--quiet-seconds",
-        "1",
-        "--lease-seconds",
-        "4",
-        "--task",
-        "cxr-pneumonia",
-        "--outputs",
-        "json,sr,html",
-        "--allow-aet",
-        "MODALITY",
-    ]
+def start(data: Path, port: int, log: Path, extra: list[str] | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "medsight", "serve", "--data-dir", str(data)]
+    command += ["--dicom-port", str(port), "--quiet-seconds", "1", "--lease-seconds", "4"]
+    command += ["--task", "cxr-pneumonia", "--outputs", "json,sr,html"]
+    command += ["--allow-aet", "MODALITY"]
+    command += extra or ["--http-port", str(free_port())]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

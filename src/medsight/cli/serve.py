@@ -23,6 +23,7 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Address the DICOM listener binds.")] = "127.0.0.1",
     dicom_port: Annotated[int, typer.Option(help="DICOM port.")] = 11112,
+    http_port: Annotated[int, typer.Option(help="HTTP port (API, worklist page).")] = 8080,
     ae_title: Annotated[str, typer.Option(help="Our AE title.")] = "MEDSIGHT",
     allow_aet: Annotated[
         list[str] | None, typer.Option(help="Calling AE titles allowed (default: any).")
@@ -42,9 +43,14 @@ def serve(
     each study after its quiet period; a restart finishes every received study."""
 
     def action() -> None:
+        import threading
+
+        import uvicorn
+
         from medsight.analysis import AnalysisOptions
         from medsight.analysis.outputs import parse_outputs
         from medsight.service import InstanceStore
+        from medsight.service.app import create_app
         from medsight.service.intake import DicomListener
         from medsight.service.worker import Worker
 
@@ -55,9 +61,13 @@ def serve(
         worker = Worker(store, options, quiet_seconds=quiet_seconds)
         listener = DicomListener(store, ae_title=ae_title, allowed_calling_aets=allow_aet)
         listener.start(host, dicom_port)
+        web = uvicorn.Server(
+            uvicorn.Config(create_app(store), host=host, port=http_port, log_level="warning")
+        )
+        threading.Thread(target=web.run, name="http", daemon=True).start()
         console.print(
-            f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, data in {data_dir} "
-            "(research use only, not for diagnostic use)"
+            f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, HTTP http://{host}:"
+            f"{http_port}/, data in {data_dir} (research use only, not for diagnostic use)"
         )
         try:
             while True:
@@ -66,6 +76,7 @@ def serve(
         except KeyboardInterrupt:
             pass
         finally:
+            web.should_exit = True
             listener.stop()
 
     run(action, debug=debug)
