@@ -37,12 +37,22 @@ def serve(
     outputs: Annotated[str, typer.Option(help="Result outputs, as for analyze.")] = (
         "seg,sr,sc,json,html"
     ),
+    push: Annotated[
+        str | None, typer.Option(help="Push DICOM results to this PACS: AET@host:port.")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="POST critical findings here (signed JSON).")
+    ] = None,
+    webhook_secret_env: Annotated[
+        str, typer.Option(help="Environment variable holding the webhook signing secret.")
+    ] = "MEDSIGHT_WEBHOOK_SECRET",
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Listen for DICOM, store each instance durably before acknowledging it, and analyse
     each study after its quiet period; a restart finishes every received study."""
 
     def action() -> None:
+        import os
         import threading
 
         import uvicorn
@@ -52,13 +62,22 @@ def serve(
         from medsight.service import InstanceStore
         from medsight.service.app import create_app
         from medsight.service.intake import DicomListener
+        from medsight.service.outbound import Outbound, PacsTarget
         from medsight.service.worker import Worker
 
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
         options = AnalysisOptions(
             task=task, tasks_dirs=list(tasks_dir or []), outputs=parse_outputs(outputs)
         )
-        worker = Worker(store, options, quiet_seconds=quiet_seconds)
+        outbound = Outbound(
+            store.engine,
+            store.data_dir,
+            pacs=PacsTarget.parse(push) if push else None,
+            webhook_url=webhook_url,
+            webhook_secret=os.environ.get(webhook_secret_env, "").encode(),
+            calling_ae=ae_title,
+        )
+        worker = Worker(store, options, quiet_seconds=quiet_seconds, outbound=outbound)
         listener = DicomListener(store, ae_title=ae_title, allowed_calling_aets=allow_aet)
         listener.start(host, dicom_port)
         web = uvicorn.Server(

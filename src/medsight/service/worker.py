@@ -5,6 +5,7 @@ retried job overwrite its own earlier output rather than duplicate it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
 from medsight.errors import MedsightError
+from medsight.service.outbound import Outbound
 from medsight.service.queue import Job
 from medsight.service.store import InstanceStore
 
@@ -22,9 +24,15 @@ __all__ = ["Worker"]
 
 class Worker:
     def __init__(
-        self, store: InstanceStore, options: AnalysisOptions, *, quiet_seconds: float = 10.0
+        self,
+        store: InstanceStore,
+        options: AnalysisOptions,
+        *,
+        quiet_seconds: float = 10.0,
+        outbound: Outbound | None = None,
     ) -> None:
         self.store = store
+        self.outbound = outbound
         self.options = options
         self.quiet_seconds = quiet_seconds
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -34,6 +42,8 @@ class Worker:
     def run_once(self) -> Job | None:
         """One step: queue quiet studies, then run at most one job. Returns the job run."""
         queue = self.store.queue
+        if self.outbound is not None:
+            self.outbound.deliver_due()
         queue.enqueue_quiet_studies(self.quiet_seconds)
         job = queue.lease(self.name)
         if job is None:
@@ -56,8 +66,12 @@ class Worker:
             state = queue.fail(job, f"internal error: {exc!r}")
             logger.exception("study %s: internal error (%s)", job.study_instance_uid, state)
             return job
-        written = [str(o.result_path.relative_to(self.results)) for o in outcomes if o.result_path]
-        queue.complete(job, ";".join(written))
+        written = [o.result_path for o in outcomes if o.result_path is not None]
+        if self.outbound is not None:  # recorded before the job completes: never lost
+            for path in written:
+                document = json.loads(path.read_text())
+                self.outbound.plan(path.parent, document, job.study_instance_uid)
+        queue.complete(job, ";".join(str(p.relative_to(self.results)) for p in written))
         logger.info("study %s analysed: %s", job.study_instance_uid, written)
         return job
 
