@@ -7,6 +7,7 @@ import json
 import shutil
 import urllib.request
 
+import pydicom
 import pytest
 
 from medsight.service import InstanceStore
@@ -75,3 +76,31 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_stow_rs_intake_with_a_real_dicomweb_client(tmp_path):
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.reporting._sources import totalseg_ct_with_uids
+
+    data, http = tmp_path / "data", free_port()
+    log = tmp_path / "serve.log"
+    process = start(data, free_port(), log, extra=["--http-port", str(http)])
+    try:
+        wait_for(lambda: _up(f"http://127.0.0.1:{http}/healthz"), 60, "the API", process, log)
+        files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))[:4]
+        client = DICOMwebClient(f"http://127.0.0.1:{http}/dicom-web")
+        response = client.store_instances([pydicom.dcmread(f) for f in files])
+        assert len(response.ReferencedSOPSequence) == 4
+        assert InstanceStore(data).count() == 4
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from fastapi import Request  # at module level: FastAPI resolves the route annotations here
 from pydantic import BaseModel
 
 from medsight.findings import Priority, WorklistEntry, order_worklist
@@ -68,8 +69,13 @@ class Feedback(BaseModel):
 
 
 def create_app(store: InstanceStore) -> Any:
+    import email.parser
+    import email.policy
+    import io
+
+    import pydicom
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, PlainTextResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
 
     import medsight
@@ -228,6 +234,56 @@ def create_app(store: InstanceStore) -> Any:
             }
             for t in catalog.tasks
         ]
+
+    @app.post("/dicom-web/studies", response_class=JSONResponse)
+    async def stow(request: Request) -> Any:
+        """STOW-RS: each application/dicom part is stored durably before the response;
+        the response lists what was stored and what failed (DICOM JSON, PS3.18)."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/related"):
+            raise HTTPException(415, "STOW-RS expects multipart/related; type=application/dicom")
+        body = await request.body()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
+        stored, failed = [], []
+        for part in message.iter_parts():
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                failed.append("a part without a DICOM payload")
+                continue
+            try:
+                dataset = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
+                identifiers = {
+                    k: str(dataset.get(k, ""))
+                    for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+                }
+                identifiers["SOPClassUID"] = str(
+                    dataset.get("SOPClassUID", "") or dataset.file_meta.MediaStorageSOPClassUID
+                )
+                store.store(payload, identifiers, "STOW-RS")
+                stored.append(identifiers)
+            except Exception as exc:  # one bad part never loses the others
+                failed.append(str(exc)[:200])
+        response = {
+            "00081199": {
+                "vr": "SQ",
+                "Value": [
+                    {
+                        "00081150": {"vr": "UI", "Value": [i["SOPClassUID"]]},
+                        "00081155": {"vr": "UI", "Value": [i["SOPInstanceUID"]]},
+                    }
+                    for i in stored
+                ],
+            }
+        }
+        if failed:
+            response["00081198"] = {
+                "vr": "SQ",
+                "Value": [{"00081197": {"vr": "US", "Value": [0xC000]}} for _ in failed],
+            }
+        status = 200 if not failed else (202 if stored else 409)
+        return JSONResponse(response, status_code=status, media_type="application/dicom+json")
 
     @app.get("/", response_class=HTMLResponse)
     def worklist_page() -> str:
