@@ -188,3 +188,35 @@ def test_a_superseding_sr_references_the_sr_it_replaces(tmp_path):
         for item in series.ReferencedSOPSequence
     }
     assert predecessors == {old_uid}
+
+
+@pytest.mark.timeout(300)
+def test_site_routing_rules_choose_the_task_and_say_why(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(SAMPLES / "pneumonia_sample_sc.dcm", source)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        'version = "site-A 2026-11"\n'
+        '[[rules]]\ntask = "cxr-pneumonia"\nmodalities = ["CT"]\n'  # does not apply
+        '[[rules]]\ntask = "cxr-pneumonia"\nmodalities = ["DX", "CR"]\nspatial_dims = 2\n'
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["analyze", str(source), "--out", str(out), "--rules", str(rules)])
+    assert result.exit_code == 0, result.output
+    _, document = only_result(out)
+    selection = document["analyses"][0]["task"]["selection"]
+    assert selection["mode"] == "auto"
+    assert selection["reasons"][0] == "site routing rules version site-A 2026-11"
+
+    rules.write_text(
+        'version = "site-A 2026-12"\n[[rules]]\ntask = "cxr-pneumonia"\n'
+        'sop_classes = ["1.2.840.10008.5.1.4.1.1.2"]\n'
+    )  # CT only: no match
+    refused = runner.invoke(
+        app, ["analyze", str(source), "--out", str(tmp_path / "o2"), "--rules", str(rules)]
+    )
+    assert refused.exit_code == 2 and "SOP class" in refused.output
+    rules.write_text("[[rules]]\n")
+    bad = runner.invoke(app, ["analyze", str(source), "--rules", str(rules)])
+    assert bad.exit_code == 3 and "invalid routing rules" in bad.output

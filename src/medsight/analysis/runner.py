@@ -41,6 +41,7 @@ class AnalysisOptions:
     tta: bool = False
     slide_level: int | None = None
     rules: list[SelectionRule] | None = None
+    rules_version: str = ""  # the site's routing rules version, recorded with each choice
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     include_identifiers: bool = False  # patient identifiers in result.json / report.html
 
@@ -89,7 +90,10 @@ class TaskSource:
         if self._catalog is None:
             self._catalog = discover_tasks(self.options.tasks_dirs).tasks
         selection = select_task(image, self._catalog, self.options.rules)
-        return selection.task, "auto", list(selection.reasons)
+        reasons = list(selection.reasons)
+        if self.options.rules is not None:
+            reasons.insert(0, f"site routing rules version {self.options.rules_version}")
+        return selection.task, "auto", reasons
 
     def predictor(self, task: Task) -> Predictor:
         key = task.task_hash

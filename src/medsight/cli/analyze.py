@@ -39,6 +39,9 @@ def analyze(
     include_identifiers: Annotated[
         bool, typer.Option(help="Put patient identifiers in result.json and report.html.")
     ] = False,
+    rules: Annotated[
+        Path | None, typer.Option(help="Site routing rules (TOML/YAML) for automatic selection.")
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results
@@ -48,9 +51,11 @@ def analyze(
         from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
         from medsight.analysis.outputs import parse_outputs
         from medsight.errors import InvalidInputError
+        from medsight.tasks.selection import load_rules
 
         if backend not in ("torch", "onnxruntime"):
             raise InvalidInputError(f"backend must be torch or onnxruntime, got {backend!r}")
+        site = load_rules(rules) if rules else None
         options = AnalysisOptions(
             task=task,
             tasks_dirs=list(tasks_dir or []),
@@ -59,6 +64,8 @@ def analyze(
             slide_level=level,
             outputs=parse_outputs(outputs),
             include_identifiers=include_identifiers,
+            rules=list(site.rules) if site else None,
+            rules_version=site.version if site else "",
         )
         studies = find_studies(path)
         tasks = TaskSource(options)

@@ -46,6 +46,9 @@ def serve(
     webhook_secret_env: Annotated[
         str, typer.Option(help="Environment variable holding the webhook signing secret.")
     ] = "MEDSIGHT_WEBHOOK_SECRET",
+    rules: Annotated[
+        Path | None, typer.Option(help="Site routing rules (TOML/YAML) for automatic selection.")
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Listen for DICOM, store each instance durably before acknowledging it, and analyse
@@ -64,10 +67,16 @@ def serve(
         from medsight.service.intake import DicomListener
         from medsight.service.outbound import Outbound, PacsTarget
         from medsight.service.worker import Worker
+        from medsight.tasks.selection import load_rules
 
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
+        site = load_rules(rules) if rules else None
         options = AnalysisOptions(
-            task=task, tasks_dirs=list(tasks_dir or []), outputs=parse_outputs(outputs)
+            task=task,
+            tasks_dirs=list(tasks_dir or []),
+            outputs=parse_outputs(outputs),
+            rules=list(site.rules) if site else None,
+            rules_version=site.version if site else "",
         )
         outbound = Outbound(
             store.engine,

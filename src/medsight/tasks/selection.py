@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +20,7 @@ from medsight.image import Image
 from medsight.tasks.acceptance import check_acceptance
 from medsight.tasks.task import Task
 
-__all__ = ["RULES_VERSION", "Selection", "SelectionRule", "select_task"]
+__all__ = ["RULES_VERSION", "Selection", "SelectionRule", "SiteRules", "load_rules", "select_task"]
 
 RULES_VERSION = 1
 
@@ -33,6 +34,8 @@ class SelectionRule(BaseModel):
     spatial_dims: int | None = None
     photometric: list[str] = Field(default_factory=list)
     series_description: str | None = None  # regular expression, case-insensitive
+    sop_classes: list[str] = Field(default_factory=list)  # SOP Class UIDs
+    image_type: list[str] = Field(default_factory=list)  # values ImageType must all contain
 
     def conditions(self) -> int:
         return sum(
@@ -43,6 +46,8 @@ class SelectionRule(BaseModel):
                 self.spatial_dims,
                 self.photometric,
                 self.series_description,
+                self.sop_classes,
+                self.image_type,
             )
         )
 
@@ -66,8 +71,45 @@ class SelectionRule(BaseModel):
             checks.append(
                 f"series description {description!r} does not match {self.series_description!r}"
             )
+        if self.sop_classes and image.identifiers.sop_class_uid not in self.sop_classes:
+            checks.append(f"SOP class {image.identifiers.sop_class_uid or 'unknown'} not listed")
+        image_type = {str(v).upper() for v in image.metadata.get("ImageType") or ()}
+        wanted = {v.upper() for v in self.image_type}
+        if wanted and not wanted <= image_type:
+            checks.append(f"image type {sorted(image_type)} lacks {sorted(wanted - image_type)}")
         problems = [c for c in checks if c]
         return "; ".join(problems) if problems else None
+
+
+class SiteRules(BaseModel):
+    """A site's routing configuration: ordered rules under a version the site maintains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    rules: list[SelectionRule] = Field(min_length=1)
+
+
+def load_rules(path: str | Path) -> SiteRules:
+    """Site rules from TOML (``version = "..."`` and ``[[rules]]`` tables) or YAML."""
+    import tomllib
+
+    from medsight.errors import ConfigurationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError("routing rules file not found", path=path)
+    try:
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+        return SiteRules.model_validate(data)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"invalid routing rules ({exc})", path=path) from exc
 
 
 @dataclass(frozen=True)
