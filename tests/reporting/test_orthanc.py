@@ -9,7 +9,6 @@ import email.policy
 import io
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,17 +21,12 @@ import pytest
 from medsight.findings import findings_from_prediction
 from medsight.reporting.dicom_seg import write_seg
 from medsight.reporting.dicom_sr import write_sr
+from tests._net import free_port
 from tests.reporting._sources import prediction_for
 from tests.reporting.test_dicom_seg import ct_task, ct_with_labels
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from medsight.service import InstanceStore
-from tests.service.test_dicom_intake import free_port
+from tests._net import free_port
 from tests.service.test_serve_recovery import send, start, wait_for
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 
 import pydicom
@@ -12,13 +11,8 @@ import pytest
 from medsight.errors import InvalidInputError
 from medsight.service import InstanceStore
 from medsight.service.intake import DicomListener
+from tests._net import free_port
 from tests.reporting._sources import totalseg_ct_with_uids
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

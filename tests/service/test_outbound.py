@@ -17,8 +17,8 @@ import pytest
 
 from medsight.service import InstanceStore
 from medsight.service.outbound import Outbound
+from tests._net import free_port
 from tests.reporting.test_orthanc import orthanc  # noqa: F401 - fixture
-from tests.service.test_dicom_intake import free_port
 from tests.service.test_serve_recovery import SAMPLE, send, start, wait_for
 
 SECRET = "test-secret"

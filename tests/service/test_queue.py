@@ -1,5 +1,6 @@
 """The job queue: quiet-period completion, leases that expire, backoff, dead letters, and a
-new revision when instances arrive after a study was queued."""
+new revision when instances arrive after a study was queued; on SQLite and on a real
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ def arrive(store: InstanceStore, now: float) -> None:
         store.queue.received(STUDY, connection, now=now)
 
 
-def test_quiet_period_lease_expiry_backoff_and_dead_letter(tmp_path):
-    store = InstanceStore(tmp_path, max_attempts=2, backoff_seconds=10, lease_seconds=30)
+def test_quiet_period_lease_expiry_backoff_and_dead_letter(tmp_path, database_url):
+    store = InstanceStore(
+        tmp_path, database_url, max_attempts=2, backoff_seconds=10, lease_seconds=30
+    )
     queue = store.queue
     arrive(store, now=100)
     assert queue.enqueue_quiet_studies(5, now=104) == []  # still receiving
@@ -29,8 +32,8 @@ def test_quiet_period_lease_expiry_backoff_and_dead_letter(tmp_path):
     assert row["state"] == "dead" and row["error"] == "boom"
 
 
-def test_retry_waits_for_its_backoff(tmp_path):
-    store = InstanceStore(tmp_path, max_attempts=3, backoff_seconds=10)
+def test_retry_waits_for_its_backoff(tmp_path, database_url):
+    store = InstanceStore(tmp_path, database_url, max_attempts=3, backoff_seconds=10)
     arrive(store, now=0)
     store.queue.enqueue_quiet_studies(1, now=2)
     job = store.queue.lease("a", now=2)
@@ -40,8 +43,8 @@ def test_retry_waits_for_its_backoff(tmp_path):
     assert again is not None and again.attempts == 2
 
 
-def test_instances_after_queueing_open_a_new_revision(tmp_path):
-    store = InstanceStore(tmp_path)
+def test_instances_after_queueing_open_a_new_revision(tmp_path, database_url):
+    store = InstanceStore(tmp_path, database_url)
     arrive(store, now=0)
     store.queue.enqueue_quiet_studies(1, now=5)
     job = store.queue.lease("a", now=5)
@@ -50,3 +53,17 @@ def test_instances_after_queueing_open_a_new_revision(tmp_path):
     assert store.queue.enqueue_quiet_studies(1, now=20) == [STUDY]
     revisions = [j["revision"] for j in store.queue.jobs_of(STUDY)]
     assert revisions == [1, 2]
+
+
+def test_an_instance_is_stored_once_on_either_database(tmp_path, database_url):
+    store = InstanceStore(tmp_path, database_url)
+    identifiers = {
+        "SOPInstanceUID": "1.2.3.4",
+        "StudyInstanceUID": STUDY,
+        "SeriesInstanceUID": "1.2.3",
+        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7",
+    }
+    assert store.store(b"DICM-bytes", identifiers, "MODALITY") is True
+    assert store.store(b"DICM-bytes", identifiers, "MODALITY") is False
+    (instance,) = store.instances_of(STUDY)
+    assert store.verify(instance) and store.count() == 1

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from medsight.service import InstanceStore
-from tests.service.test_dicom_intake import free_port
+from tests._net import free_port
 
 SAMPLE = Path(__file__).parents[2] / "src/medsight/samples/cxr/pneumonia_sample_sc.dcm"
 
