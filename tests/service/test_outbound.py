@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -41,7 +40,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 @pytest.mark.timeout(300)
-def test_results_reach_the_pacs_and_the_webhook(orthanc, tmp_path):  # noqa: F811
+def test_results_reach_the_pacs_and_the_webhook(orthanc, tmp_path, monkeypatch):  # noqa: F811
     base, orthanc_port = orthanc
     receiver = HTTPServer(("127.0.0.1", free_port()), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -49,7 +48,7 @@ def test_results_reach_the_pacs_and_the_webhook(orthanc, tmp_path):  # noqa: F81
     Receiver.fail_first = True
     data, port = tmp_path / "data", free_port()
     log = tmp_path / "serve.log"
-    os.environ["MEDSIGHT_WEBHOOK_SECRET"] = SECRET
+    monkeypatch.setenv("MEDSIGHT_WEBHOOK_SECRET", SECRET)
     hook = f"http://127.0.0.1:{receiver.server_port}/hook"
     process = start(
         data,
