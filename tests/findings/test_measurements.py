@@ -163,3 +163,15 @@ def test_findings_refuse_a_prediction_of_another_image(tmp_path):
     prediction = prediction_for(task, other, np.zeros((20, 20, 10), np.uint8))
     with pytest.raises(InvalidInputError, match="does not match its source"):
         findings_from_prediction(prediction, task, image)
+
+
+def test_a_measurement_that_cannot_be_made_is_noted_not_fatal():
+    from medsight.findings.finding import Finding, _measure
+
+    image = image_of((50, 50), (1.0, 1.0))
+    speck = np.zeros((50, 50), bool)
+    speck[10, 10:13] = True  # too short for tortuosity
+    finding = Finding(name="vessels", code={}, model={})
+    _measure(finding, ["area", "vessel_tortuosity"], speck, image, "vessels")
+    assert [m.name for m in finding.measurements] == ["area"]
+    assert "vessel_tortuosity not measured" in finding.evidence

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medsight.errors import InvalidInputError
+from medsight.errors import InvalidInputError, MedsightError
 from medsight.findings import measurements as m
 from medsight.image import Image
 from medsight.inference import Prediction
@@ -190,8 +190,20 @@ def _segment_finding(
         evidence=(f"{int(mask.sum())} voxels segmented" if present else "nothing segmented"),
     )
     if present:
-        finding.measurements = measure_segment(output.measurements, mask, image, output.name)
+        _measure(finding, output.measurements, mask, image, output.name)
     return finding
+
+
+def _measure(
+    finding: Finding, names: Sequence[str], mask: np.ndarray, image: Image, structure: str
+) -> None:
+    """Each measurement on its own: one that cannot be made (e.g. no vessel segment long
+    enough for tortuosity) is noted in the finding's evidence, never fails the analysis."""
+    for name in names:
+        try:
+            finding.measurements.extend(measure_segment([name], mask, image, structure))
+        except MedsightError as exc:
+            finding.evidence += f"; {name} not measured: {exc.message}"
 
 
 def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
@@ -226,6 +238,6 @@ def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -
         if mask.any():
             asked = {x for n in members for x in by_name[n].measurements}
             wanted = sorted(asked & {"volume", "volume_mm3"})
-            finding.measurements = measure_segment(wanted, mask, image, group)
+            _measure(finding, wanted, mask, image, group)
         findings.append(finding)
     return findings
