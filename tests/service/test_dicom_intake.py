@@ -76,3 +76,61 @@ def test_an_instance_without_uids_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="SOPInstanceUID"):
         store.store(b"x", {"SOPInstanceUID": "", "StudyInstanceUID": "1.2"}, "MODALITY")
     assert store.count() == 0
+
+
+@pytest.mark.timeout(120)
+def test_dicom_over_tls(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test certificate")
+    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    store = InstanceStore(tmp_path / "data")
+    server = DicomListener(store)
+    port = free_port()
+    server.start("127.0.0.1", port, tls_certificate=certificate, tls_key=key)
+    try:
+        files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))[:2]
+        base = ["storescu", "-xv", "-aec", "MEDSIGHT", "127.0.0.1", str(port)]
+        plain = subprocess.run(base + [str(f) for f in files], capture_output=True, timeout=60)
+        assert plain.returncode != 0 and store.count() == 0  # TLS only
+        secure = subprocess.run(
+            [
+                "storescu",
+                "+tla",
+                "+cf",
+                str(certificate),
+                "-xv",
+                "-aec",
+                "MEDSIGHT",
+                "127.0.0.1",
+                str(port),
+                *map(str, files),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        assert store.count() == 2
+    finally:
+        server.stop()

@@ -28,6 +28,13 @@ def serve(
     allow_aet: Annotated[
         list[str] | None, typer.Option(help="Calling AE titles allowed (default: any).")
     ] = None,
+    tls_certificate: Annotated[
+        Path | None, typer.Option(help="DICOM over TLS: our certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="DICOM over TLS: our private key.")] = None,
+    tls_client_ca: Annotated[
+        Path | None, typer.Option(help="DICOM over TLS: require client certificates from this CA.")
+    ] = None,
     quiet_seconds: Annotated[
         float, typer.Option(help="A study is complete after this long without new instances.")
     ] = 10.0,
@@ -88,7 +95,13 @@ def serve(
         )
         worker = Worker(store, options, quiet_seconds=quiet_seconds, outbound=outbound)
         listener = DicomListener(store, ae_title=ae_title, allowed_calling_aets=allow_aet)
-        listener.start(host, dicom_port)
+        listener.start(
+            host,
+            dicom_port,
+            tls_certificate=tls_certificate,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+        )
         web = uvicorn.Server(
             uvicorn.Config(create_app(store), host=host, port=http_port, log_level="warning")
         )

@@ -6,6 +6,8 @@ transfer syntax, from an allow-list of calling AE titles. An instance is acknowl
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 from medsight.errors import MedsightError
@@ -63,7 +65,17 @@ class DicomListener:
         )
         return SUCCESS
 
-    def start(self, host: str, port: int) -> None:
+    def start(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls_certificate: Path | None = None,
+        tls_key: Path | None = None,
+        tls_client_ca: Path | None = None,
+    ) -> None:
+        """Serve on (host, port); with a certificate and key, over TLS only (and with
+        ``tls_client_ca``, only to callers presenting a certificate it signed)."""
         from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -74,10 +86,18 @@ class DicomListener:
         ae.add_supported_context(Verification)
         if self.allowed_calling_aets:
             ae.require_calling_aet = self.allowed_calling_aets
+        tls: ssl.SSLContext | None = None
+        if tls_certificate is not None and tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(tls_certificate, tls_key)
+            if tls_client_ca is not None:
+                tls.verify_mode = ssl.CERT_REQUIRED
+                tls.load_verify_locations(tls_client_ca)
         self._server = ae.start_server(
             (host, port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            ssl_context=tls,
         )
 
     def stop(self) -> None:
