@@ -75,7 +75,7 @@ def create_app(store: InstanceStore) -> Any:
 
     import pydicom
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
 
     import medsight
@@ -296,8 +296,10 @@ def create_app(store: InstanceStore) -> Any:
                 f'<tr><td><span class="level" style="background:'
                 f'{_COLOURS.get(entry.effective_level, "#333")}">'
                 f"{html.escape(entry.effective_level)}</span></td>"
-                f'<td><a href="/studies/{html.escape(entry.study_key)}/report.html">'
-                f"{html.escape(entry.study_key)}</a></td><td>{waited:.0f} min</td>"
+                f'<td><a href="/studies/{html.escape(entry.study_key)}/viewer">'
+                f'{html.escape(entry.study_key)}</a> (<a href="/studies/'
+                f'{html.escape(entry.study_key)}/report.html">report</a>)</td>'
+                f"<td>{waited:.0f} min</td>"
                 f"<td>{reasons}</td></tr>"
             )
         body = "".join(rows) or '<tr><td colspan="4">No analysed studies yet.</td></tr>'
@@ -312,6 +314,41 @@ td,th{{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:t
 diagnostic use. No AI finding is not a negative read.</div><main>
 <h1>Worklist</h1><table><tr><th>priority</th><th>study</th><th>waiting</th><th>reasons</th></tr>
 {body}</table></main></body></html>"""
+
+    def _source(document: dict[str, Any], index: int) -> tuple[Path, Path | None]:
+        if not 0 <= index < len(document["analyses"]):
+            raise HTTPException(404, f"no analysis {index}")
+        analysis = document["analyses"][index]
+        source = analysis["input"]
+        series = [
+            i
+            for i in store.instances_of(source.get("study_instance_uid") or "")
+            if i.series_instance_uid == source.get("series_instance_uid")
+        ]
+        if not series:
+            raise HTTPException(404, "the source images are not in this service's store")
+        label_map = analysis.get("segmentation", {}).get("label_map")
+        mask = results_dir / document["study_key"] / label_map if label_map else None
+        return series[0].path.parent, mask
+
+    @app.get("/studies/{study_key}/viewer", response_class=HTMLResponse)
+    def viewer(study_key: str, analysis: int = 0) -> str:
+        from medsight.service.viewer import viewer_page
+
+        document = _study(study_key)
+        _source(document, analysis)  # 404 before rendering a page that cannot show images
+        return viewer_page(study_key, document, analysis)
+
+    @app.get("/api/studies/{study_key}/render")
+    def render(
+        study_key: str, analysis: int = 0, slice: int = 0, window: str = "default", mask: int = 1
+    ) -> Response:
+        from medsight.service.viewer import load_pair, render_slice
+
+        source, labels_path = _source(_study(study_key), analysis)
+        image, labels = load_pair(source, labels_path)
+        png = render_slice(image, labels, slice, window, bool(mask))
+        return Response(png, media_type="image/png")
 
     @app.get("/studies/{study_key}/{path:path}")
     def study_file(study_key: str, path: str) -> Any:
