@@ -339,10 +339,10 @@ diagnostic use. No AI finding is not a negative read.</div><main>
         _source(document, analysis)  # 404 before rendering a page that cannot show images
         return viewer_page(study_key, document, analysis)
 
-    @app.get("/api/studies/{study_key}/render")
+    @app.get("/api/studies/{study_key}/render", response_class=Response)
     def render(
         study_key: str, analysis: int = 0, slice: int = 0, window: str = "default", mask: int = 1
-    ) -> Response:
+    ) -> Any:
         from medsight.service.viewer import load_pair, render_slice
 
         source, labels_path = _source(_study(study_key), analysis)
