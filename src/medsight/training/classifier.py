@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,18 @@ from medsight.evaluation import (
     wilson,
 )
 from medsight.inference.predictor import calibrated_probabilities, network_input
-from medsight.models import build_network, load_network, save_weights
-from medsight.tasks import Task, load_named_task, load_task
-from medsight.training.common import atomic_save, config_hash, load_checkpoint, software, step_seed
+from medsight.models import build_network, load_network
+from medsight.tasks import Task, load_named_task
+from medsight.training.common import (
+    TrainingResult,
+    config_hash,
+    interval,
+    load_checkpoint,
+    save_checkpoint,
+    step_seed,
+    write_record,
+    write_task_version,
+)
 from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
@@ -38,12 +46,6 @@ from medsight.training.data import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainingResult", "train_classifier"]
-
-
-@dataclass
-class TrainingResult:
-    task: Task
-    record: dict[str, Any] = field(default_factory=dict)
 
 
 def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarray:
@@ -215,16 +217,7 @@ def _fit(
                 state["bad_epochs"] += 1
         state["history"].append(entry)
         state["epoch"] = epoch + 1
-        atomic_save(
-            {
-                "config": config.model_dump(),
-                "config_hash": config_hash(config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": state,
-            },
-            checkpoint_path,
-        )
+        save_checkpoint(checkpoint_path, config, model, optimizer, state)
         if progress:
             shown = f" (val AUC {entry['validation_auc']:.3f})" if validation is not None else ""
             progress.update(epoch_job, completed=state["epoch"], description=f"{label}{shown}")
@@ -399,8 +392,6 @@ def _write_task(
     tasks_dir: Path,
     command: str,
 ) -> TrainingResult:
-    import tomli_w
-
     logits, labels = evidence.logits, evidence.labels
     temperature = fit_temperature(logits, labels)
     probabilities = calibrated_probabilities(logits, temperature)[:, 1]
@@ -425,39 +416,26 @@ def _write_task(
         "history": evidence.history,
         "folds": evidence.folds,
     }
-    folder = tasks_dir / base.id / config.version
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(model, folder / base.spec.networks[0].weights)
-    document = tomllib.loads((base.folder / "task.toml").read_text())
-    document["version"] = config.version
-    document["networks"][0]["sha256"] = digest
     positive = base.spec.outputs[1].name
-    document["calibration"] = {
-        "temperature": round(temperature, 6),
-        "fitted_on": f"{evidence.method.split(';')[0]} (NLL)",
+    updates = {
+        "calibration": {
+            "temperature": round(temperature, 6),
+            "fitted_on": f"{evidence.method.split(';')[0]} (NLL)",
+        },
+        "operating_points": {
+            "high_sensitivity": {
+                "output": positive,
+                "threshold": round(point.threshold, 6),
+                "sensitivity": round(point.sensitivity.value, 4),
+                "specificity": round(point.specificity.value, 4),
+                "note": point.note,
+            }
+        },
     }
-    document["operating_points"] = {
-        "high_sensitivity": {
-            "output": positive,
-            "threshold": round(point.threshold, 6),
-            "sensitivity": round(point.sensitivity.value, 4),
-            "specificity": round(point.specificity.value, 4),
-            "note": point.note,
-        }
-    }
-    (folder / "task.toml").write_text(
-        f"# trained by: {command or 'medsight train'}\n" + tomli_w.dumps(document)
+    folder, digest = write_task_version(base, config, model, tasks_dir, command, updates)
+    return write_record(
+        folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
     )
-    record = {
-        "config": config.model_dump(),
-        "command": command,
-        "metrics": metrics,
-        "software": software(),
-        "weights_sha256": digest,
-    }
-    (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
-    (folder / "MODEL_CARD.md").write_text(_model_card(base, config, metrics, record))
-    return TrainingResult(load_task(folder), record)
 
 
 def _model_card(
@@ -465,9 +443,6 @@ def _model_card(
 ) -> str:
     auc = metrics["roc_auc"]
     point = metrics["operating_point"]
-
-    def interval(estimate: dict[str, Any]) -> str:
-        return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
 
     source = config.data_source or getattr(config.data, "root", None) or str(config.data)
     lines = [

@@ -5,17 +5,39 @@ exactly what an uninterrupted one would)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medsight.errors import ConfigurationError
+from medsight.tasks import Task, load_task
 from medsight.training.config import TrainConfig
 
-__all__ = ["atomic_save", "config_hash", "load_checkpoint", "software", "step_seed"]
+__all__ = [
+    "TrainingResult",
+    "atomic_save",
+    "config_hash",
+    "interval",
+    "load_checkpoint",
+    "save_checkpoint",
+    "software",
+    "step_seed",
+    "write_record",
+    "write_task_version",
+]
+
+
+@dataclass
+class TrainingResult:
+    task: Task
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -47,6 +69,22 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     return saved
 
 
+def save_checkpoint(
+    path: Path, config: TrainConfig, model: Any, optimizer: Any, state: dict[str, Any]
+) -> None:
+    """The end-of-epoch checkpoint a rerun of the same recipe resumes from."""
+    atomic_save(
+        {
+            "config": config.model_dump(),
+            "config_hash": config_hash(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": state,
+        },
+        path,
+    )
+
+
 def step_seed(*parts: int) -> int:
     """A 31-bit seed from (run seed, fold, epoch, step...)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] % (2**31))
@@ -67,3 +105,56 @@ def software() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def interval(estimate: dict[str, Any]) -> str:
+    """An estimate and its CI as a model card shows it."""
+    return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
+
+
+def write_task_version(
+    base: Task,
+    config: TrainConfig,
+    model: Any,
+    tasks_dir: Path,
+    command: str,
+    updates: dict[str, Any] | None = None,
+) -> tuple[Path, str]:
+    """The weights and a task.toml (the base task's, with this version, the weights' hash and
+    ``updates``) in ``tasks_dir/<id>/<version>/``; returns the folder and the weights hash."""
+    import tomli_w
+
+    from medsight.models import save_weights
+
+    folder = tasks_dir / base.id / config.version
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = save_weights(model, folder / base.spec.networks[0].weights)
+    document = tomllib.loads((base.folder / "task.toml").read_text())
+    document["version"] = config.version
+    document["networks"][0]["sha256"] = digest
+    document.update(updates or {})
+    (folder / "task.toml").write_text(
+        f"# trained by: {command or 'medsight train'}\n" + tomli_w.dumps(document)
+    )
+    return folder, digest
+
+
+def write_record(
+    folder: Path,
+    config: TrainConfig,
+    command: str,
+    metrics: dict[str, Any],
+    digest: str,
+    model_card: Callable[[dict[str, Any]], str],
+) -> TrainingResult:
+    """``training_record.json`` and ``MODEL_CARD.md`` beside the task version."""
+    record = {
+        "config": config.model_dump(),
+        "command": command,
+        "metrics": metrics,
+        "software": software(),
+        "weights_sha256": digest,
+    }
+    (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
+    (folder / "MODEL_CARD.md").write_text(model_card(record))
+    return TrainingResult(load_task(folder), record)

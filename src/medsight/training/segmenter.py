@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,19 @@ from medsight.evaluation.segmentation_report import evaluate_segmenter, write_se
 from medsight.inference.predictor import network_input
 from medsight.inference.preprocess import to_network_grid
 from medsight.inference.sliding_window import sliding_window
-from medsight.models import build_network, load_network, save_weights
+from medsight.models import build_network, load_network
 from medsight.tasks import Task, load_named_task, load_task
-from medsight.training.classifier import TrainingResult
-from medsight.training.common import atomic_save, config_hash, load_checkpoint, software, step_seed
+from medsight.training.common import (
+    TrainingResult,
+    atomic_save,
+    config_hash,
+    interval,
+    load_checkpoint,
+    save_checkpoint,
+    step_seed,
+    write_record,
+    write_task_version,
+)
 from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
@@ -287,16 +295,7 @@ def train_segmenter(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        atomic_save(
-            {
-                "config": config.model_dump(),
-                "config_hash": config_hash(config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "state": state,
-            },
-            checkpoint_path,
-        )
+        save_checkpoint(checkpoint_path, config, model, optimizer, state)
         if progress:
             progress.update(
                 epoch_job,
@@ -330,17 +329,7 @@ def _write_task(
     command: str,
     progress: Any,
 ) -> TrainingResult:
-    import tomli_w
-
-    folder = tasks_dir / base.id / config.version
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(model, folder / base.spec.networks[0].weights)
-    document = tomllib.loads((base.folder / "task.toml").read_text())
-    document["version"] = config.version
-    document["networks"][0]["sha256"] = digest
-    (folder / "task.toml").write_text(
-        f"# trained by: {command or 'medsight train'}\n" + tomli_w.dumps(document)
-    )
+    folder, digest = write_task_version(base, config, model, tasks_dir, command)
     task = load_task(folder)
     # the held-back cases through the real Predictor, in their original geometry
     evaluation = evaluate_segmenter(task, validation_cases, progress=progress)
@@ -355,24 +344,14 @@ def _write_task(
         "volume_units": evaluation["volume_units"],
         "history": state["history"],
     }
-    record = {
-        "config": config.model_dump(),
-        "command": command,
-        "metrics": metrics,
-        "software": software(),
-        "weights_sha256": digest,
-    }
-    (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
-    (folder / "MODEL_CARD.md").write_text(_model_card(base, config, metrics, record))
-    return TrainingResult(load_task(folder), record)
+    return write_record(
+        folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
+    )
 
 
 def _model_card(
     base: Task, config: TrainConfig, metrics: dict[str, Any], record: dict[str, Any]
 ) -> str:
-    def interval(estimate: dict[str, Any]) -> str:
-        return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
-
     source = config.data_source or str(config.data)
     unit = metrics["units"]
     lines = [
