@@ -39,6 +39,11 @@ def _hash(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def study_key_of(study_instance_uid: str) -> str:
+    """The pseudonymous key a DICOM study's results are filed under."""
+    return _hash(study_instance_uid)
+
+
 def _file_study(path: Path) -> StudyInput:
     if is_slide_file(path):
         kind = "wsi"
@@ -71,7 +76,7 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
     studies: list[StudyInput] = []
     for study in scan.studies:
         entry = StudyInput(
-            key=_hash(study.study_instance_uid),
+            key=study_key_of(study.study_instance_uid),
             label=study.study_description or f"DICOM study {study.study_date or ''}".strip(),
         )
         for series in study.series:

@@ -140,6 +140,20 @@ def _write_label_map(label_map: np.ndarray, image: Image, path_stem: Path) -> Pa
     return path
 
 
+def _write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
+    """The heatmap on the input's grid: float NIfTI for volumes, an 8-bit PNG for 2D."""
+    if heatmap.ndim == 3:
+        return write_nifti(
+            image.replace(array=heatmap[np.newaxis].astype(np.float32), is_sequence=False),
+            path_stem.with_suffix(".nii.gz"),
+        )
+    path = path_stem.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scaled = np.round(np.clip(heatmap, 0.0, 1.0) * 255.0).astype(np.uint8)
+    PILImage.fromarray(scaled.T).save(path)  # (i, j) -> rows, columns
+    return path
+
+
 def _prediction_record(
     prediction: Prediction, task: Task, image: Image, study_dir: Path, stem: str
 ) -> dict[str, Any]:
@@ -167,6 +181,9 @@ def _prediction_record(
                 for name, flag in prediction.flags.items()
             },
         }
+        if prediction.heatmap is not None:
+            heatmap = _write_heatmap(prediction.heatmap, image, study_dir / "heatmaps" / stem)
+            record["classification"]["heatmap"] = heatmap.relative_to(study_dir).as_posix()
     if prediction.label_map is not None:
         label_path = _write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
         counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
@@ -302,42 +319,10 @@ def analyze_study(
             continue
         outcome.analyses.append(record)
 
-    review = [
-        f"{a['input'].get('modality') or a['input']['kind']}: {reason}"
-        for a in outcome.analyses
-        for reason in a.get("review_reasons", [])
-    ]
-    priority = triage(
-        all_findings, review, [f"{f['what']}: {f['reason']}" for f in outcome.failures]
+    result_path = _write_study_result(
+        study.key, study_dir, outcome, all_findings, superseded, options, identifiers
     )
-    task_hashes = sorted({a["task"]["hash"] for a in outcome.analyses})
-    result_id = _result_id(study.key, task_hashes)
-    document: dict[str, Any] = {
-        "schema_version": RESULT_SCHEMA_VERSION,
-        "medsight_version": __version__,
-        "disclaimer": DISCLAIMER,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "study_key": study.key,
-        "result_id": result_id,
-        "status": "final",
-        "supersedes": superseded if superseded != result_id else None,
-        "priority": priority.as_dict(),
-        "analyses": outcome.analyses,
-        "failures": outcome.failures,
-    }
-    if options.include_identifiers and identifiers is not None:
-        document["identifiers"] = {
-            "patient_id": identifiers.patient_id,
-            "patient_name": identifiers.patient_name,
-            "study_instance_uid": identifiers.study_instance_uid,
-            "accession_number": identifiers.accession_number,
-            "study_date": identifiers.study_date,
-        }
-    study_dir.mkdir(parents=True, exist_ok=True)
-    result_path = study_dir / "result.json"
-    write_result(document, result_path)
-    if "html" in options.outputs:
-        write_html_report(document, study_dir)
+    document = json.loads(result_path.read_text())
     outcome.result_path = result_path
     outcome.priority = document["priority"]
     log = provenance_log or out / "provenance.jsonl"
@@ -371,6 +356,70 @@ def analyze_study(
     return outcome
 
 
+def _write_study_result(
+    study_key: str,
+    study_dir: Path,
+    outcome: StudyOutcome,
+    all_findings: list[Finding],
+    superseded: str | None,
+    options: AnalysisOptions,
+    identifiers: Any,
+) -> Path:
+    """result.json (and report.html) from the analyses and failures of one study."""
+    from medsight import __version__
+
+    review = [
+        f"{a['input'].get('modality') or a['input']['kind']}: {reason}"
+        for a in outcome.analyses
+        for reason in a.get("review_reasons", [])
+    ]
+    priority = triage(
+        all_findings, review, [f"{f['what']}: {f['reason']}" for f in outcome.failures]
+    )
+    task_hashes = sorted({a["task"]["hash"] for a in outcome.analyses})
+    result_id = _result_id(study_key, task_hashes)
+    document: dict[str, Any] = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "medsight_version": __version__,
+        "disclaimer": DISCLAIMER,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "study_key": study_key,
+        "result_id": result_id,
+        "status": "final",
+        "supersedes": superseded if superseded != result_id else None,
+        "priority": priority.as_dict(),
+        "analyses": outcome.analyses,
+        "failures": outcome.failures,
+    }
+    if options.include_identifiers and identifiers is not None:
+        document["identifiers"] = {
+            "patient_id": identifiers.patient_id,
+            "patient_name": identifiers.patient_name,
+            "study_instance_uid": identifiers.study_instance_uid,
+            "accession_number": identifiers.accession_number,
+            "study_date": identifiers.study_date,
+        }
+    study_dir.mkdir(parents=True, exist_ok=True)
+    result_path = study_dir / "result.json"
+    write_result(document, result_path)
+    if "html" in options.outputs:
+        write_html_report(document, study_dir)
+    return result_path
+
+
+def write_unanalysed_study(
+    study_key: str, out: Path, reason: str, options: AnalysisOptions
+) -> Path:
+    """A result for a study that could not be analysed at all (the service gave up on it):
+    NEEDS_REVIEW with the reason, so it reaches the worklist and never reads as negative."""
+    study_dir = out / study_key
+    superseded, _previous_sr = _set_aside_previous(study_dir)
+    outcome = StudyOutcome(
+        study_key, study_key, None, failures=[{"what": "study", "reason": reason, "exit_code": 1}]
+    )
+    return _write_study_result(study_key, study_dir, outcome, [], superseded, options, None)
+
+
 def _result_id(study_key: str, task_hashes: list[str]) -> str:
     """Same study and same task versions: same id (a rerun replaces, never duplicates)."""
     import hashlib
@@ -396,7 +445,7 @@ def _set_aside_previous(study_dir: Path) -> tuple[str | None, list[Any]]:
     archive = study_dir / "history" / old_id
     archive.mkdir(parents=True, exist_ok=True)
     previous_sr = []
-    for name in ("result.json", "report.html", "dicom", "masks", "overlays"):
+    for name in ("result.json", "report.html", "dicom", "masks", "heatmaps", "overlays"):
         source = study_dir / name
         if source.exists():
             target = archive / name

@@ -6,7 +6,18 @@ import sys
 
 import typer
 
-from medsight.cli import analyze, convert, evaluate, info, report, select, serve, tasks, train
+from medsight.cli import (
+    analyze,
+    convert,
+    evaluate,
+    info,
+    report,
+    select,
+    serve,
+    tasks,
+    train,
+    users,
+)
 from medsight.cli._errors import DEBUG_OPTION, run
 
 app = typer.Typer(
@@ -28,6 +39,8 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("select-for-labelling")(select.select_for_labelling)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.audit_app, name="audit")
 
 __all__ = ["DEBUG_OPTION", "app", "main", "run"]
 

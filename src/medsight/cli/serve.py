@@ -56,12 +56,29 @@ def serve(
     rules: Annotated[
         Path | None, typer.Option(help="Site routing rules (TOML/YAML) for automatic selection.")
     ] = None,
+    stow_url: Annotated[
+        str | None, typer.Option(help="Push DICOM results to this DICOMweb STOW-RS base URL.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (analysis).")] = 1,
+    max_upload_mb: Annotated[
+        int, typer.Option(min=1, help="Largest HTTP request body (STOW-RS, uploads).")
+    ] = 256,
+    max_associations: Annotated[
+        int, typer.Option(min=1, help="Simultaneous DICOM associations.")
+    ] = 10,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev", help="Development mode: allows default secrets, creates admin/medsight."
+        ),
+    ] = False,
     debug: DEBUG_OPTION = False,
 ) -> None:
-    """Listen for DICOM, store each instance durably before acknowledging it, and analyse
-    each study after its quiet period; a restart finishes every received study."""
+    """Listen for DICOM and HTTP, store each instance durably before acknowledging it, and
+    analyse each study after its quiet period; a restart finishes every received study."""
 
     def action() -> None:
+        import logging
         import os
         import threading
 
@@ -70,13 +87,17 @@ def serve(
         from medsight.analysis import AnalysisOptions
         from medsight.analysis.outputs import parse_outputs
         from medsight.service import InstanceStore
-        from medsight.service.app import create_app
+        from medsight.service.app import ServiceSettings, create_app
+        from medsight.service.auth import Users
         from medsight.service.intake import DicomListener
-        from medsight.service.outbound import Outbound, PacsTarget
-        from medsight.service.worker import Worker
+        from medsight.service.outbound import PacsTarget
+        from medsight.service.runtime import WorkerConfig, WorkerPool, check_secrets
         from medsight.tasks.selection import load_rules
 
+        logging.getLogger("pynetdicom").setLevel(logging.ERROR)  # its INFO logs carry PHI
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
+        secret = os.environ.get(webhook_secret_env, "").encode()
+        check_secrets(Users(store.engine), dev=dev, webhook_url=webhook_url, webhook_secret=secret)
         site = load_rules(rules) if rules else None
         options = AnalysisOptions(
             task=task,
@@ -85,16 +106,27 @@ def serve(
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",
         )
-        outbound = Outbound(
-            store.engine,
-            store.data_dir,
-            pacs=PacsTarget.parse(push) if push else None,
-            webhook_url=webhook_url,
-            webhook_secret=os.environ.get(webhook_secret_env, "").encode(),
-            calling_ae=ae_title,
+        pool = WorkerPool(
+            WorkerConfig(
+                data_dir=data_dir,
+                database_url=database_url,
+                lease_seconds=lease_seconds,
+                quiet_seconds=quiet_seconds,
+                options=options,
+                pacs=PacsTarget.parse(push) if push else None,
+                stow_url=stow_url,
+                webhook_url=webhook_url,
+                webhook_secret=secret,
+                ae_title=ae_title,
+            ),
+            workers,
         )
-        worker = Worker(store, options, quiet_seconds=quiet_seconds, outbound=outbound)
-        listener = DicomListener(store, ae_title=ae_title, allowed_calling_aets=allow_aet)
+        listener = DicomListener(
+            store,
+            ae_title=ae_title,
+            allowed_calling_aets=allow_aet,
+            maximum_associations=max_associations,
+        )
         listener.start(
             host,
             dicom_port,
@@ -102,22 +134,33 @@ def serve(
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
         )
+        settings = ServiceSettings(
+            max_upload_bytes=max_upload_mb * 1024 * 1024, tasks_dirs=list(tasks_dir or [])
+        )
         web = uvicorn.Server(
-            uvicorn.Config(create_app(store), host=host, port=http_port, log_level="warning")
+            uvicorn.Config(
+                create_app(store, settings),
+                host=host,
+                port=http_port,
+                log_level="warning",
+                access_log=False,  # URLs can carry identifiers; the audit log says who did what
+            )
         )
         threading.Thread(target=web.run, name="http", daemon=True).start()
         console.print(
             f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, HTTP http://{host}:"
-            f"{http_port}/, data in {data_dir} (research use only, not for diagnostic use)"
+            f"{http_port}/, {workers} worker(s), data in {data_dir}"
+            f"{' (DEVELOPMENT MODE)' if dev else ''} - research use only, not for diagnostic use"
         )
         try:
             while True:
-                if worker.run_once() is None:
-                    time.sleep(0.5)
+                pool.check()
+                time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
             web.should_exit = True
             listener.stop()
+            pool.stop()
 
     run(action, debug=debug)

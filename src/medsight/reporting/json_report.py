@@ -129,6 +129,10 @@ _ANALYSIS = {
                 "logits": _NUMBER_MAP,
                 "probabilities": _NUMBER_MAP,
                 "temperature": {"type": "number"},
+                "heatmap": {
+                    "type": "string",
+                    "description": "Grad-CAM heatmap (0-1) on the input's grid, relative path",
+                },
                 "operating_points": {
                     "type": "object",
                     "additionalProperties": {

@@ -1,31 +1,39 @@
 """The HTTP side of the service (FastAPI): the worklist, study results, clinician feedback,
-the audit log, the task list with model cards, health and Prometheus metrics, and a small
-server-rendered worklist page. Every page and response says research use only."""
+the audit log, the task list with model cards, metrics, STOW-RS and photo upload, and the
+server-rendered pages (`pages.py`). Every route but a liveness check needs an authenticated
+user of a role allowed there; every response a person reads says research use only."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Request  # at module level: FastAPI resolves the route annotations here
-from pydantic import BaseModel
+from fastapi import Depends, Request  # module level: FastAPI resolves route annotations here
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from medsight.findings import Priority, WorklistEntry, order_worklist
+from medsight.service.audit import AuditLog
+from medsight.service.auth import User, Users
 from medsight.service.store import InstanceStore
 
-__all__ = ["create_app"]
+__all__ = ["DISCLAIMER", "SESSION_COOKIE", "ServiceSettings", "create_app"]
 
 DISCLAIMER = "research use only, not for diagnostic use"
-_COLOURS = {
-    "STAT": "#b00020",
-    "URGENT": "#e65100",
-    "NEEDS_REVIEW": "#6a1b9a",
-    "ROUTINE": "#1565c0",
-    "NO_AI_FINDING": "#455a64",
-}
+SESSION_COOKIE = "medsight_session"
+READERS = ("clinician", "admin")
+_BEARER = HTTPBearer(auto_error=False)
+_COOKIE = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
+SUBMITTERS = ("service", "admin")
+
+
+class ServiceSettings(BaseModel):
+    max_upload_bytes: int = 256 * 1024 * 1024
+    tasks_dirs: list[Path] = Field(default_factory=list)
+    secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
 
 
 def _results(results_dir: Path) -> list[dict[str, Any]]:
@@ -38,7 +46,7 @@ def _results(results_dir: Path) -> list[dict[str, Any]]:
     return documents
 
 
-def _worklist(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry]:
+def worklist_entries(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry]:
     entries = []
     for document in _results(results_dir):
         if document.get("status") == "withdrawn":
@@ -62,25 +70,78 @@ def _worklist(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry]:
 class Feedback(BaseModel):
     """A clinician's verdict on one finding (stored for performance monitoring)."""
 
-    finding: str
+    finding: str = Field(max_length=128)
     verdict: Literal["agree", "disagree"]
-    comment: str = ""
-    user: str
+    comment: str = Field(default="", max_length=4000)
 
 
-def create_app(store: InstanceStore) -> Any:
-    import email.parser
-    import email.policy
-    import io
+class Login(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
 
-    import pydicom
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413) by their declared length, and by
+    counting what arrives when no length is declared, before the app buffers them."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLargeError:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+def create_app(store: InstanceStore, settings: ServiceSettings | None = None) -> Any:
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
     from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
 
     import medsight
+    from medsight.service import pages
+    from medsight.service.metrics import prometheus_text
 
+    settings = settings or ServiceSettings()
     results_dir = store.data_dir / "results"
+    users = Users(store.engine)
+    audit = AuditLog(store.engine)
     metadata = MetaData()
     feedback_table = Table(
         "feedback",
@@ -93,31 +154,35 @@ def create_app(store: InstanceStore) -> Any:
         Column("user", String(128), nullable=False),
         Column("at", String(32), nullable=False),
     )
-    audit_table = Table(
-        "audit",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("at", String(32), nullable=False),
-        Column("actor", String(128), nullable=False),
-        Column("action", String(64), nullable=False),
-        Column("subject", String(128), nullable=False),
-        Column("detail", Text),
-    )
     metadata.create_all(store.engine)
 
     def now() -> _dt.datetime:
         return _dt.datetime.now(_dt.UTC)
 
-    def audit(connection: Any, actor: str, action: str, subject: str, detail: Any) -> None:
-        connection.execute(
-            insert(audit_table).values(
-                at=now().isoformat(timespec="milliseconds"),
-                actor=actor,
-                action=action,
-                subject=subject,
-                detail=json.dumps(detail),
-            )
-        )
+    def allow(*roles: str) -> Callable[..., User]:
+        """A dependency: the authenticated user, who must hold one of ``roles``."""
+
+        def dependency(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+            session: Annotated[str | None, Depends(_COOKIE)],
+        ) -> User:
+            token = credentials.credentials if credentials is not None else session
+            user = users.user_for_token(token) if token else None
+            if user is None:
+                raise HTTPException(
+                    401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
+                )
+            if user.role not in roles:
+                raise HTTPException(403, f"the {user.role} role may not do this")
+            return user
+
+        return dependency
+
+    reader = Depends(allow(*READERS))
+    submitter = Depends(allow(*SUBMITTERS))
+    admin = Depends(allow("admin"))
+    metrics_reader = Depends(allow("service", "admin"))
+    anyone = Depends(allow("clinician", "admin", "service"))
 
     app = FastAPI(
         title="medsight",
@@ -125,36 +190,72 @@ def create_app(store: InstanceStore) -> Any:
         description=f"AI decision support worklist. {DISCLAIMER.capitalize()}.",
     )
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Any:
+        """A browser asking for a page without a session is sent to the login page."""
+        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        api = request.url.path.startswith(("/api/", "/dicom-web/", "/metrics"))
+        if exc.status_code == 401 and wants_page and not api:
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return JSONResponse(
+            {"detail": exc.detail, "disclaimer": DISCLAIMER},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.get("/healthz")
     def health() -> dict[str, str]:
+        """Liveness: reveals nothing but that the process and its database answer."""
         with store.engine.connect() as connection:
             connection.execute(select(1))
-        return {"status": "ok", "disclaimer": DISCLAIMER}
+        return {"status": "ok"}
+
+    @app.post("/api/login")
+    def login(body: Login) -> JSONResponse:
+        user = users.login(body.username, body.password)
+        if user is None:
+            audit.append(body.username, "login-failed", "-", {})
+            raise HTTPException(401, "unknown user or wrong password")
+        token = users.issue_token(user.name, "session")
+        audit.append(user.name, "login", "-", {"role": user.role})
+        response = JSONResponse({"user": user.name, "role": user.role, "token": token})
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookies,
+            max_age=12 * 3600,
+        )
+        return response
+
+    @app.post("/api/logout")
+    def logout(request: Request, user: User = anyone) -> JSONResponse:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            users.revoke(token)
+        response = JSONResponse({"logged_out": user.name})
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/api/me")
+    def me(user: User = anyone) -> dict[str, str]:
+        return {"user": user.name, "role": user.role}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        states = store.queue.states()
-        lines = [
-            "# HELP medsight_jobs Jobs by state.",
-            "# TYPE medsight_jobs gauge",
-        ]
-        for state in ("queued", "leased", "done", "dead"):
-            lines.append(f'medsight_jobs{{state="{state}"}} {states.get(state, 0)}')
-        lines += [
-            "# HELP medsight_instances_stored Instances in the store.",
-            "# TYPE medsight_instances_stored gauge",
-            f"medsight_instances_stored {store.count()}",
-        ]
-        return "\n".join(lines) + "\n"
+    def metrics(user: User = metrics_reader) -> str:
+        return prometheus_text(store)
 
     @app.get("/api/worklist")
-    def worklist(priority: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    def worklist(
+        priority: str | None = None, limit: int = 50, offset: int = 0, user: User = reader
+    ) -> dict[str, Any]:
         current = now()
-        entries = _worklist(results_dir, current)
+        entries = worklist_entries(results_dir, current)
         if priority:
             wanted = set(priority.split(","))
             entries = [e for e in entries if e.effective_level in wanted]
-        page = entries[offset : offset + max(0, min(limit, 500))]
+        page = entries[max(0, offset) : max(0, offset) + max(0, min(limit, 500))]
         return {
             "disclaimer": DISCLAIMER,
             "total": len(entries),
@@ -177,31 +278,36 @@ def create_app(store: InstanceStore) -> Any:
         return json.loads(path.read_text())
 
     @app.get("/api/studies/{study_key}")
-    def study(study_key: str) -> dict[str, Any]:
-        return _study(study_key)
+    def study(study_key: str, user: User = reader) -> dict[str, Any]:
+        document = _study(study_key)
+        audit.append(user.name, "view", study_key, {"result_id": document.get("result_id")})
+        return document
 
     @app.post("/api/studies/{study_key}/feedback", status_code=201)
-    def feedback(study_key: str, body: Feedback) -> dict[str, Any]:
+    def feedback(study_key: str, body: Feedback, user: User = reader) -> dict[str, Any]:
         document = _study(study_key)
         names = {f["name"] for a in document["analyses"] for f in a.get("findings", [])}
         if body.finding not in names:
             raise HTTPException(422, f"study {study_key} has no finding {body.finding!r}")
-        with store.engine.begin() as connection:
+
+        def store_feedback(connection: Any) -> None:
             connection.execute(
                 insert(feedback_table).values(
                     study_key=study_key,
                     finding=body.finding,
                     verdict=body.verdict,
                     comment=body.comment,
-                    user=body.user,
+                    user=user.name,
                     at=now().isoformat(timespec="milliseconds"),
                 )
             )
-            audit(connection, body.user, "feedback", study_key, body.model_dump())
+
+        detail = {**body.model_dump(), "result_id": document.get("result_id")}
+        audit.append(user.name, "feedback", study_key, detail, also=store_feedback)
         return {"stored": True}
 
     @app.get("/api/studies/{study_key}/feedback")
-    def feedback_of(study_key: str) -> list[dict[str, Any]]:
+    def feedback_of(study_key: str, user: User = reader) -> list[dict[str, Any]]:
         with store.engine.connect() as connection:
             rows = connection.execute(
                 select(feedback_table).where(feedback_table.c.study_key == study_key)
@@ -209,18 +315,28 @@ def create_app(store: InstanceStore) -> Any:
             return [dict(row) for row in rows]
 
     @app.get("/api/audit")
-    def audit_log(subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        query = select(audit_table).order_by(audit_table.c.id.desc()).limit(min(limit, 1000))
-        if subject:
-            query = query.where(audit_table.c.subject == subject)
-        with store.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+    def audit_log(
+        subject: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        user: User = admin,
+    ) -> list[dict[str, Any]]:
+        return audit.query(subject=subject, actor=actor, action=action, limit=limit, offset=offset)
+
+    @app.get("/api/audit/verify")
+    def audit_verify(user: User = admin) -> dict[str, Any]:
+        result = audit.verify()
+        return {
+            "ok": result.ok,
+            "rows": result.rows,
+            "first_bad_id": result.first_bad_id,
+            "problem": result.problem,
+        }
 
     @app.get("/api/tasks")
-    def tasks() -> list[dict[str, Any]]:
-        from medsight.tasks import discover_tasks
-
-        catalog = discover_tasks()
+    def tasks(user: User = reader) -> list[dict[str, Any]]:
         return [
             {
                 "id": t.id,
@@ -228,136 +344,64 @@ def create_app(store: InstanceStore) -> Any:
                 "title": t.spec.title,
                 "intended_use": t.spec.intended_use,
                 "trained": t.weights_available,
-                "model_card": (t.folder / "MODEL_CARD.md").read_text()
-                if (t.folder / "MODEL_CARD.md").is_file()
-                else "",
+                "model_card": card,
             }
-            for t in catalog.tasks
+            for t, card in pages.task_cards(settings.tasks_dirs)
         ]
 
     @app.post("/dicom-web/studies", response_class=JSONResponse)
-    async def stow(request: Request) -> Any:
-        """STOW-RS: each application/dicom part is stored durably before the response;
-        the response lists what was stored and what failed (DICOM JSON, PS3.18)."""
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("multipart/related"):
-            raise HTTPException(415, "STOW-RS expects multipart/related; type=application/dicom")
+    async def stow(request: Request, user: User = submitter) -> Any:
+        from medsight.service.intake.stow import receive_stow
+
         body = await request.body()
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body
-        )
-        stored, failed = [], []
-        for part in message.iter_parts():
-            payload = part.get_payload(decode=True)
-            if not isinstance(payload, bytes):
-                failed.append("a part without a DICOM payload")
-                continue
-            try:
-                dataset = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
-                identifiers = {
-                    k: str(dataset.get(k, ""))
-                    for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-                }
-                identifiers["SOPClassUID"] = str(
-                    dataset.get("SOPClassUID", "") or dataset.file_meta.MediaStorageSOPClassUID
-                )
-                store.store(payload, identifiers, "STOW-RS")
-                stored.append(identifiers)
-            except Exception as exc:  # one bad part never loses the others
-                failed.append(str(exc)[:200])
-        response = {
-            "00081199": {
-                "vr": "SQ",
-                "Value": [
-                    {
-                        "00081150": {"vr": "UI", "Value": [i["SOPClassUID"]]},
-                        "00081155": {"vr": "UI", "Value": [i["SOPInstanceUID"]]},
-                    }
-                    for i in stored
-                ],
-            }
-        }
-        if failed:
-            response["00081198"] = {
-                "vr": "SQ",
-                "Value": [{"00081197": {"vr": "US", "Value": [0xC000]}} for _ in failed],
-            }
-        status = 200 if not failed else (202 if stored else 409)
+        try:
+            status, response = receive_stow(
+                store, request.headers.get("content-type", ""), body, f"STOW-RS:{user.name}"
+            )
+        except ValueError as exc:
+            raise HTTPException(415, str(exc)) from exc
         return JSONResponse(response, status_code=status, media_type="application/dicom+json")
 
-    @app.get("/", response_class=HTMLResponse)
-    def worklist_page() -> str:
-        current = now()
-        rows = []
-        for entry in _worklist(results_dir, current):
-            waited = (current - entry.received).total_seconds() / 60
-            reasons = "<br>".join(html.escape(r) for r in entry.reasons)
-            rows.append(
-                f'<tr><td><span class="level" style="background:'
-                f'{_COLOURS.get(entry.effective_level, "#333")}">'
-                f"{html.escape(entry.effective_level)}</span></td>"
-                f'<td><a href="/studies/{html.escape(entry.study_key)}/viewer">'
-                f'{html.escape(entry.study_key)}</a> (<a href="/studies/'
-                f'{html.escape(entry.study_key)}/report.html">report</a>)</td>'
-                f"<td>{waited:.0f} min</td>"
-                f"<td>{reasons}</td></tr>"
+    @app.post("/api/upload", status_code=201)
+    async def upload(
+        request: Request,
+        task: str,
+        patient_id: str,
+        patient_name: str = "",
+        accession_number: str = "",
+        study_instance_uid: str = "",
+        laterality: str = "",
+        user: User = submitter,
+    ) -> dict[str, Any]:
+        """A fundus or skin photograph (PNG, JPEG or TIFF as the raw request body) with its
+        identifiers and the task to run on it."""
+        from medsight.errors import MedsightError
+        from medsight.service.intake.photo_upload import PhotoIdentifiers, photo_to_dicom
+
+        chosen = pages.photo_task(task, settings.tasks_dirs)
+        if chosen is None:
+            raise HTTPException(422, f"{task!r} is not an installed task for photographs")
+        body = await request.body()
+        try:
+            encoded, identifiers = photo_to_dicom(
+                body,
+                PhotoIdentifiers(
+                    patient_id, patient_name, accession_number, study_instance_uid, laterality
+                ),
+                modality=chosen.spec.acceptance.modalities[0],
+                task_id=chosen.id,
             )
-        body = "".join(rows) or '<tr><td colspan="4">No analysed studies yet.</td></tr>'
-        return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="15"><title>medsight worklist</title>
-<style>body{{font-family:system-ui,sans-serif;margin:0}}
-.banner{{background:#b00020;color:#fff;padding:.6em 1em;font-weight:700}}
-main{{padding:1em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}}
-.level{{color:#fff;padding:.15em .5em;border-radius:3px;font-weight:700}}</style></head>
-<body><div class="banner" role="alert">medsight worklist - Research use only, not for
-diagnostic use. No AI finding is not a negative read.</div><main>
-<h1>Worklist</h1><table><tr><th>priority</th><th>study</th><th>waiting</th><th>reasons</th></tr>
-{body}</table></main></body></html>"""
+            store.route(identifiers["StudyInstanceUID"], chosen.id)
+            new = store.store(encoded, identifiers, f"upload:{user.name}")
+        except MedsightError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return {
+            "stored": new,
+            "task": chosen.id,
+            "study_instance_uid": identifiers["StudyInstanceUID"],
+            "sop_instance_uid": identifiers["SOPInstanceUID"],
+        }
 
-    def _source(document: dict[str, Any], index: int) -> tuple[Path, Path | None]:
-        if not 0 <= index < len(document["analyses"]):
-            raise HTTPException(404, f"no analysis {index}")
-        analysis = document["analyses"][index]
-        source = analysis["input"]
-        series = [
-            i
-            for i in store.instances_of(source.get("study_instance_uid") or "")
-            if i.series_instance_uid == source.get("series_instance_uid")
-        ]
-        if not series:
-            raise HTTPException(404, "the source images are not in this service's store")
-        label_map = analysis.get("segmentation", {}).get("label_map")
-        mask = results_dir / document["study_key"] / label_map if label_map else None
-        return series[0].path.parent, mask
-
-    @app.get("/studies/{study_key}/viewer", response_class=HTMLResponse)
-    def viewer(study_key: str, analysis: int = 0) -> str:
-        from medsight.service.viewer import viewer_page
-
-        document = _study(study_key)
-        _source(document, analysis)  # 404 before rendering a page that cannot show images
-        return viewer_page(study_key, document, analysis)
-
-    @app.get("/api/studies/{study_key}/render", response_class=Response)
-    def render(
-        study_key: str, analysis: int = 0, slice: int = 0, window: str = "default", mask: int = 1
-    ) -> Any:
-        from medsight.service.viewer import load_pair, render_slice
-
-        source, labels_path = _source(_study(study_key), analysis)
-        image, labels = load_pair(source, labels_path)
-        png = render_slice(image, labels, slice, window, bool(mask))
-        return Response(png, media_type="image/png")
-
-    @app.get("/studies/{study_key}/{path:path}")
-    def study_file(study_key: str, path: str) -> Any:
-        from fastapi.responses import FileResponse
-
-        base = (results_dir / study_key).resolve()
-        target = (base / path).resolve()
-        if not study_key.isalnum() or base not in target.parents or not target.is_file():
-            raise HTTPException(404, "not found")
-        return FileResponse(target)
-
+    pages.add_pages(app, store, settings, reader=reader, admin=admin, study=_study, audit=audit)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     return app

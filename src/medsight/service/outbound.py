@@ -45,6 +45,10 @@ class PacsTarget:
             raise InvalidInputError(f"PACS target {text!r} is not AET@host:port") from exc
 
 
+def _files_key(files: list[str]) -> str:
+    return hashlib.sha256("|".join(sorted(files)).encode()).hexdigest()[:16]
+
+
 def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
@@ -56,6 +60,7 @@ class Outbound:
         data_dir: Path,
         *,
         pacs: PacsTarget | None = None,
+        stow_url: str | None = None,
         webhook_url: str | None = None,
         webhook_secret: bytes | None = None,
         calling_ae: str = "MEDSIGHT",
@@ -67,6 +72,7 @@ class Outbound:
         self.engine = engine
         self.data_dir = data_dir
         self.pacs = pacs
+        self.stow_url = stow_url
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret or b""
         self.calling_ae = calling_ae
@@ -78,7 +84,7 @@ class Outbound:
             metadata,
             Column("id", Integer, primary_key=True, autoincrement=True),
             Column("idempotency_key", String(128), nullable=False, unique=True),
-            Column("kind", String(16), nullable=False),  # pacs | webhook
+            Column("kind", String(16), nullable=False),  # pacs | stow | webhook
             Column("target", String(256), nullable=False),
             Column("payload", Text, nullable=False),  # file list (pacs) or JSON body
             Column("state", String(16), nullable=False),  # pending | done | dead
@@ -97,21 +103,26 @@ class Outbound:
         from sqlalchemy.exc import IntegrityError
 
         rows = []
+        files = [
+            str((result_dir / p).relative_to(self.data_dir))
+            for a in document["analyses"]
+            for p in a.get("dicom_outputs", [])
+        ]
+        targets = []
         if self.pacs is not None:
-            files = [
-                str((result_dir / p).relative_to(self.data_dir))
-                for a in document["analyses"]
-                for p in a.get("dicom_outputs", [])
-            ]
-            if files:
-                rows.append(
-                    {
-                        "idempotency_key": f"pacs:{document['result_id']}",
-                        "kind": "pacs",
-                        "target": f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}",
-                        "payload": json.dumps(files),
-                    }
-                )
+            targets.append(("pacs", f"{self.pacs.ae_title}@{self.pacs.host}:{self.pacs.port}"))
+        if self.stow_url:
+            targets.append(("stow", self.stow_url))
+        for kind, target in targets if files else []:
+            rows.append(
+                {
+                    # the files' UIDs derive from the result: one delivery per result version
+                    "idempotency_key": f"{kind}:{document['result_id']}:{_files_key(files)}",
+                    "kind": kind,
+                    "target": target,
+                    "payload": json.dumps(files),
+                }
+            )
         if self.webhook_url:
             for analysis in document["analyses"]:
                 for finding in analysis.get("findings", []):
@@ -170,6 +181,8 @@ class Outbound:
             try:
                 if row["kind"] == "pacs":
                     self._push(json.loads(row["payload"]))
+                elif row["kind"] == "stow":
+                    self._stow(json.loads(row["payload"]))
                 else:
                     self._post(row["payload"].encode(), row["idempotency_key"])
             except Exception as exc:  # every failure is recorded and retried
@@ -210,6 +223,20 @@ class Outbound:
                     raise ConnectionError(f"C-STORE of {dataset.SOPInstanceUID}: status {code}")
         finally:
             association.release()
+
+    def _stow(self, files: list[str]) -> None:
+        """STOW-RS to the configured DICOMweb endpoint (dicomweb-client); the PACS keys
+        instances by SOP Instance UID, so a retry replaces rather than duplicates."""
+        import pydicom
+        from dicomweb_client.api import DICOMwebClient
+
+        assert self.stow_url is not None
+        client = DICOMwebClient(url=self.stow_url)
+        datasets = [pydicom.dcmread(self.data_dir / f) for f in files]
+        response = client.store_instances(datasets)
+        failed = response.get("00081198", {}).get("Value", [])
+        if failed:
+            raise ConnectionError(f"STOW-RS refused {len(failed)} of {len(datasets)} instances")
 
     def _post(self, body: bytes, key: str) -> None:
         assert self.webhook_url is not None

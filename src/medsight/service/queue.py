@@ -68,7 +68,12 @@ class JobQueue:
             Column("lease_until", Float),
             Column("worker", String(64)),
             Column("error", Text),
+            Column("failures", Integer, nullable=False, default=0),
             Column("result", Text),
+            # for the latency metrics: the study's last arrival, the lease, the outcome
+            Column("last_received", Float),
+            Column("started_at", Float),
+            Column("finished_at", Float),
             UniqueConstraint("study_instance_uid", "revision"),
         )
         metadata.create_all(engine)
@@ -112,7 +117,7 @@ class JobQueue:
         queued = []
         with self.engine.begin() as connection:
             rows = connection.execute(
-                select(table.c.study_instance_uid, table.c.revision).where(
+                select(table.c.study_instance_uid, table.c.revision, table.c.last_received).where(
                     and_(table.c.state == "receiving", table.c.last_received <= now - quiet_seconds)
                 )
             ).all()
@@ -123,7 +128,9 @@ class JobQueue:
                         revision=row.revision,
                         state="queued",
                         attempts=0,
+                        failures=0,
                         available_at=now,
+                        last_received=row.last_received,
                     )
                 )
                 connection.execute(
@@ -158,6 +165,7 @@ class JobQueue:
                         lease_until=now + self.lease_seconds,
                         worker=worker,
                         attempts=row["attempts"] + 1,
+                        started_at=now,
                     )
                 )
                 if claimed.rowcount == 1:
@@ -173,7 +181,13 @@ class JobQueue:
             connection.execute(
                 update(self.jobs)
                 .where(self.jobs.c.id == job.id)
-                .values(state="done", result=result, lease_until=None, error=None)
+                .values(
+                    state="done",
+                    result=result,
+                    lease_until=None,
+                    error=None,
+                    finished_at=time.time(),
+                )
             )
             connection.execute(
                 update(self.studies)
@@ -187,15 +201,23 @@ class JobQueue:
                 .values(state="done")
             )
 
-    def fail(self, job: Job, error: str, now: float | None = None) -> str:
-        """Retry later (exponential backoff) or, after ``max_attempts``, dead-letter."""
+    def fail(
+        self, job: Job, error: str, now: float | None = None, *, permanent: bool = False
+    ) -> str:
+        """Retry later (exponential backoff) or, after ``max_attempts`` or for a
+        ``permanent`` failure (bad input: a retry would fail the same way), dead-letter."""
         from sqlalchemy import update
 
         now = time.time() if now is None else now
-        dead = job.attempts >= self.max_attempts
-        values: dict[str, Any] = {"error": error[:4000], "lease_until": None}
+        dead = permanent or job.attempts >= self.max_attempts
+        values: dict[str, Any] = {
+            "error": error[:4000],
+            "lease_until": None,
+            "failures": self.jobs.c.failures + 1,
+        }
         if dead:
             values["state"] = "dead"
+            values["finished_at"] = now
         else:
             values["state"] = "queued"
             values["available_at"] = now + self.backoff_seconds * 2 ** (job.attempts - 1)

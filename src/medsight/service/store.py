@@ -84,8 +84,14 @@ class InstanceStore:
             Column("path", String(1024), nullable=False),
             Column("sha256", String(64), nullable=False),
             Column("size", Integer, nullable=False),
-            Column("calling_ae", String(16), nullable=False),
+            Column("calling_ae", String(64), nullable=False),  # or the HTTP intake and user
             Column("received_at", String(32), nullable=False),
+        )
+        self.routes = Table(  # a task chosen for a study at intake (photo uploads)
+            "routes",
+            metadata,
+            Column("study_instance_uid", String(64), primary_key=True),
+            Column("task", String(128), nullable=False),
         )
         metadata.create_all(self.engine)
         self.queue = JobQueue(self.engine, **queue_options)
@@ -150,6 +156,25 @@ class InstanceStore:
             )
             self.queue.received(study, connection)
         return True
+
+    def route(self, study_instance_uid: str, task: str) -> None:
+        """Run ``task`` on this study instead of the automatic selection."""
+        from sqlalchemy import delete, insert
+
+        study = _check_uid("StudyInstanceUID", study_instance_uid)
+        with self.engine.begin() as connection:
+            connection.execute(delete(self.routes).where(self.routes.c.study_instance_uid == study))
+            connection.execute(insert(self.routes).values(study_instance_uid=study, task=task))
+
+    def route_of(self, study_instance_uid: str) -> str | None:
+        from sqlalchemy import select
+
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(self.routes.c.task).where(
+                    self.routes.c.study_instance_uid == study_instance_uid
+                )
+            ).scalar()
 
     def instances_of(self, study_instance_uid: str) -> list[StoredInstance]:
         from sqlalchemy import select

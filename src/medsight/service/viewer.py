@@ -8,6 +8,7 @@ import functools
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +19,60 @@ from medsight.image import Image
 from medsight.imaging import WINDOW_PRESETS, to_display
 from medsight.io import read_image
 
-__all__ = ["render_slice", "viewer_page"]
+__all__ = ["Layers", "load_layers", "render_slice", "viewer_body"]
 
 _MASK_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [64, 200, 255], [255, 210, 0], [120, 255, 120]], dtype=np.float32
 )
 
 
+@dataclass(frozen=True)
+class Layers:
+    """The source image and what can be drawn over it, all on the image's grid."""
+
+    image: Image
+    labels: np.ndarray | None
+    heat: np.ndarray | None
+
+
+def _same_grid(array: np.ndarray | None, image: Image) -> np.ndarray | None:
+    return array if array is not None and array.shape == tuple(image.shape) else None
+
+
 @functools.lru_cache(maxsize=4)
-def load_pair(source: Path, label_map: Path | None) -> tuple[Image, np.ndarray | None]:
-    """The source image and its label map (same grid), cached for scrolling."""
+def load_layers(source: Path, label_map: Path | None, heatmap: Path | None) -> Layers:
+    """The source image, its label map and its heatmap (cached for scrolling). A layer
+    whose grid differs from the image's is dropped: never draw on the wrong pixels."""
     image = read_image(source)
-    labels = None
+    labels = heat = None
     if label_map is not None and label_map.is_file():
         labels = np.asarray(read_image(label_map).array[0]).astype(np.int16)
-        if labels.shape != tuple(image.shape):
-            labels = None  # never overlay a mask on the wrong grid
-    return image, labels
+    if heatmap is not None and heatmap.is_file():
+        heat = np.asarray(read_image(heatmap).array[0]).astype(np.float32)
+        if heatmap.suffix == ".png":
+            heat = heat / 255.0
+    return Layers(image, _same_grid(labels, image), _same_grid(heat, image))
 
 
 def render_slice(
-    image: Image, labels: np.ndarray | None, k: int, window: str, show_mask: bool
+    layers: Layers, k: int, window: str, *, show_mask: bool, show_heat: bool = False
 ) -> bytes:
-    """PNG of slice ``k`` (2D images: the image) with an optional mask overlay."""
+    """PNG of slice ``k`` (2D images: the image) with the chosen overlays."""
+    image, labels, heat = layers.image, layers.labels, layers.heat
     preset = WINDOW_PRESETS.get(window)
     shown = to_display(image, preset) if preset else to_display(image)
     if image.spatial_dims == 3:
         k = int(np.clip(k, 0, image.shape[2] - 1))
         shown = shown[..., k]
         labels = labels[..., k] if labels is not None else None
+        heat = heat[..., k] if heat is not None else None
     rgb = np.repeat(shown[:1], 3, axis=0) if shown.shape[0] == 1 else shown[:3]
     picture = np.clip(rgb, 0, 1).transpose(2, 1, 0) * 255.0  # (rows, columns, 3)
+    if show_heat and heat is not None:
+        h = np.clip(heat.T, 0.0, 1.0)[..., None]
+        warm = np.concatenate([np.ones_like(h), h, np.zeros_like(h)], axis=-1) * 255.0
+        alpha = 0.5 * h  # red through yellow, stronger where the model looked harder
+        picture = (1.0 - alpha) * picture + alpha * warm
     if show_mask and labels is not None:
         mask = labels.T
         colours = _MASK_COLOURS[np.clip(mask, 0, len(_MASK_COLOURS) - 1)]
@@ -59,7 +83,24 @@ def render_slice(
     return buffer.getvalue()
 
 
-def viewer_page(study_key: str, document: dict[str, Any], index: int) -> str:
+def _failures(document: dict[str, Any]) -> str:
+    items = "".join(
+        f"<li>{html.escape(f['what'])}: {html.escape(f['reason'])}</li>"
+        for f in document.get("failures", [])
+    )
+    return f"<h2>Not analysed</h2><ul>{items}</ul>" if items else ""
+
+
+def viewer_body(study_key: str, document: dict[str, Any], index: int) -> tuple[str, str]:
+    """The viewer's HTML body and script (the page frame and banner are the caller's)."""
+    priority = document["priority"]
+    header = (
+        f"<p>Priority <b>{html.escape(priority['level'])}</b>: "
+        + "; ".join(html.escape(r) for r in priority["reasons"])
+        + "</p>"
+    )
+    if not document["analyses"]:
+        return header + _failures(document) + '<p><a href="/">worklist</a></p>', ""
     analysis = document["analyses"][index]
     depth = analysis["input"]["shape"][2] if len(analysis["input"]["shape"]) == 3 else 1
     presets = "".join(
@@ -89,46 +130,45 @@ def viewer_page(study_key: str, document: dict[str, Any], index: int) -> str:
         else '<input id="slice" type="hidden" value="0">'
     )
     key = json.dumps(study_key)
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>medsight viewer {html.escape(study_key)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:0}}
-.banner{{background:#b00020;color:#fff;padding:.6em 1em;font-weight:700}}
-main{{display:flex;gap:1.5em;padding:1em}} img{{width:480px;image-rendering:pixelated;
-border:1px solid #999}} td,th{{border:1px solid #ccc;padding:.3em}}
-table{{border-collapse:collapse}}
-</style></head><body>
-<div class="banner" role="alert">medsight viewer - Research use only, not for diagnostic use.
-No AI finding is not a negative read.</div>
-<main><div><div>{slider}
+    toggles = ""
+    if "segmentation" in analysis:
+        toggles += '<label><input id="mask" type="checkbox" checked> mask</label>'
+    if analysis.get("classification", {}).get("heatmap"):
+        toggles += '<label><input id="heatmap" type="checkbox" checked> heatmap</label>'
+    body = f"""{header}<div style="display:flex;gap:1.5em"><div><div>{slider}
 <label>window <select id="window">{presets}</select></label>
-<label><input id="mask" type="checkbox" checked> mask</label></div>
-<img id="view" alt="image with AI overlay"></div>
+{toggles}</div>
+<img id="view" alt="image with AI overlay" style="width:480px;border:1px solid #999"></div>
 <div><h2>{html.escape(analysis["task"]["id"])} {html.escape(analysis["task"]["version"])}</h2>
 <table><tr><th>finding</th><th>probability</th><th>flag</th><th>measurements</th>
 <th>your feedback</th></tr>{"".join(rows)}</table><p id="status"></p>
-<p><a href="report.html">full report</a> - <a href="/">worklist</a></p></div></main>
-<script>
+{_failures(document)}
+<p><a href="report.html">full report</a> - <a href="/">worklist</a></p></div></div>"""
+    script = f"""
 const key = {key}, index = {index};
+function checked(id) {{
+  const box = document.getElementById(id); return box && box.checked ? 1 : 0; }}
 const view = document.getElementById("view");
 function draw() {{
   const k = document.getElementById("slice").value;
   const w = document.getElementById("window").value;
-  const m = document.getElementById("mask").checked ? 1 : 0;
   view.src = `/api/studies/${{key}}/render?analysis=${{index}}&slice=${{k}}` +
-    `&window=${{w}}&mask=${{m}}`;
+    `&window=${{w}}&mask=${{checked("mask")}}&heatmap=${{checked("heatmap")}}`;
 }}
-for (const id of ["slice", "window", "mask"]) {{
-  document.getElementById(id).addEventListener("input", draw);
+for (const id of ["slice", "window", "mask", "heatmap"]) {{
+  const control = document.getElementById(id);
+  if (control) control.addEventListener("input", draw);
 }}
 for (const button of document.querySelectorAll("button.fb")) {{
   button.addEventListener("click", async () => {{
     const response = await fetch(`/api/studies/${{key}}/feedback`, {{
       method: "POST", headers: {{"Content-Type": "application/json"}},
       body: JSON.stringify({{finding: button.dataset.finding,
-                             verdict: button.dataset.verdict, user: "viewer"}})}});
+                             verdict: button.dataset.verdict}})}});
     document.getElementById("status").textContent =
       response.ok ? `feedback stored: ${{button.dataset.verdict}}` : "feedback failed";
   }});
 }}
 draw();
-</script></body></html>"""
+"""
+    return body, script

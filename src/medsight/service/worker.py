@@ -1,18 +1,29 @@
 """The worker: turns quiet studies into jobs, leases one, analyses the study's stored
-instances with the engine's task selection, and records the outcome. Results go to
-``DATA/results/<study key>/``; the engine's deterministic result ids and DICOM UIDs make a
-retried job overwrite its own earlier output rather than duplicate it."""
+instances with the engine's task selection (or the task chosen at upload), and records the
+outcome, with one audit entry per inference. Results go to ``DATA/results/<study key>/``;
+the engine's deterministic result ids and DICOM UIDs make a retried job overwrite its own
+earlier output rather than duplicate it.
+
+A study that cannot be analysed (bad input: permanent; a crash of the model: after the
+retries) still gets a result, NEEDS_REVIEW with the reason, so it reaches the worklist.
+Logs carry study keys and UIDs, never patient names or IDs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
+from medsight.analysis.inputs import study_key_of
+from medsight.analysis.runner import write_unanalysed_study
 from medsight.errors import MedsightError
+from medsight.service.audit import AuditLog
 from medsight.service.outbound import Outbound
 from medsight.service.queue import Job
 from medsight.service.store import InstanceStore
@@ -20,6 +31,30 @@ from medsight.service.store import InstanceStore
 logger = logging.getLogger(__name__)
 
 __all__ = ["Worker"]
+
+
+def _inference_record(analysis: dict[str, Any], result: str) -> dict[str, Any]:
+    """What the audit keeps of one inference: inputs, model, operating point, outputs."""
+    source = analysis["input"]
+    folder = result.split("/", 1)[0]  # <study key>/result.json: outputs relative to results
+    classification = analysis.get("classification", {})
+    return {
+        "input": {
+            k: source.get(k)
+            for k in ("study_instance_uid", "series_instance_uid", "sop_instance_uids")
+        },
+        "task": {k: analysis["task"][k] for k in ("id", "version", "hash", "weights_sha256")},
+        "operating_points": {
+            name: {k: point.get(k) for k in ("output", "threshold", "flag")}
+            for name, point in classification.get("operating_points", {}).items()
+        },
+        "findings": [
+            {"name": f["name"], "probability": f.get("probability"), "flag": f.get("flag")}
+            for f in analysis.get("findings", [])
+        ],
+        "state": analysis.get("state"),
+        "outputs": [result, *(f"{folder}/{p}" for p in analysis.get("dicom_outputs", []))],
+    }
 
 
 class Worker:
@@ -35,12 +70,20 @@ class Worker:
         self.outbound = outbound
         self.options = options
         self.quiet_seconds = quiet_seconds
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.tasks = TaskSource(options)
+        self.name = f"worker:{socket.gethostname()}:{os.getpid()}"
+        self.audit = AuditLog(store.engine)
         self.results = store.data_dir / "results"
+        self._sources: dict[str, TaskSource] = {}
+
+    def _tasks_for(self, study_instance_uid: str) -> TaskSource:
+        """The site's selection, or the task chosen for this study at intake."""
+        task = self.store.route_of(study_instance_uid) or self.options.task
+        if task not in self._sources:
+            self._sources[task] = TaskSource(dataclasses.replace(self.options, task=task))
+        return self._sources[task]
 
     def run_once(self) -> Job | None:
-        """One step: queue quiet studies, then run at most one job. Returns the job run."""
+        """One step: deliver what is due, queue quiet studies, run at most one job."""
         queue = self.store.queue
         if self.outbound is not None:
             self.outbound.deliver_due()
@@ -50,30 +93,46 @@ class Worker:
             return None
         instances = self.store.instances_of(job.study_instance_uid)
         if not instances:
-            queue.fail(job, "no stored instances for this study")
+            self._failed(job, "no stored instances for this study", permanent=True)
             return job
         folder = instances[0].path.parent.parent  # DATA/instances/<study>/
+        tasks = self._tasks_for(job.study_instance_uid)
         try:
-            outcomes = [
-                analyze_study(study, self.results, self.options, tasks=self.tasks)
-                for study in find_studies(folder)
-            ]
-        except MedsightError as exc:
-            state = queue.fail(job, str(exc))
-            logger.warning("study %s: %s (%s)", job.study_instance_uid, exc, state)
+            studies = find_studies(folder)
+            outcomes = [analyze_study(s, self.results, tasks.options, tasks=tasks) for s in studies]
+        except MedsightError as exc:  # the input itself: a retry would fail the same way
+            self._failed(job, str(exc), permanent=True)
             return job
-        except Exception as exc:  # a bug must not stop the service: dead-letter with it
-            state = queue.fail(job, f"internal error: {exc!r}")
-            logger.exception("study %s: internal error (%s)", job.study_instance_uid, state)
+        except Exception as exc:  # a bug or a model failure must not stop the service
+            logger.exception("study %s: internal error", study_key_of(job.study_instance_uid))
+            self._failed(job, f"internal error: {type(exc).__name__}: {exc}")
             return job
         written = [o.result_path for o in outcomes if o.result_path is not None]
-        if self.outbound is not None:  # recorded before the job completes: never lost
-            for path in written:
-                document = json.loads(path.read_text())
+        for path in written:
+            document = json.loads(path.read_text())
+            relative = str(path.relative_to(self.results))
+            for analysis in document["analyses"]:
+                self.audit.append(
+                    self.name,
+                    "inference",
+                    document["study_key"],
+                    _inference_record(analysis, relative),
+                )
+            if self.outbound is not None:  # recorded before the job completes: never lost
                 self.outbound.plan(path.parent, document, job.study_instance_uid)
         queue.complete(job, ";".join(str(p.relative_to(self.results)) for p in written))
-        logger.info("study %s analysed: %s", job.study_instance_uid, written)
+        logger.info(
+            "study %s analysed (%d result(s))", study_key_of(job.study_instance_uid), len(written)
+        )
         return job
+
+    def _failed(self, job: Job, reason: str, *, permanent: bool = False) -> None:
+        key = study_key_of(job.study_instance_uid)
+        state = self.store.queue.fail(job, reason, permanent=permanent)
+        logger.warning("study %s: analysis failed (%s): %s", key, state, reason)
+        if state == "dead":
+            write_unanalysed_study(key, self.results, reason, self.options)
+            self.audit.append(self.name, "analysis-failed", key, {"reason": reason})
 
     def result_paths(self) -> list[Path]:
         return sorted(self.results.glob("*/result.json"))

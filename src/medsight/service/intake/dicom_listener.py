@@ -29,8 +29,10 @@ class DicomListener:
         *,
         ae_title: str = "MEDSIGHT",
         allowed_calling_aets: list[str] | None = None,
+        maximum_associations: int = 10,
     ) -> None:
         self.store = store
+        self.maximum_associations = maximum_associations
         self.ae_title = ae_title
         self.allowed_calling_aets = allowed_calling_aets or []
         self._server: Any = None
@@ -80,6 +82,7 @@ class DicomListener:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
         ae = AE(ae_title=self.ae_title)
+        ae.maximum_associations = self.maximum_associations  # more are rejected, not queued
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)

@@ -1,0 +1,273 @@
+"""Server-rendered pages: login, the worklist (refreshed live from the API), the study
+viewer and its rendered slices, result files, the model page with each task's card, and the
+audit log. A research-use banner on every page; a little JavaScript, no front-end build."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request  # module level: FastAPI resolves route annotations here
+
+from medsight.service.audit import AuditLog
+from medsight.service.auth import User
+from medsight.service.store import InstanceStore
+from medsight.tasks import Task
+
+__all__ = ["BANNER", "COLOURS", "add_pages", "page", "photo_task", "task_cards"]
+
+BANNER = (
+    "Research use only, not for diagnostic use. No AI finding is not a negative read: "
+    "every study still needs a full read by a clinician."
+)
+COLOURS = {
+    "STAT": "#b00020",
+    "URGENT": "#e65100",
+    "NEEDS_REVIEW": "#6a1b9a",
+    "ROUTINE": "#1565c0",
+    "NO_AI_FINDING": "#455a64",
+}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:0}
+.banner{background:#b00020;color:#fff;padding:.6em 1em;font-weight:700}
+nav{padding:.4em 1em;background:#eee} nav a{margin-right:1em}
+main{padding:1em} table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}
+.level{color:#fff;padding:.15em .5em;border-radius:3px;font-weight:700}
+.card{border:1px solid #ccc;padding:0 1em;margin:1em 0;max-width:60em}"""
+
+
+def page(title: str, body: str, *, user: User | None = None, script: str = "") -> str:
+    nav = ""
+    if user is not None:
+        admin = ' <a href="/audit">audit log</a>' if user.role == "admin" else ""
+        nav = (
+            f'<nav><a href="/">worklist</a> <a href="/models">models</a>{admin}'
+            f" <span>signed in as {html.escape(user.name)} ({user.role})</span>"
+            ' <a href="#" id="logout">log out</a></nav>'
+        )
+        script += (
+            'document.getElementById("logout").addEventListener("click", async (e) => {'
+            'e.preventDefault(); await fetch("/api/logout", {method: "POST"});'
+            'location.href = "/login";});'
+        )
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(title)} - medsight</title><style>{_STYLE}</style></head><body>
+<div class="banner" role="alert">medsight - {BANNER}</div>{nav}<main>{body}</main>
+<script>{script}</script></body></html>"""
+
+
+def task_cards(tasks_dirs: list[Path]) -> list[tuple[Task, str]]:
+    from medsight.tasks import discover_tasks
+
+    return [
+        (
+            task,
+            (task.folder / "MODEL_CARD.md").read_text()
+            if (task.folder / "MODEL_CARD.md").is_file()
+            else "",
+        )
+        for task in discover_tasks(tasks_dirs).tasks
+    ]
+
+
+def photo_task(name: str, tasks_dirs: list[Path]) -> Task | None:
+    """The installed, trained task ``name`` when it runs on 2D colour photographs."""
+    for task, _card in task_cards(tasks_dirs):
+        accepts = task.spec.acceptance
+        if (
+            task.id == name
+            and task.weights_available
+            and accepts.spatial_dims == 2
+            and "RGB" in accepts.photometric
+            and accepts.modalities
+        ):
+            return task
+    return None
+
+
+def _worklist_script() -> str:
+    """Refresh the table from the API every 5 seconds (live updates without a reload)."""
+    colours = json.dumps(COLOURS)
+    return f"""
+const colours = {colours};
+function esc(t) {{ const d = document.createElement("div"); d.textContent = t;
+  return d.innerHTML; }}
+async function refresh() {{
+  const response = await fetch("/api/worklist?limit=200");
+  if (!response.ok) return;
+  const data = await response.json();
+  const rows = data.items.map(i => `<tr data-priority="${{esc(i.priority)}}">` +
+    `<td><span class="level" style="background:${{colours[i.priority] || "#333"}}">` +
+    `${{esc(i.priority)}}</span></td><td><a href="/studies/${{esc(i.study_key)}}/viewer">` +
+    `${{esc(i.study_key)}}</a> (<a href="/studies/${{esc(i.study_key)}}/report.html">` +
+    `report</a>)</td><td>${{Math.round(i.waiting_seconds / 60)}} min</td>` +
+    `<td>${{i.reasons.map(esc).join("<br>")}}</td></tr>`);
+  document.getElementById("rows").innerHTML = rows.join("") ||
+    '<tr><td colspan="4">No analysed studies yet.</td></tr>';
+  document.getElementById("updated").textContent =
+    `updated ${{new Date().toLocaleTimeString()}}`;
+}}
+setInterval(refresh, 5000);
+"""
+
+
+def add_pages(
+    app: Any,
+    store: InstanceStore,
+    settings: Any,
+    *,
+    reader: Any,
+    admin: Any,
+    study: Callable[[str], dict[str, Any]],
+    audit: AuditLog,
+) -> None:
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    from medsight.service.app import worklist_entries
+
+    results_dir = store.data_dir / "results"
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(next: str = "/") -> str:
+        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        body = """<h1>Sign in</h1><form id="login">
+<p><label>user <input id="username" autocomplete="username" required></label></p>
+<p><label>password <input id="password" type="password" autocomplete="current-password"
+required></label></p><p><button type="submit">sign in</button></p><p id="error"></p></form>"""
+        script = f"""
+document.getElementById("login").addEventListener("submit", async (e) => {{
+  e.preventDefault();
+  const response = await fetch("/api/login", {{method: "POST",
+    headers: {{"Content-Type": "application/json"}},
+    body: JSON.stringify({{username: document.getElementById("username").value,
+                           password: document.getElementById("password").value}})}});
+  if (response.ok) location.href = {json.dumps(target)};
+  else document.getElementById("error").textContent = "unknown user or wrong password";
+}});"""
+        return page("sign in", body, script=script)
+
+    @app.get("/", response_class=HTMLResponse)
+    def worklist_page(user: User = reader) -> str:
+        current = _dt.datetime.now(_dt.UTC)
+        rows = []
+        for entry in worklist_entries(results_dir, current):
+            waited = (current - entry.received).total_seconds() / 60
+            reasons = "<br>".join(html.escape(r) for r in entry.reasons)
+            key = html.escape(entry.study_key)
+            rows.append(
+                f'<tr data-priority="{entry.effective_level}"><td><span class="level" '
+                f'style="background:{COLOURS.get(entry.effective_level, "#333")}">'
+                f"{entry.effective_level}</span></td>"
+                f'<td><a href="/studies/{key}/viewer">{key}</a> '
+                f'(<a href="/studies/{key}/report.html">report</a>)</td>'
+                f"<td>{waited:.0f} min</td><td>{reasons}</td></tr>"
+            )
+        body = "".join(rows) or '<tr><td colspan="4">No analysed studies yet.</td></tr>'
+        return page(
+            "worklist",
+            f"""<h1>Worklist</h1><p>Most urgent first, then longest waiting.
+<span id="updated"></span></p><table><thead><tr><th>priority</th><th>study</th>
+<th>waiting</th><th>reasons</th></tr></thead><tbody id="rows">{body}</tbody></table>""",
+            user=user,
+            script=_worklist_script(),
+        )
+
+    @app.get("/models", response_class=HTMLResponse)
+    def models_page(user: User = reader) -> str:
+        from markdown_it import MarkdownIt
+
+        markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+        cards = []
+        for task, card in task_cards(settings.tasks_dirs):
+            state = "trained" if task.weights_available else "weights not installed"
+            cards.append(
+                f'<section class="card" id="{html.escape(task.id)}"><h2>'
+                f"{html.escape(task.id)} {html.escape(task.version)} ({state})</h2>"
+                f"<p>{html.escape(task.spec.intended_use)}</p>"
+                f"{markdown.render(card) if card else '<p>No model card.</p>'}</section>"
+            )
+        return page("models", "<h1>Models</h1>" + "".join(cards), user=user)
+
+    @app.get("/audit", response_class=HTMLResponse)
+    def audit_page(subject: str | None = None, user: User = admin) -> str:
+        verified = audit.verify()
+        rows = "".join(
+            f"<tr><td>{r['id']}</td><td>{html.escape(r['at'])}</td>"
+            f"<td>{html.escape(r['actor'])}</td><td>{html.escape(r['action'])}</td>"
+            f"<td>{html.escape(r['subject'])}</td>"
+            f"<td><code>{html.escape(json.dumps(r['detail'])[:300])}</code></td></tr>"
+            for r in audit.query(subject=subject, limit=200)
+        )
+        chain = (
+            f"hash chain verified over {verified.rows} entries"
+            if verified.ok
+            else f"HASH CHAIN BROKEN at entry {verified.first_bad_id}: {verified.problem}"
+        )
+        return page(
+            "audit log",
+            f'<h1>Audit log</h1><p id="chain">{chain}</p><table><tr><th>#</th><th>when</th>'
+            f"<th>who</th><th>what</th><th>study</th><th>detail</th></tr>{rows}</table>",
+            user=user,
+        )
+
+    def source_of(document: dict[str, Any], index: int) -> tuple[Path, Path | None, Path | None]:
+        if not 0 <= index < len(document["analyses"]):
+            raise HTTPException(404, f"no analysis {index}")
+        analysis = document["analyses"][index]
+        source = analysis["input"]
+        series = [
+            i
+            for i in store.instances_of(source.get("study_instance_uid") or "")
+            if i.series_instance_uid == source.get("series_instance_uid")
+        ]
+        if not series:
+            raise HTTPException(404, "the source images are not in this service's store")
+        folder = results_dir / document["study_key"]
+        label_map = analysis.get("segmentation", {}).get("label_map")
+        heatmap = analysis.get("classification", {}).get("heatmap")
+        return (
+            series[0].path.parent,
+            folder / label_map if label_map else None,
+            folder / heatmap if heatmap else None,
+        )
+
+    @app.get("/studies/{study_key}/viewer", response_class=HTMLResponse)
+    def viewer(study_key: str, analysis: int = 0, user: User = reader) -> str:
+        from medsight.service.viewer import viewer_body
+
+        document = study(study_key)
+        if document["analyses"]:
+            source_of(document, analysis)  # 404 before a page that cannot show images
+        audit.append(user.name, "view", study_key, {"result_id": document.get("result_id")})
+        body, script = viewer_body(study_key, document, analysis)
+        return page(f"viewer {study_key}", body, user=user, script=script)
+
+    @app.get("/api/studies/{study_key}/render", response_class=Response)
+    def render(
+        study_key: str,
+        analysis: int = 0,
+        slice: int = 0,
+        window: str = "default",
+        mask: int = 1,
+        heatmap: int = 0,
+        user: User = reader,
+    ) -> Any:
+        from medsight.service.viewer import load_layers, render_slice
+
+        source, labels_path, heatmap_path = source_of(study(study_key), analysis)
+        layers = load_layers(source, labels_path, heatmap_path)
+        png = render_slice(layers, slice, window, show_mask=bool(mask), show_heat=bool(heatmap))
+        return Response(png, media_type="image/png")
+
+    @app.get("/studies/{study_key}/{path:path}")
+    def study_file(study_key: str, path: str, request: Request, user: User = reader) -> Any:
+        base = (results_dir / study_key).resolve()
+        target = (base / path).resolve()
+        if not study_key.isalnum() or base not in target.parents or not target.is_file():
+            raise HTTPException(404, "not found")
+        return FileResponse(target)
