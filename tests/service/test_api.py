@@ -1,23 +1,21 @@
 """`medsight serve` over HTTP, started for real: worklist, study detail, feedback with audit,
-tasks with model cards, health, Prometheus metrics, the worklist page and the report."""
+tasks with model cards, health, Prometheus metrics, the pages, STOW-RS intake and the photo
+upload of a dermoscopy image analysed by the task chosen with it."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import urllib.request
 
 import pydicom
 import pytest
 
 from medsight.service import InstanceStore
+from medsight.service.audit import AuditLog
 from tests._net import free_port
+from tests.conftest import require_data
+from tests.service._client import Api, account
 from tests.service.test_serve_recovery import send, start, wait_for
-
-
-def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.status, response.read().decode()
 
 
 @pytest.mark.timeout(300)
@@ -29,53 +27,69 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
     process = start(data, port, log, extra=["--http-port", str(http)])
     base = f"http://127.0.0.1:{http}"
     try:
+        wait_for(Api(base).up, 60, "the API", process, log)
+        clinician = Api(base, account(data, "dr-test", "clinician"))
+        admin = Api(base, account(data, "admin-test", "admin"))
+        service = Api(base, account(data, "pacs-bridge", "service"))
         send(port)
         store = InstanceStore(data)
-
-        def analysed() -> bool:
-            return store.queue.states().get("done", 0) == 1
-
-        wait_for(analysed, 180, "the study to be analysed", process, log)
-        status, body = get(f"{base}/api/worklist")
-        worklist = json.loads(body)
-        assert status == 200 and worklist["total"] == 1
+        wait_for(lambda: store.queue.states().get("done", 0) == 1, 180, "analysis", process, log)
+        worklist = clinician.json("/api/worklist")
+        assert worklist["total"] == 1
         (item,) = worklist["items"]
         assert item["priority"] in {"URGENT", "STAT", "NO_AI_FINDING", "NEEDS_REVIEW"}
         assert item["reasons"] and worklist["disclaimer"].startswith("research use only")
+        key = item["study_key"]
 
-        study = json.loads(get(f"{base}/api/studies/{item['study_key']}")[1])
+        study = clinician.json(f"/api/studies/{key}")
         (finding,) = study["analyses"][0]["findings"]
-        request = urllib.request.Request(
-            f"{base}/api/studies/{item['study_key']}/feedback",
-            data=json.dumps(
-                {"finding": finding["name"], "verdict": "agree", "user": "dr.test"}
-            ).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
+        status, _, _ = clinician.call(
+            "POST", f"/api/studies/{key}/feedback", {"finding": finding["name"], "verdict": "agree"}
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 201
-        audit = json.loads(get(f"{base}/api/audit?subject={item['study_key']}")[1])
-        assert audit[0]["action"] == "feedback" and audit[0]["actor"] == "dr.test"
+        assert status == 201
+        unknown = clinician.call(
+            "POST", f"/api/studies/{key}/feedback", {"finding": "nothing", "verdict": "agree"}
+        )
+        assert unknown[0] == 422
+        audit = admin.json(f"/api/audit?subject={key}")
+        assert audit[0]["action"] == "feedback" and audit[0]["actor"] == "dr-test"
+        assert {"view", "inference"} <= {row["action"] for row in audit}
+        (inference,) = [row for row in audit if row["action"] == "inference"]
+        assert inference["detail"]["task"]["id"] == "cxr-pneumonia"
+        assert (
+            inference["detail"]["input"]["study_instance_uid"]
+            == study["analyses"][0]["input"]["study_instance_uid"]
+        )
+        assert "high_sensitivity" in inference["detail"]["operating_points"]
+        assert admin.json("/api/audit/verify")["ok"] is True
+        assert AuditLog(store.engine).verify().ok
 
-        tasks = json.loads(get(f"{base}/api/tasks")[1])
+        tasks = clinician.json("/api/tasks")
         card = next(t for t in tasks if t["id"] == "cxr-pneumonia")["model_card"]
         assert "Research use only" in card
-        assert json.loads(get(f"{base}/healthz")[1])["status"] == "ok"
-        metrics = get(f"{base}/metrics")[1]
+        assert Api(base).json("/healthz") == {"status": "ok"}  # reveals nothing more
+        metrics = service.call("GET", "/metrics")[1].decode()
         assert 'medsight_jobs{state="done"} 1' in metrics
         assert "medsight_instances_stored 1" in metrics
-        assert "paths" in json.loads(get(f"{base}/openapi.json")[1])
-        page = get(f"{base}/")[1]
-        assert "Research use only, not for" in page and item["study_key"] in page
-        report = get(f"{base}/studies/{item['study_key']}/report.html")
-        assert report[0] == 200 and "not for diagnostic use" in report[1]
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            get(f"{base}/studies/{item['study_key']}/../../medsight.db")
-        assert missing.value.code == 404
+        assert "medsight_result_latency_seconds_count 1" in metrics
+        assert 'medsight_result_latency_seconds{quantile="0.95"}' in metrics
+        assert "paths" in clinician.json("/openapi.json")
+        page = clinician.call("GET", "/")[1].decode()
+        assert "Research use only, not for" in page and key in page
+        models = clinician.call("GET", "/models")[1].decode()
+        assert "cxr-pneumonia" in models and "<h2" in models and "Research use only" in models
+        report = clinician.call("GET", f"/studies/{key}/report.html")
+        assert report[0] == 200 and b"not for diagnostic use" in report[1]
+        assert clinician.call("GET", f"/studies/{key}/../../medsight.db")[0] == 404
     finally:
         process.terminate()
         process.wait(timeout=30)
+    serve_log = log.read_text()
+    sample = pydicom.dcmread(
+        "src/medsight/samples/cxr/pneumonia_sample_sc.dcm", stop_before_pixels=True
+    )
+    for identifier in (str(sample.PatientName), str(sample.PatientID)):
+        assert not identifier or identifier not in serve_log  # no PHI in the application log
 
 
 @pytest.mark.timeout(300)
@@ -87,20 +101,64 @@ def test_stow_rs_intake_with_a_real_dicomweb_client(tmp_path):
     data, http = tmp_path / "data", free_port()
     log = tmp_path / "serve.log"
     process = start(data, free_port(), log, extra=["--http-port", str(http)])
+    base = f"http://127.0.0.1:{http}"
     try:
-        wait_for(lambda: _up(f"http://127.0.0.1:{http}/healthz"), 60, "the API", process, log)
+        wait_for(Api(base).up, 60, "the API", process, log)
+        token = account(data, "pacs-bridge", "service")
         files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))[:4]
-        client = DICOMwebClient(f"http://127.0.0.1:{http}/dicom-web")
+        client = DICOMwebClient(f"{base}/dicom-web", headers={"Authorization": f"Bearer {token}"})
         response = client.store_instances([pydicom.dcmread(f) for f in files])
         assert len(response.ReferencedSOPSequence) == 4
         assert InstanceStore(data).count() == 4
+        anonymous = DICOMwebClient(f"{base}/dicom-web")
+        with pytest.raises(Exception, match="401"):
+            anonymous.store_instances([pydicom.dcmread(files[0])])
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _up(url: str) -> bool:
+@pytest.mark.timeout(300)
+def test_photo_upload_is_analysed_by_the_task_chosen_with_it(tmp_path):
+    photo = require_data("ph2", "images", "IMD063.jpg")
+    data, http = tmp_path / "data", free_port()
+    log = tmp_path / "serve.log"
+    process = start(data, free_port(), log, extra=["--http-port", str(http), "--task", "auto"])
+    base = f"http://127.0.0.1:{http}"
     try:
-        return get(url)[0] == 200
-    except OSError:
-        return False
+        wait_for(Api(base).up, 60, "the API", process, log)
+        service = Api(base, account(data, "camera-bridge", "service"))
+        clinician = Api(base, account(data, "dr-derm", "clinician"))
+        query = "/api/upload?task=derm-melanoma&patient_id=PH2-063&accession_number=A63"
+        headers = {"Content-Type": "image/jpeg"}
+        status, body, _ = service.call("POST", query, photo.read_bytes(), headers)
+        assert status == 201, body
+        uploaded = json.loads(body)
+        assert uploaded["stored"] is True and uploaded["task"] == "derm-melanoma"
+        again = json.loads(service.call("POST", query, photo.read_bytes(), headers)[1])
+        assert again["stored"] is False  # the same photo for the same study: stored once
+        assert service.call("POST", query, b"not a picture", headers)[0] == 422
+        wrong_task = query.replace("derm-melanoma", "hippocampus-mr")
+        assert service.call("POST", wrong_task, photo.read_bytes(), headers)[0] == 422
+        assert service.call("POST", "/api/upload?task=derm-melanoma", b"x", headers)[0] == 422
+        assert clinician.call("POST", query, photo.read_bytes(), headers)[0] == 403
+
+        store = InstanceStore(data)
+        wait_for(lambda: store.queue.states().get("done", 0) == 1, 180, "analysis", process, log)
+        (item,) = clinician.json("/api/worklist")["items"]
+        study = clinician.json(f"/api/studies/{item['study_key']}")
+        (analysis,) = study["analyses"]
+        assert analysis["task"]["id"] == "derm-melanoma"
+        assert analysis["task"]["selection"]["mode"] == "named"
+        assert analysis["input"]["modality"] == "XC"
+        heatmap = analysis["classification"]["heatmap"]
+        status, png, _ = clinician.call("GET", f"/studies/{item['study_key']}/{heatmap}")
+        assert status == 200 and png[:4] == b"\x89PNG"
+        rendered = clinician.call(
+            "GET", f"/api/studies/{item['study_key']}/render?heatmap=1&mask=0"
+        )
+        plain = clinician.call("GET", f"/api/studies/{item['study_key']}/render?heatmap=0")
+        assert rendered[0] == plain[0] == 200 and rendered[1] != plain[1]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -26,7 +26,7 @@ def start(data: Path, port: int, log: Path, extra: list[str] | None = None) -> s
     command = [sys.executable, "-m", "medsight", "serve", "--data-dir", str(data)]
     command += ["--dicom-port", str(port), "--quiet-seconds", "1", "--lease-seconds", "4"]
     command += ["--task", "cxr-pneumonia", "--outputs", "json,sr,html"]
-    command += ["--allow-aet", "MODALITY"]
+    command += ["--allow-aet", "MODALITY", "--dev"]
     command += extra or ["--http-port", str(free_port())]
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
 

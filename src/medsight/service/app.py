@@ -188,6 +188,9 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         title="medsight",
         version=medsight.__version__,
         description=f"AI decision support worklist. {DISCLAIMER.capitalize()}.",
+        openapi_url=None,  # served below, to signed-in users only (docs/openapi.json is public)
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(HTTPException)
@@ -210,8 +213,12 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
             connection.execute(select(1))
         return {"status": "ok"}
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(user: User = anyone) -> Any:
+        return JSONResponse(app.openapi())
+
     @app.post("/api/login")
-    def login(body: Login) -> JSONResponse:
+    def login(body: Login) -> Any:
         user = users.login(body.username, body.password)
         if user is None:
             audit.append(body.username, "login-failed", "-", {})
@@ -230,7 +237,7 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         return response
 
     @app.post("/api/logout")
-    def logout(request: Request, user: User = anyone) -> JSONResponse:
+    def logout(request: Request, user: User = anyone) -> Any:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             users.revoke(token)

@@ -128,6 +128,7 @@ class Worker:
 
     def _failed(self, job: Job, reason: str, *, permanent: bool = False) -> None:
         key = study_key_of(job.study_instance_uid)
+        reason = reason.replace(f"{self.store.files}/", "")  # the store's layout is not news
         state = self.store.queue.fail(job, reason, permanent=permanent)
         logger.warning("study %s: analysis failed (%s): %s", key, state, reason)
         if state == "dead":

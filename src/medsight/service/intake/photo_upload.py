@@ -33,7 +33,7 @@ class PhotoIdentifiers:
 def _uid(*parts: str) -> str:
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(prefix=None, entropy_srcs=["medsight-upload", *parts]))
+    return str(generate_uid(entropy_srcs=["medsight-upload", *parts]))
 
 
 def photo_to_dicom(
