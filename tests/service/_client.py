@@ -15,6 +15,14 @@ from medsight.service.auth import Users
 PASSWORD = "a-long-test-password"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is an answer the tests look at, not follow
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class Api:
     def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base
@@ -37,7 +45,7 @@ class Api:
         for name, value in headers.items():
             request.add_header(name, value)
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with _OPENER.open(request, timeout=60) as response:
                 return response.status, response.read(), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)

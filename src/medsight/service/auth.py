@@ -67,6 +67,10 @@ class Users:
         )
         metadata.create_all(engine)
 
+    @staticmethod
+    def roles() -> tuple[str, ...]:
+        return ROLES
+
     def add(self, name: str, role: str, password: str, *, dev: bool = False) -> None:
         """Create or replace a user. Outside development mode a short or default password
         is refused."""

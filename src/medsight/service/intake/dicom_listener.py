@@ -83,6 +83,8 @@ class DicomListener:
 
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.maximum_associations  # more are rejected, not queued
+        ae.acse_timeout = 30  # a peer that opens a connection and says nothing is dropped
+        ae.network_timeout = 60
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
                 ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)

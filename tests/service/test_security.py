@@ -1,0 +1,295 @@
+"""Security of `medsight serve`, started for real: every route refuses a caller without
+credentials, roles are enforced, oversized bodies and malformed DICOM are refused without
+harming the process, a property-based run (schemathesis) over the OpenAPI spec finds no
+server error, default secrets are refused outside development mode, and an edited audit
+log is detected."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from medsight.cli import app as cli
+from medsight.service import InstanceStore
+from medsight.service.audit import AuditLog
+from medsight.service.auth import Users
+from tests._net import free_port
+from tests.service._client import Api, account
+from tests.service.test_serve_recovery import send, start, wait_for
+
+OPEN = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/api/login")}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One service with one analysed CXR study and a token per role."""
+    tmp = tmp_path_factory.mktemp("security")
+    data, port, http_port = tmp / "data", free_port(), free_port()
+    log = tmp / "serve.log"
+    process = start(
+        data,
+        port,
+        log,
+        extra=["--http-port", str(http_port), "--max-upload-mb", "1", "--max-associations", "2"],
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_for(Api(base).up, 60, "the API", process, log)
+        tokens = {role: account(data, f"{role}-user", role) for role in Users.roles()}
+        send(port)
+        store = InstanceStore(data)
+        wait_for(lambda: store.queue.states().get("done", 0) == 1, 180, "analysis", process, log)
+        key = Api(base, tokens["clinician"]).json("/api/worklist")["items"][0]["study_key"]
+        yield {"base": base, "tokens": tokens, "key": key, "port": port, "process": process}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def routes(base: str, token: str, key: str) -> list[tuple[str, str]]:
+    spec = Api(base, token).json("/openapi.json")
+    found = [("GET", "/openapi.json")]
+    for path, operations in spec["paths"].items():
+        concrete = path.replace("{study_key}", key).replace("{path}", "report.html")
+        found += [(method.upper(), concrete) for method in operations]
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_every_route_refuses_a_caller_without_credentials(service):
+    anonymous = Api(service["base"])
+    checked = 0
+    for method, path in routes(service["base"], service["tokens"]["admin"], service["key"]):
+        if (method, path) in OPEN:
+            continue
+        for api in (anonymous, Api(service["base"], "not-a-token")):
+            status, body, _ = api.call(method, path, b"{}", {"Content-Type": "application/json"})
+            assert status == 401, (method, path, status, body[:200])
+        checked += 1
+    assert checked >= 15
+    # a browser without a session is sent to the login page, not shown the worklist
+    status, _, headers = anonymous.call("GET", "/", headers={"Accept": "text/html"})
+    assert status == 303 and headers["location"].startswith("/login")
+    assert json.loads(anonymous.call("GET", "/healthz")[1]) == {"status": "ok"}
+
+
+@pytest.mark.timeout(120)
+def test_roles_are_enforced(service):
+    base, tokens, key = service["base"], service["tokens"], service["key"]
+    clinician, admin, robot = (Api(base, tokens[r]) for r in ("clinician", "admin", "service"))
+    for path in ("/api/audit", "/api/audit/verify", "/audit", "/metrics"):
+        assert clinician.call("GET", path)[0] == 403, path
+        assert admin.call("GET", path)[0] == 200, path
+    for path in (
+        "/api/worklist",
+        f"/api/studies/{key}",
+        f"/studies/{key}/viewer",
+        f"/studies/{key}/report.html",
+        f"/api/studies/{key}/render",
+        "/",
+    ):
+        assert robot.call("GET", path)[0] == 403, path  # an integration account reads nothing
+        assert clinician.call("GET", path)[0] == 200, path
+    feedback = {"finding": "pneumonia", "verdict": "agree"}
+    assert robot.call("POST", f"/api/studies/{key}/feedback", feedback)[0] == 403
+    assert robot.call("GET", "/metrics")[0] == 200
+    assert clinician.call("POST", "/dicom-web/studies", b"")[0] == 403
+
+
+@pytest.mark.timeout(120)
+def test_oversized_bodies_are_refused_and_the_service_lives_on(service):
+    base = service["base"]
+    query = "/api/upload?task=derm-melanoma&patient_id=P1"
+    host, port = base.removeprefix("http://").split(":")
+    authorization = f"Bearer {service['tokens']['service']}"
+    # a declared length over the limit: refused from the headers, before any body is read
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.putrequest("POST", query)
+    connection.putheader("Authorization", authorization)
+    connection.putheader("Content-Length", str(2 * 1024 * 1024))
+    connection.endheaders()
+    assert connection.getresponse().status == 413
+    connection.close()
+    # no declared length (chunked): counted as it arrives
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request(
+        "POST",
+        query,
+        body=iter([b"\0" * 65536] * 17),  # just over 1 MiB: all sent before the refusal
+        headers={"Authorization": authorization},
+        encode_chunked=True,
+    )
+    assert connection.getresponse().status == 413
+    connection.close()
+    assert Api(base).up() and service["process"].poll() is None
+
+
+@pytest.mark.timeout(120)
+def test_malformed_dicom_and_too_many_associations_do_not_harm_the_listener(service):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    port = service["port"]
+    for garbage in (
+        b"\x00" * 10,
+        b"\x01\x00\xff\xff\xff\xff" + b"junk" * 100,
+        b"GET / HTTP/1.1\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(garbage)
+            raw.settimeout(10)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                raw.recv(1024)  # an A-ABORT, or the connection closed
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    held = []
+    deadline = time.time() + 60  # the listener drops the broken connections on its own clock
+    while len(held) < 2 and time.time() < deadline:
+        association = ae.associate("127.0.0.1", port, ae_title="MEDSIGHT")
+        if association.is_established:
+            held.append(association)
+        else:
+            time.sleep(1)
+    assert len(held) == 2
+    extra = ae.associate("127.0.0.1", port, ae_title="MEDSIGHT")
+    assert not extra.is_established  # over --max-associations: rejected, not queued
+    for association in held:
+        association.release()
+    echo = subprocess.run(
+        ["echoscu", "-aet", "MODALITY", "-aec", "MEDSIGHT", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert echo.returncode == 0, echo.stderr
+    assert service["process"].poll() is None
+
+
+@pytest.mark.timeout(300)
+def test_property_based_requests_find_no_server_error(service):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    base, token = service["base"], service["tokens"]["admin"]
+    schema = schemathesis.openapi.from_dict(Api(base, token).json("/openapi.json"))
+    errors: list[str] = []
+    operations = 0
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def probe_for(operation):  # one hypothesis test per operation
+        @settings(
+            max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(case=operation.as_strategy())
+        def probe(case) -> None:
+            response = case.call(base_url=base, headers=headers)
+            if response.status_code >= 500:
+                errors.append(
+                    f"{operation.method.upper()} {operation.path}: {response.status_code}"
+                )
+
+        return probe
+
+    for result in schema.get_all_operations():
+        probe_for(result.ok())()
+        operations += 1
+    assert operations >= 15
+    assert not errors, sorted(set(errors))
+    assert Api(base).up()
+
+
+def test_default_and_missing_secrets_are_refused_outside_development_mode(tmp_path, monkeypatch):
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+    serve = ["serve", "--data-dir", data, "--dicom-port", str(free_port())]
+    no_users = runner.invoke(cli, serve)
+    assert no_users.exit_code == 3 and "no users yet" in no_users.output
+
+    monkeypatch.setenv("WEAK", "changeme")
+    weak = runner.invoke(
+        cli,
+        ["users", "add", "boss", "--role", "admin", "--password-env", "WEAK", "--data-dir", data],
+    )
+    assert weak.exit_code == 2 and "well-known default" in weak.output
+    monkeypatch.setenv("SHORT", "abc123")
+    short = runner.invoke(
+        cli, ["users", "add", "boss", "--password-env", "SHORT", "--data-dir", data]
+    )
+    assert short.exit_code == 2 and "at least 12" in short.output
+
+    Users(InstanceStore(tmp_path / "data").engine).add("admin", "admin", "medsight", dev=True)
+    default_admin = runner.invoke(cli, serve)
+    assert default_admin.exit_code == 3 and "default password" in default_admin.output
+
+    monkeypatch.setenv("GOOD", "correct-horse-battery")
+    added = runner.invoke(
+        cli,
+        ["users", "add", "admin", "--role", "admin", "--password-env", "GOOD", "--data-dir", data],
+    )
+    assert added.exit_code == 0, added.output
+    monkeypatch.setenv("MEDSIGHT_WEBHOOK_SECRET", "secret")
+    webhook = runner.invoke(cli, [*serve, "--webhook-url", "http://127.0.0.1:9/hook"])
+    assert webhook.exit_code == 3 and "webhook signing secret" in webhook.output
+    token = runner.invoke(cli, ["users", "token", "admin", "--data-dir", data])
+    assert token.exit_code == 0 and re.fullmatch(r"[\w-]{40,}\n", token.output)
+
+
+def test_an_edited_or_removed_audit_entry_breaks_the_chain(tmp_path):
+    from sqlalchemy import delete, update
+
+    store = InstanceStore(tmp_path / "data")
+    audit = AuditLog(store.engine)
+    for n in range(4):
+        audit.append("dr-a", "feedback", f"study{n}", {"verdict": "agree"})
+    assert audit.verify().ok and audit.verify().rows == 4
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["audit", "verify", "--data-dir", str(tmp_path / "data")]).exit_code == 0
+    )
+    with store.engine.begin() as connection:
+        connection.execute(
+            update(audit.table)
+            .where(audit.table.c.id == 2)
+            .values(detail='{"verdict": "disagree"}')
+        )
+    broken = audit.verify()
+    assert not broken.ok and broken.first_bad_id == 2 and broken.problem == "content changed"
+    result = runner.invoke(cli, ["audit", "verify", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1 and "BROKEN at entry 2" in result.output
+
+    other = InstanceStore(tmp_path / "other")
+    chain = AuditLog(other.engine)
+    for n in range(3):
+        chain.append("dr-a", "view", f"study{n}", {})
+    with other.engine.begin() as connection:
+        connection.execute(delete(chain.table).where(chain.table.c.id == 2))
+    removed = chain.verify()
+    assert not removed.ok and removed.first_bad_id == 3 and removed.problem == "broken link"
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path):
+    """Processes appending at once: every entry lands, the chain stays linear."""
+    store = InstanceStore(tmp_path / "data")
+    AuditLog(store.engine)
+    script = (
+        "import sys; from medsight.service import InstanceStore; "
+        "from medsight.service.audit import AuditLog; "
+        "log = AuditLog(InstanceStore(sys.argv[1]).engine); "
+        "[log.append(sys.argv[2], 'view', f's{i}', {}) for i in range(30)]"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data"), f"w{n}"])
+        for n in range(3)
+    ]
+    assert all(w.wait(timeout=120) == 0 for w in writers)
+    verified = AuditLog(store.engine).verify()
+    assert verified.ok and verified.rows == 90
