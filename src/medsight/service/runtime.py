@@ -115,7 +115,9 @@ class WorkerPool:
         self.processes: list[Any] = [self._start() for _ in range(count)]
 
     def _start(self) -> Any:
-        process = self.context.Process(target=worker_main, args=(self.config,), daemon=True)
+        # not a daemon: a worker may start its own pool (parallel DICOM decoding); it still
+        # dies with the server (PR_SET_PDEATHSIG)
+        process = self.context.Process(target=worker_main, args=(self.config,), daemon=False)
         process.start()
         return process
 
