@@ -120,27 +120,34 @@ class InstanceStore:
     ) -> bool:
         from sqlalchemy import insert, select
 
+        if self._known(sop):
+            return False
+        # The file is written and made durable outside the database transaction, so
+        # parallel associations write and fsync at the same time; only the short
+        # transaction is serialised. The row commits after the file is durable, so a
+        # recorded instance always has its file; a crash in between leaves a file
+        # without a row, which the sender's resend replaces.
+        path = self._path(study, series, sop)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{threading.get_ident()}.partial")
+        with partial.open("wb") as handle:
+            handle.write(encoded)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         with self._lock, self.engine.begin() as connection:
             known = connection.execute(
                 select(self.instances.c.sop_instance_uid).where(
                     self.instances.c.sop_instance_uid == sop
                 )
             ).first()
-            if known is not None:
+            if known is not None:  # a parallel resend won: its file has the same name
                 return False
-            path = self._path(study, series, sop)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
-            with partial.open("wb") as handle:
-                handle.write(encoded)
-                handle.flush()
-                os.fsync(handle.fileno())
-            partial.replace(path)
-            folder = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
             connection.execute(
                 insert(self.instances).values(
                     sop_instance_uid=sop,
@@ -156,6 +163,19 @@ class InstanceStore:
             )
             self.queue.received(study, connection)
         return True
+
+    def _known(self, sop: str) -> bool:
+        from sqlalchemy import select
+
+        with self.engine.connect() as connection:
+            return (
+                connection.execute(
+                    select(self.instances.c.sop_instance_uid).where(
+                        self.instances.c.sop_instance_uid == sop
+                    )
+                ).first()
+                is not None
+            )
 
     def route(self, study_instance_uid: str, task: str) -> None:
         """Run ``task`` on this study instead of the automatic selection."""

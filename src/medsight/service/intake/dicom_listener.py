@@ -83,6 +83,9 @@ class DicomListener:
 
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.maximum_associations  # more are rejected, not queued
+        # senders may use PDUs of any size: pynetdicom handles each PDU in Python, and
+        # its 16 kB default splits a CT slice into 32 of them
+        ae.maximum_pdu_size = 0
         ae.acse_timeout = 30  # a peer that opens a connection and says nothing is dropped
         ae.network_timeout = 60
         for context in AllStoragePresentationContexts:
