@@ -67,3 +67,33 @@ def test_an_instance_is_stored_once_on_either_database(tmp_path, database_url):
     assert store.store(b"DICM-bytes", identifiers, "MODALITY") is False
     (instance,) = store.instances_of(STUDY)
     assert store.verify(instance) and store.count() == 1
+    # a resend with other bytes (another transfer syntax, say) never replaces the stored file
+    assert store.store(b"DICM-other-bytes", identifiers, "OTHER") is False
+    assert instance.path.read_bytes() == b"DICM-bytes" and store.verify(instance)
+    assert not list(instance.path.parent.glob("*.partial"))
+
+
+def test_parallel_senders_share_commits_and_each_instance_lands_once(tmp_path):
+    import threading
+
+    store = InstanceStore(tmp_path)
+
+    def send(worker: int) -> None:
+        for n in range(20):
+            identifiers = {
+                "SOPInstanceUID": f"1.2.3.{n}",  # every thread sends the same 20 instances
+                "StudyInstanceUID": STUDY,
+                "SeriesInstanceUID": "1.2.3",
+                "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7",
+            }
+            store.store(f"bytes-{n}".encode(), identifiers, f"SENDER{worker}")
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    instances = store.instances_of(STUDY)
+    assert len(instances) == 20 == store.count()
+    assert all(store.verify(i) for i in instances)
+    assert not list((tmp_path / "instances").rglob("*.partial"))

@@ -1,7 +1,9 @@
 """Durable instance store: each received DICOM instance is written to the file store
-(temporary file, fsync, rename, fsync of the folder) and recorded in the database in one
-committed transaction before its sender is told it was stored. A SOP Instance UID is stored
-exactly once: a resend is acknowledged without storing it again.
+(private temporary file, fsync, rename, fsync of the folder) and recorded in the database in
+a committed transaction before its sender is told it was stored. Instances arriving at the
+same time over parallel associations share one commit (group commit). A SOP Instance UID is
+stored exactly once: a resend is acknowledged without storing it again, and the stored file
+is never replaced.
 
 SQLite in WAL mode under the data directory by default; any SQLAlchemy URL otherwise.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import queue
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,64 @@ class StoredInstance:
     sha256: str
     calling_ae: str
     received_at: str
+
+
+@dataclass
+class _Pending:
+    row: dict[str, Any]
+    partial: Path | None  # the private file written by the sender's thread, until claimed
+    path: Path
+    done: threading.Event = field(default_factory=threading.Event)
+    new: bool = False
+    error: BaseException | None = None
+
+    def place(self) -> None:
+        """Move the written file to its final name (already done on a retried commit)."""
+        if self.partial is not None:
+            self.partial.replace(self.path)
+            self.partial = None
+
+    def discard(self) -> None:
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+            self.partial = None
+
+
+class _GroupCommit:
+    """Group commit: the callers of ``submit`` wait while one thread commits everything
+    that is waiting in one go, so N parallel senders share one fsync instead of queueing
+    for N of them. Each caller returns only after its own row is committed."""
+
+    def __init__(self, commit: Callable[[list[_Pending]], None]) -> None:
+        self._commit = commit
+        self._waiting: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def submit(self, pending: _Pending) -> bool:
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
+        self._waiting.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.new
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._waiting.get()]
+            while not self._waiting.empty():
+                batch.append(self._waiting.get())
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # handed to every caller in the batch
+                for pending in batch:
+                    pending.error = exc
+                    pending.discard()
+            for pending in batch:
+                pending.done.set()
 
 
 def _check_uid(name: str, value: str) -> str:
@@ -95,7 +157,7 @@ class InstanceStore:
         )
         metadata.create_all(self.engine)
         self.queue = JobQueue(self.engine, **queue_options)
-        self._lock = threading.Lock()  # one writer per process; the database serialises others
+        self._committer = _GroupCommit(self._commit_batch)
 
     def _path(self, study: str, series: str, sop: str) -> Path:
         return self.files / study / series / f"{sop}.dcm"
@@ -118,15 +180,12 @@ class InstanceStore:
     def _store(
         self, encoded: bytes, sop: str, study: str, series: str, sop_class: str, calling_ae: str
     ) -> bool:
-        from sqlalchemy import insert, select
-
-        if self._known(sop):
-            return False
-        # The file is written and made durable outside the database transaction, so
-        # parallel associations write and fsync at the same time; only the short
-        # transaction is serialised. The row commits after the file is durable, so a
-        # recorded instance always has its file; a crash in between leaves a file
-        # without a row, which the sender's resend replaces.
+        # The bytes are written and fsynced to a private partial file by the caller's
+        # thread, so parallel associations write at the same time. The group commit then
+        # puts each new instance's file in place (a resend's is discarded: the stored file
+        # is never replaced), fsyncs the folders, and records the rows in one transaction.
+        # A recorded instance always has its durable file; a crash in between leaves a
+        # file without a row, which the sender's resend replaces.
         path = self._path(study, series, sop)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{threading.get_ident()}.partial")
@@ -134,48 +193,70 @@ class InstanceStore:
             handle.write(encoded)
             handle.flush()
             os.fsync(handle.fileno())
-        partial.replace(path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-        with self._lock, self.engine.begin() as connection:
-            known = connection.execute(
-                select(self.instances.c.sop_instance_uid).where(
-                    self.instances.c.sop_instance_uid == sop
-                )
-            ).first()
-            if known is not None:  # a parallel resend won: its file has the same name
-                return False
-            connection.execute(
-                insert(self.instances).values(
-                    sop_instance_uid=sop,
-                    study_instance_uid=study,
-                    series_instance_uid=series,
-                    sop_class_uid=sop_class,
-                    path=str(path.relative_to(self.data_dir)),
-                    sha256=hashlib.sha256(encoded).hexdigest(),
-                    size=len(encoded),
-                    calling_ae=calling_ae,
-                    received_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
-                )
-            )
-            self.queue.received(study, connection)
-        return True
+        row = {
+            "sop_instance_uid": sop,
+            "study_instance_uid": study,
+            "series_instance_uid": series,
+            "sop_class_uid": sop_class,
+            "path": str(path.relative_to(self.data_dir)),
+            "sha256": hashlib.sha256(encoded).hexdigest(),
+            "size": len(encoded),
+            "calling_ae": calling_ae,
+        }
+        return self._committer.submit(_Pending(row, partial, path))
 
-    def _known(self, sop: str) -> bool:
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        """One transaction (one WAL fsync) and one fsync per folder for every instance
+        that arrived while the previous batch was committing."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.engine.begin() as connection:
+                self._commit_in(connection, batch)
+        except IntegrityError:  # another process recorded one of them: one by one
+            for pending in batch:
+                pending.new = False
+                try:
+                    with self.engine.begin() as connection:
+                        self._commit_in(connection, [pending])
+                except IntegrityError:
+                    pending.new = False
+                    pending.discard()
+
+    def _commit_in(self, connection: Any, batch: list[_Pending]) -> None:
         from sqlalchemy import select
 
-        with self.engine.connect() as connection:
-            return (
-                connection.execute(
-                    select(self.instances.c.sop_instance_uid).where(
-                        self.instances.c.sop_instance_uid == sop
-                    )
-                ).first()
-                is not None
-            )
+        table = self.instances
+        seen: set[str] = set()
+        fresh = []
+        for pending in batch:
+            sop = pending.row["sop_instance_uid"]
+            known = connection.execute(
+                select(table.c.sop_instance_uid).where(table.c.sop_instance_uid == sop)
+            ).first()
+            if known is not None or sop in seen:  # a resend: the stored file stays as it is
+                pending.discard()
+                continue
+            seen.add(sop)
+            fresh.append(pending)
+        for pending in fresh:
+            pending.place()
+        for folder in {pending.path.parent for pending in fresh}:
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        for pending in fresh:
+            self._record(connection, pending.row)
+            pending.new = True
+
+    def _record(self, connection: Any, row: dict[str, Any]) -> None:
+        from sqlalchemy import insert
+
+        received = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+        connection.execute(insert(self.instances).values(**row, received_at=received))
+        self.queue.received(row["study_instance_uid"], connection)
 
     def route(self, study_instance_uid: str, task: str) -> None:
         """Run ``task`` on this study instead of the automatic selection."""

@@ -22,6 +22,31 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
+_LAST_IDENTIFIER = 0x0020000E  # SeriesInstanceUID: the last tag the store needs
+
+
+def _header(event: Any) -> Any:
+    """The dataset's elements up to the Series Instance UID, read straight from the bytes
+    received: decoding the whole instance (pixel data included) only to find four UIDs
+    costs a copy of it on every C-STORE."""
+    from pydicom.filereader import read_dataset
+
+    syntax = event.context.transfer_syntax
+    if syntax.is_deflated:  # compressed as a whole: only a full decode can read it
+        return event.dataset
+    raw = event.request.DataSet
+    raw.seek(0)
+    try:
+        return read_dataset(
+            raw,
+            syntax.is_implicit_VR,
+            syntax.is_little_endian,
+            stop_when=lambda tag, _vr, _length: tag > _LAST_IDENTIFIER,
+        )
+    finally:
+        raw.seek(0)
+
+
 class DicomListener:
     def __init__(
         self,
@@ -40,7 +65,7 @@ class DicomListener:
     def _on_store(self, event: Any) -> int:
         calling = event.assoc.requestor.ae_title.strip()
         try:
-            dataset = event.dataset
+            dataset = _header(event)
             identifiers = {
                 "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "")),
                 "StudyInstanceUID": str(dataset.get("StudyInstanceUID", "")),
@@ -56,7 +81,7 @@ class DicomListener:
         except MedsightError as exc:
             logger.warning("C-STORE from %s refused: %s", calling, exc)
             return CANNOT_UNDERSTAND
-        except OSError as exc:
+        except Exception as exc:  # disk or database trouble: the sender keeps it and retries
             logger.error("C-STORE from %s could not be stored: %s", calling, exc)
             return OUT_OF_RESOURCES
         logger.info(
