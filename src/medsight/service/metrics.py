@@ -7,6 +7,7 @@ computed from the database on each scrape, not in-process counters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,7 @@ def prometheus_text(store: InstanceStore) -> str:
         receiving = connection.execute(
             select(func.count()).where(queue.studies.c.state == "receiving")
         ).scalar()
-        deliveries: list[Any] = []
+        deliveries: Sequence[Any] = []
         if inspect(connection).has_table("deliveries"):  # made by the outbound side
             deliveries = connection.execute(
                 text("SELECT kind, state, count(*) FROM deliveries GROUP BY kind, state")
