@@ -10,12 +10,14 @@ import shutil
 import pydicom
 import pytest
 
+from medsight.analysis.inputs import study_key_of
 from medsight.service import InstanceStore
 from medsight.service.audit import AuditLog
 from tests._net import free_port
 from tests.conftest import require_data
 from tests.service._client import Api, account
 from tests.service.test_serve_recovery import send, start, wait_for
+from tests.service.test_viewer import non_image_instance
 
 
 @pytest.mark.timeout(300)
@@ -113,6 +115,30 @@ def test_stow_rs_intake_with_a_real_dicomweb_client(tmp_path):
         anonymous = DICOMwebClient(f"{base}/dicom-web")
         with pytest.raises(Exception, match="401"):
             anonymous.store_instances([pydicom.dcmread(files[0])])
+        # an instance of a SOP class nobody knows is kept, and its study flagged for review
+        private = non_image_instance(tmp_path / "private.dcm")
+        unknown = pydicom.dcmread(private)
+        unknown.SOPClassUID = "1.2.826.0.1.3680043.8.498.999.1"  # a private SOP class
+        unknown.file_meta.MediaStorageSOPClassUID = unknown.SOPClassUID
+        client.store_instances([unknown])
+        store = InstanceStore(data)
+        assert store.count() == 5
+        wait_for(
+            lambda: (
+                data / "results" / study_key_of(unknown.StudyInstanceUID) / "result.json"
+            ).is_file(),
+            120,
+            "the unknown instance's study",
+            process,
+            log,
+        )
+        clinician = Api(base, account(data, "dr-stow", "clinician"))
+        entry = next(
+            i
+            for i in clinician.json("/api/worklist")["items"]
+            if i["study_key"] == study_key_of(unknown.StudyInstanceUID)
+        )
+        assert entry["priority"] == "NEEDS_REVIEW" and "no image" in " ".join(entry["reasons"])
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -101,3 +101,30 @@ def test_results_reach_the_pacs_and_the_webhook(orthanc, tmp_path, monkeypatch):
     for identifier in (str(study.PatientID), str(study.PatientName)):
         if identifier:
             assert identifier not in text
+
+
+@pytest.mark.timeout(300)
+def test_results_reach_the_pacs_by_stow_rs(orthanc, tmp_path):  # noqa: F811
+    base, _orthanc_port = orthanc
+    data, port = tmp_path / "data", free_port()
+    log = tmp_path / "serve.log"
+    extra = ["--http-port", str(free_port()), "--stow-url", f"{base}/dicom-web"]
+    process = start(data, port, log, extra=extra)
+    try:
+        send(port)
+        outbound = Outbound(InstanceStore(data).engine, data)
+
+        def delivered() -> bool:
+            records = outbound.records()
+            return len(records) == 1 and records[0]["state"] == "done"
+
+        wait_for(delivered, 180, "the STOW-RS delivery", process, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    (record,) = outbound.records()
+    assert record["kind"] == "stow" and record["attempts"] == 1
+    study = pydicom.dcmread(SAMPLE, stop_before_pixels=True).StudyInstanceUID
+    with urllib.request.urlopen(f"{base}/dicom-web/studies/{study}/series") as response:
+        modalities = {s["00080060"]["Value"][0] for s in json.loads(response.read())}
+    assert modalities == {"SR"}
