@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -187,7 +188,10 @@ def test_property_based_requests_find_no_server_error(service):
 
     def probe_for(operation):  # one hypothesis test per operation
         @settings(
-            max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+            max_examples=int(os.environ.get("MEDSIGHT_FUZZ_EXAMPLES", "25")),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
         def probe(case) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Request  # module level: FastAPI resolves route annotations here
+from fastapi import Depends, Query, Request  # module level: FastAPI resolves route annotations here
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -255,14 +255,17 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
 
     @app.get("/api/worklist")
     def worklist(
-        priority: str | None = None, limit: int = 50, offset: int = 0, user: User = reader
+        priority: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+        user: User = reader,
     ) -> dict[str, Any]:
         current = now()
         entries = worklist_entries(results_dir, current)
         if priority:
             wanted = set(priority.split(","))
             entries = [e for e in entries if e.effective_level in wanted]
-        page = entries[max(0, offset) : max(0, offset) + max(0, min(limit, 500))]
+        page = entries[offset : offset + limit]
         return {
             "disclaimer": DISCLAIMER,
             "total": len(entries),
@@ -326,8 +329,8 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         subject: str | None = None,
         actor: str | None = None,
         action: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
         user: User = admin,
     ) -> list[dict[str, Any]]:
         return audit.query(subject=subject, actor=actor, action=action, limit=limit, offset=offset)

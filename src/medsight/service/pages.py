@@ -9,9 +9,9 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request  # module level: FastAPI resolves route annotations here
+from fastapi import Query, Request  # module level: FastAPI resolves route annotations here
 
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User
@@ -237,7 +237,9 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
         )
 
     @app.get("/studies/{study_key}/viewer", response_class=HTMLResponse)
-    def viewer(study_key: str, analysis: int = 0, user: User = reader) -> str:
+    def viewer(
+        study_key: str, analysis: Annotated[int, Query(ge=0, le=1000)] = 0, user: User = reader
+    ) -> str:
         from medsight.service.viewer import viewer_body
 
         document = study(study_key)
@@ -250,8 +252,8 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
     @app.get("/api/studies/{study_key}/render", response_class=Response)
     def render(
         study_key: str,
-        analysis: int = 0,
-        slice: int = 0,
+        analysis: Annotated[int, Query(ge=0, le=1000)] = 0,
+        slice: Annotated[int, Query(ge=0, le=100_000)] = 0,
         window: str = "default",
         mask: int = 1,
         heatmap: int = 0,
