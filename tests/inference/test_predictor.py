@@ -110,3 +110,36 @@ def test_torch_and_onnxruntime_agree(tmp_path, build, monkeypatch):
         )
         assert difference.max() <= 1e-4
     assert list((tmp_path / "cache" / "onnx" / task.task_hash).glob("*.onnx"))
+
+
+def test_the_export_runs_single_slope_prelu_as_leaky_relu_with_the_same_output(tmp_path):
+    import onnx
+    import torch
+
+    from medsight.inference.backends import _single_slope_prelu_as_leaky_relu, export_onnx
+    from medsight.models import load_network
+
+    task = segmenter_3d_task(tmp_path / "task")
+    original = load_network(task).eval()
+    for module in original.modules():  # a trained-looking slope, not PReLU's 0.25 default
+        if isinstance(module, torch.nn.PReLU):
+            module.weight.data.fill_(0.137)
+    rewritten = _single_slope_prelu_as_leaky_relu(load_network(task).eval())
+    rewritten.load_state_dict(original.state_dict(), strict=False)
+    for module in rewritten.modules():
+        if isinstance(module, torch.nn.LeakyReLU):
+            module.negative_slope = 0.137
+    assert any(isinstance(m, torch.nn.PReLU) for m in original.modules())
+    assert not any(isinstance(m, torch.nn.PReLU) for m in rewritten.modules())
+    batch = torch.randn(1, *original_shape(task))
+    with torch.no_grad():
+        assert torch.equal(original(batch), rewritten(batch))  # the same function, bit for bit
+    graph = onnx.load(export_onnx(task, tmp_path / "model.onnx")).graph
+    operators = {node.op_type for node in graph.node}
+    assert "LeakyRelu" in operators and "PRelu" not in operators
+
+
+def original_shape(task) -> tuple[int, ...]:
+    from medsight.inference.backends import network_input_shape
+
+    return network_input_shape(task)[1:]
