@@ -138,6 +138,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(orthanc, tmp_path
     }
     assert set(stored) == sent and store.count() == len(sent)
     assert all(store.verify(instance) for instance in stored.values())
+    assert not list((data / "instances").rglob("*.partial"))  # nothing half-written is left
     assert sorted(p.name for p in (data / "instances").rglob("*.dcm")) == sorted(
         f"{uid}.dcm" for uid in sent
     )

@@ -96,6 +96,7 @@ def serve(
 
         logging.getLogger("pynetdicom").setLevel(logging.ERROR)  # its INFO logs carry PHI
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
+        store.remove_partials()  # writes a crash interrupted: never acknowledged
         secret = os.environ.get(webhook_secret_env, "").encode()
         check_secrets(Users(store.engine), dev=dev, webhook_url=webhook_url, webhook_secret=secret)
         site = load_rules(rules) if rules else None

@@ -258,6 +258,15 @@ class InstanceStore:
         connection.execute(insert(self.instances).values(**row, received_at=received))
         self.queue.received(row["study_instance_uid"], connection)
 
+    def remove_partials(self) -> int:
+        """Delete private files left by writes that a crash interrupted (never recorded,
+        never acknowledged). Only the receiving process may call this, before it listens."""
+        removed = 0
+        for partial in self.files.rglob("*.partial"):
+            partial.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def route(self, study_instance_uid: str, task: str) -> None:
         """Run ``task`` on this study instead of the automatic selection."""
         from sqlalchemy import delete, insert
