@@ -112,6 +112,15 @@ def test_sign_in_worklist_viewer_feedback_and_audit_in_a_browser(tmp_path):
             )
             page.screenshot(path=str(ARTIFACTS / "worklist.png"), full_page=True)
 
+            # the URGENT chest X-ray: its Grad-CAM heatmap is a layer to toggle
+            page.locator("#rows tr").nth(0).locator("a").first.click()
+            page.wait_for_function("document.getElementById('view').naturalWidth > 0")
+            assert "heatmap=1" in page.get_attribute("#view", "src")
+            page.screenshot(path=str(ARTIFACTS / "viewer-heatmap.png"), full_page=True)
+            page.uncheck("#heatmap")
+            page.wait_for_function("document.getElementById('view').src.indexOf('heatmap=0') > 0")
+            page.go_back()
+
             page.locator("#rows tr").nth(2).locator("a").first.click()
             page.wait_for_function("document.getElementById('view').naturalWidth > 0")
             first = page.get_attribute("#view", "src")

@@ -42,6 +42,16 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
 
+def blend_heatmap(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """``rgb`` (rows, columns, 3) in 0-1 under a jet-coloured ``heat`` (rows, columns)."""
+    import matplotlib
+
+    heat = np.clip(heat, 0, 1)
+    colour = matplotlib.colormaps["jet"](heat)[..., :3]
+    alpha = 0.5 * heat[..., np.newaxis]  # strong evidence shows, weak leaves the image as is
+    return (1 - alpha) * rgb + alpha * colour
+
+
 def overlay_png(
     image: Image,
     path: Path,
@@ -51,7 +61,6 @@ def overlay_png(
     window: str | tuple[float, float] | None = None,
 ) -> Path:
     """Write a PNG of ``image`` (its key slice when 3D) with outlines and heatmap blended."""
-    import matplotlib
 
     shown = to_display(image, window)  # (c, i, j[, k])
     slice_index = None
@@ -63,10 +72,7 @@ def overlay_png(
     rgb = np.repeat(shown, 3, axis=0) if shown.shape[0] == 1 else shown[:3]
     rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
     if heatmap is not None:
-        heat = np.clip(heatmap.T, 0, 1)[..., np.newaxis]
-        colour = matplotlib.colormaps["jet"](heat[..., 0])[..., :3]
-        alpha = 0.5 * heat  # strong evidence shows, weak evidence leaves the image as it is
-        rgb = (1 - alpha) * rgb + alpha * colour
+        rgb = blend_heatmap(rgb, heatmap.T)
     pixels = (rgb * 255).astype(np.uint8)
     if label_map is not None:
         for number, value in enumerate(v for v in np.unique(label_map) if v != 0):

@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from medsight.image import Image
 from medsight.imaging import WINDOW_PRESETS, to_display
 from medsight.io import read_image
+from medsight.reporting.overlays import blend_heatmap
 
 __all__ = ["Layers", "load_layers", "render_slice", "viewer_body"]
 
@@ -68,11 +69,8 @@ def render_slice(
         heat = heat[..., k] if heat is not None else None
     rgb = np.repeat(shown[:1], 3, axis=0) if shown.shape[0] == 1 else shown[:3]
     picture = np.clip(rgb, 0, 1).transpose(2, 1, 0) * 255.0  # (rows, columns, 3)
-    if show_heat and heat is not None:
-        h = np.clip(heat.T, 0.0, 1.0)[..., None]
-        warm = np.concatenate([np.ones_like(h), h, np.zeros_like(h)], axis=-1) * 255.0
-        alpha = 0.5 * h  # red through yellow, stronger where the model looked harder
-        picture = (1.0 - alpha) * picture + alpha * warm
+    if show_heat and heat is not None:  # coloured as in the report's overlay
+        picture = blend_heatmap(picture / 255.0, heat.T) * 255.0
     if show_mask and labels is not None:
         mask = labels.T
         colours = _MASK_COLOURS[np.clip(mask, 0, len(_MASK_COLOURS) - 1)]
