@@ -297,3 +297,24 @@ def test_concurrent_writers_keep_one_chain(tmp_path):
     assert all(w.wait(timeout=120) == 0 for w in writers)
     verified = AuditLog(store.engine).verify()
     assert verified.ok and verified.rows == 90
+
+
+def test_accounts_tokens_and_the_audit_chain_on_either_database(tmp_path, database_url):
+    from sqlalchemy import update
+
+    store = InstanceStore(tmp_path / "data", database_url)
+    users = Users(store.engine)
+    users.add("dr-pg", "clinician", "a-long-enough-password")
+    assert users.login("dr-pg", "a-long-enough-password").role == "clinician"
+    assert users.login("dr-pg", "wrong-password-123") is None
+    token = users.issue_token("dr-pg")
+    assert users.user_for_token(token).name == "dr-pg"
+    users.revoke(token)
+    assert users.user_for_token(token) is None
+    audit = AuditLog(store.engine)
+    for n in range(3):
+        audit.append("dr-pg", "view", f"study{n}", {"n": n})
+    assert audit.verify().ok and audit.verify().rows == 3
+    with store.engine.begin() as connection:
+        connection.execute(update(audit.table).where(audit.table.c.id == 1).values(actor="x"))
+    assert audit.verify().first_bad_id == 1
