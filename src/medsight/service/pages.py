@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Query, Request  # module level: FastAPI resolves route annotations here
+from fastapi import Query  # module level: FastAPI resolves route annotations here
 
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User
@@ -267,7 +267,7 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
         return Response(png, media_type="image/png")
 
     @app.get("/studies/{study_key}/{path:path}")
-    def study_file(study_key: str, path: str, request: Request, user: User = reader) -> Any:
+    def study_file(study_key: str, path: str, user: User = reader) -> Any:
         base = (results_dir / study_key).resolve()
         target = (base / path).resolve()
         if not study_key.isalnum() or base not in target.parents or not target.is_file():
