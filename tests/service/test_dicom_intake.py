@@ -34,9 +34,8 @@ def send(port: int, files, calling: str = "MODALITY") -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.timeout(300)
-def test_instances_are_stored_once_and_durably(listener, tmp_path):
-    store, port = listener
+def assert_echo(port: int) -> None:
+    """A C-ECHO from dcmtk echoscu is answered."""
     echo = subprocess.run(
         ["echoscu", "-aet", "MODALITY", "-aec", "MEDSIGHT", "127.0.0.1", str(port)],
         capture_output=True,
@@ -44,6 +43,12 @@ def test_instances_are_stored_once_and_durably(listener, tmp_path):
         timeout=60,
     )
     assert echo.returncode == 0, echo.stderr
+
+
+@pytest.mark.timeout(300)
+def test_instances_are_stored_once_and_durably(listener, tmp_path):
+    store, port = listener
+    assert_echo(port)
     files = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))
     first = send(port, files)
     assert first.returncode == 0, first.stdout + first.stderr

@@ -25,6 +25,7 @@ from medsight.service.audit import AuditLog
 from medsight.service.auth import Users
 from tests._net import free_port
 from tests.service._client import Api, account
+from tests.service.test_dicom_intake import assert_echo
 from tests.service.test_serve_recovery import send, start, wait_for
 
 OPEN = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/api/login")}
@@ -165,13 +166,7 @@ def test_malformed_dicom_and_too_many_associations_do_not_harm_the_listener(serv
     assert not extra.is_established  # over --max-associations: rejected, not queued
     for association in held:
         association.release()
-    echo = subprocess.run(
-        ["echoscu", "-aet", "MODALITY", "-aec", "MEDSIGHT", "127.0.0.1", str(port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert echo.returncode == 0, echo.stderr
+    assert_echo(port)
     assert service["process"].poll() is None
 
 

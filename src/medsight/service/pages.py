@@ -76,7 +76,9 @@ def task_cards(tasks_dirs: list[Path]) -> list[tuple[Task, str]]:
 
 def photo_task(name: str, tasks_dirs: list[Path]) -> Task | None:
     """The installed, trained task ``name`` when it runs on 2D colour photographs."""
-    for task, _card in task_cards(tasks_dirs):
+    from medsight.tasks import discover_tasks
+
+    for task in discover_tasks(tasks_dirs).tasks:  # no model cards read: this is per upload
         accepts = task.spec.acceptance
         if (
             task.id == name
