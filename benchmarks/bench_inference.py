@@ -4,7 +4,10 @@ Three cases, each from files on disk to a result array:
   1. 2D classifier batch: 64 chest X-ray JPEGs (Kermany), DenseNet at 128x128;
   2. 2D large-image segmentation: DRIVE fundus TIFFs (565x584), 2D U-Net, 96x96 sliding window;
   3. 3D CT volume: 256x256x200 built from the TotalSegmentator CT, 3D U-Net, 96^3 window,
-     from the NIfTI file to a label-map NIfTI on disk in the input's own orientation.
+     from the NIfTI file to a label-map NIfTI on disk in the input's own orientation;
+  4. a folder of four such volumes: MONAI's pipeline in a loop against `medsight analyze
+     FOLDER --jobs 2` (its runner in-process: result.json, mask NIfTI, overlays and the
+     provenance line per study, worker processes started inside the timing).
 MONAI side: LoadImage + EnsureChannelFirst + (Orientation) + intensity scaling + (Resize) +
 the torch network (sliding_window_inference with Gaussian blending where patched), argmax;
 for the 3D case the MONAI tutorial post-processing too (softmax, Invertd back to the input
@@ -16,6 +19,8 @@ before timing, as the cache does on first use), probabilities mapped back to sou
 Usage: python benchmarks/bench_inference.py [--repeats 2]
 Prints time per case, the throughput ratio MONAI time / medsight time (target >= 1.5), and for
 the 3D case the peak memory growth against (classes + 2) x the input volume as float32.
+Case 3 is the latency of one volume; case 4 the throughput on many, where medsight runs
+studies side by side (``--jobs``) as its CLI does.
 """
 
 from __future__ import annotations
@@ -96,6 +101,22 @@ def ct_volume_path() -> Path:
     return target
 
 
+def ct_folder(volume_path: Path, count: int = 4) -> Path:
+    """``count`` different volumes (offset by a few HU, so each is its own study)."""
+    import nibabel as nib
+
+    folder = CACHE / f"ct_256x256x200_x{count}"
+    if len(list(folder.glob("*.nii.gz"))) == count:
+        return folder
+    folder.mkdir(exist_ok=True)
+    source = nib.load(volume_path)
+    volume = np.asarray(source.dataobj)
+    for number in range(count):
+        image = nib.Nifti1Image((volume + number).astype(np.int16), source.affine)
+        nib.save(image, folder / f"ct{number}.nii.gz")
+    return folder
+
+
 def main() -> None:
     import torch
     from monai.inferers import sliding_window_inference
@@ -115,6 +136,7 @@ def main() -> None:
     )
     from tests._tasks import classifier_task, segmenter_2d_task, segmenter_3d_task
 
+    from medsight.analysis import AnalysisOptions, analyze_studies, find_studies
     from medsight.datasets import shared_data_dir
     from medsight.inference import Predictor, export_onnx
     from medsight.io import read_image, write_nifti
@@ -172,7 +194,7 @@ def main() -> None:
 
     report(
         "2D classifier, 64 images",
-        *compare(monai_classify, medsight_classify, args.repeats),
+        *compare(args.repeats, monai_classify, medsight_classify),
     )
 
     # --- 2. 2D large-image segmentation --------------------------------------------------
@@ -221,7 +243,7 @@ def main() -> None:
 
     report(
         f"2D segmentation, {len(fundus)} fundus 565x584",
-        *compare(monai_segment_2d, medsight_segment_2d, args.repeats),
+        *compare(args.repeats, monai_segment_2d, medsight_segment_2d),
     )
 
     # --- 3. 3D CT volume -----------------------------------------------------------------
@@ -275,8 +297,8 @@ def main() -> None:
         ]
     )
 
-    def monai_segment_3d() -> object:
-        data = monai_pre({"image": str(volume_path)})
+    def monai_segment_3d(path: Path = volume_path) -> object:
+        data = monai_pre({"image": str(path)})
         with torch.no_grad():
             data["pred"] = sliding_window_inference(
                 data["image"][None], (96, 96, 96), 2, model3d, overlap=0.25, mode="gaussian"
@@ -294,7 +316,7 @@ def main() -> None:
     network_torch = measure(lambda: model3d(window), args.repeats)[0] * 24
     network_ort = measure(lambda: ort_window(window), args.repeats)[0] * 24
 
-    monai_result, ours_result = compare(monai_segment_3d, medsight_segment_3d, args.repeats)
+    monai_result, ours_result = compare(args.repeats, monai_segment_3d, medsight_segment_3d)
     report("3D CT 256x256x200", monai_result, ours_result)
     print(
         f"  network alone (24 batches of 2 windows): torch {network_torch:.2f} s, "
@@ -309,21 +331,41 @@ def main() -> None:
         f"MONAI {monai_result[1] / 1e6:.0f} MB"
     )
 
+    # --- 4. a folder of 3D CT volumes ----------------------------------------------------
+    folder = ct_folder(volume_path)
+    volumes = sorted(folder.glob("*.nii.gz"))
 
-def compare(
-    monai: Callable[[], object], ours: Callable[[], object], repeats: int
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Both pipelines, runs interleaved (A B A B ...) so that a noisy, shared machine slows
-    both alike; best time and peak memory of each."""
-    monai()
-    ours()
-    results: dict[str, list[tuple[float, float]]] = {"monai": [], "ours": []}
-    for _ in range(repeats):
-        results["monai"].append(measure(monai, 1, warm_up=False))
-        results["ours"].append(measure(ours, 1, warm_up=False))
-    return tuple(  # type: ignore[return-value]
-        (min(t for t, _ in runs), max(m for _, m in runs)) for runs in results.values()
+    def monai_folder() -> object:
+        for path in volumes:
+            monai_segment_3d(path)
+        return None
+
+    def medsight_folder(jobs: int) -> object:
+        options = AnalysisOptions(
+            task=str(work / "seg3d"), backend="onnxruntime", outputs=("json",)
+        )
+        return analyze_studies(find_studies(folder), work / f"out-jobs{jobs}", options, jobs=jobs)
+
+    (monai_all, _), (one_job, _), (two_jobs, _) = compare(
+        args.repeats, monai_folder, lambda: medsight_folder(1), lambda: medsight_folder(2)
     )
+    print(
+        f"{len(volumes)} x 3D CT 256x256x200, a folder: MONAI {monai_all:.2f} s, "
+        f"medsight --jobs 1 {one_job:.2f} s (ratio {monai_all / one_job:.2f}), "
+        f"--jobs 2 {two_jobs:.2f} s: throughput ratio {monai_all / two_jobs:.2f}"
+    )
+
+
+def compare(repeats: int, *pipelines: Callable[[], object]) -> list[tuple[float, float]]:
+    """The pipelines' runs interleaved (A B A B ...) so that a noisy, shared machine slows
+    all alike; best time and peak memory of each."""
+    for pipeline in pipelines:
+        pipeline()
+    runs: list[list[tuple[float, float]]] = [[] for _ in pipelines]
+    for _ in range(repeats):
+        for pipeline, results in zip(pipelines, runs, strict=True):
+            results.append(measure(pipeline, 1, warm_up=False))
+    return [(min(t for t, _ in results), max(m for _, m in results)) for results in runs]
 
 
 def report(name: str, monai: tuple[float, float], ours: tuple[float, float]) -> None:

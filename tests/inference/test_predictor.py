@@ -84,8 +84,11 @@ def test_segmentation_comes_back_in_the_source_geometry(tmp_path):
     np.testing.assert_array_equal(prediction.affine, image.affine)
 
 
-def test_deterministic_mode_repeats_bit_for_bit(tmp_path):
-    predictor = Predictor(segmenter_3d_task(tmp_path / "seg"), deterministic=True)
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_deterministic_mode_repeats_bit_for_bit(tmp_path, backend, monkeypatch):
+    monkeypatch.setenv("MEDSIGHT_CACHE", str(tmp_path / "cache"))
+    task = segmenter_3d_task(tmp_path / "seg")
+    predictor = Predictor(task, deterministic=True, backend=backend)
     first = predictor.predict(mr_volume()).segment_probabilities
     second = predictor.predict(mr_volume()).segment_probabilities
     assert first is not None and second is not None

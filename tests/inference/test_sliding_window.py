@@ -41,3 +41,28 @@ def test_close_to_monai_for_a_real_network():
     # differ slightly), so the blended logits and the decisions nearly agree
     assert np.abs(ours - theirs).mean() < 0.1 * np.abs(theirs).mean()
     assert (ours.argmax(0) == theirs.argmax(0)).mean() > 0.97
+
+
+@pytest.mark.parametrize("streams", [2, 3])
+def test_concurrent_streams_give_the_serial_result_bit_for_bit(streams):
+    import threading
+    import time
+
+    torch.manual_seed(0)
+    weights = torch.randn(3, 1, 3, 3, 3)
+    threads: set[str] = set()
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.001 * torch.rand(()).item())  # runs end out of order
+        return torch.nn.functional.conv3d(batch, weights, padding=1)
+
+    values = np.random.default_rng(2).normal(size=(1, 50, 44, 37)).astype(np.float32)
+    # the same windows per run (batch_size / streams), so only the concurrency differs
+    serial = sliding_window(values, [16, 16, 16], network, overlap=0.25, batch_size=2)
+    threads.clear()
+    concurrent = sliding_window(
+        values, [16, 16, 16], network, overlap=0.25, batch_size=2 * streams, streams=streams
+    )
+    assert len(threads) == streams  # the runs were spread over that many threads
+    assert np.array_equal(serial, concurrent)

@@ -3,6 +3,7 @@
 The CLI (``medsight analyze``) and, later, the service call this; neither holds the logic.
 """
 
+from medsight.analysis.batch import analyze_studies
 from medsight.analysis.inputs import ImageSource, StudyInput, find_studies
 from medsight.analysis.runner import AnalysisOptions, StudyOutcome, TaskSource, analyze_study
 
@@ -12,6 +13,7 @@ __all__ = [
     "StudyInput",
     "StudyOutcome",
     "TaskSource",
+    "analyze_studies",
     "analyze_study",
     "find_studies",
 ]

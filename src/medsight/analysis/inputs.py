@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from medsight.errors import NoImageFoundError
@@ -22,7 +23,7 @@ class ImageSource:
 
     description: str
     kind: str  # "dicom", "nifti", "raster" or "wsi"
-    load: Callable[[], Image]
+    load: Callable[[], Image]  # picklable (a partial), so a study can go to a worker
     path: Path | None = None  # the file, for non-DICOM inputs
 
 
@@ -51,7 +52,7 @@ def _file_study(path: Path) -> StudyInput:
         kind = "nifti"
     else:
         kind = "raster"
-    source = ImageSource(path.name, kind, lambda: read_image(path), path)
+    source = ImageSource(path.name, kind, partial(read_image, path), path)
     return StudyInput(key=_hash(sha256_file(path)), label=path.name, images=[source])
 
 
@@ -66,7 +67,6 @@ def _is_image_file(path: Path) -> bool:
 def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
     """Studies under ``path``: DICOM studies (by StudyInstanceUID) and one per image file."""
     from medsight.io.dicom import read_volumes, scan_dicom
-    from medsight.io.dicom.discovery import Stack
 
     if not path.exists():
         raise NoImageFoundError("no such file or folder", path=path)
@@ -91,10 +91,8 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
                     )
                     if v not in (None, "")
                 )
-
-                def load(group: list[Stack] = group) -> Image:
-                    return read_volumes(group)
-
+                # a partial, not a closure: studies are pickled to `analyze --jobs` workers
+                load = partial(read_volumes, group)
                 entry.images.append(ImageSource(description, "dicom", load))
         studies.append(entry)
     for skip in scan.skipped:

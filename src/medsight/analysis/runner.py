@@ -44,6 +44,7 @@ class AnalysisOptions:
     rules_version: str = ""  # the site's routing rules version, recorded with each choice
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     include_identifiers: bool = False  # patient identifiers in result.json / report.html
+    threads: int | None = None  # ONNX Runtime threads per network (None: one per core)
 
 
 @dataclass
@@ -102,6 +103,7 @@ class TaskSource:
                 task,
                 backend=self.options.backend,  # type: ignore[arg-type]
                 tta=self.options.tta,
+                threads=self.options.threads,
             )
         return self._predictors[key]
 
@@ -408,14 +410,17 @@ def _write_study_result(
 
 
 def write_unanalysed_study(
-    study_key: str, out: Path, reason: str, options: AnalysisOptions
+    study_key: str, out: Path, reason: str, options: AnalysisOptions, *, exit_code: int = 1
 ) -> Path:
     """A result for a study that could not be analysed at all (the service gave up on it):
     NEEDS_REVIEW with the reason, so it reaches the worklist and never reads as negative."""
     study_dir = out / study_key
     superseded, _previous_sr = _set_aside_previous(study_dir)
     outcome = StudyOutcome(
-        study_key, study_key, None, failures=[{"what": "study", "reason": reason, "exit_code": 1}]
+        study_key,
+        study_key,
+        None,
+        failures=[{"what": "study", "reason": reason, "exit_code": exit_code}],
     )
     return _write_study_result(study_key, study_dir, outcome, [], superseded, options, None)
 

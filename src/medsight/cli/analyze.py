@@ -42,13 +42,21 @@ def analyze(
     rules: Annotated[
         Path | None, typer.Option(help="Site routing rules (TOML/YAML) for automatic selection.")
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Studies analysed at once, each in its own process with cores/jobs threads "
+            "(faster on a folder of many studies; memory grows with it).",
+        ),
+    ] = 1,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results
     (SEG, SR, SC) under OUT/<study>/."""
 
     def action() -> None:
-        from medsight.analysis import AnalysisOptions, TaskSource, analyze_study, find_studies
+        from medsight.analysis import AnalysisOptions, TaskSource, analyze_studies, find_studies
         from medsight.analysis.outputs import parse_outputs
         from medsight.errors import InvalidInputError
         from medsight.tasks.selection import load_rules
@@ -68,16 +76,13 @@ def analyze(
             rules_version=site.version if site else "",
         )
         studies = find_studies(path)
-        tasks = TaskSource(options)
         if task != "auto":
-            tasks.choose_named()  # a bad task name or task.toml fails before any work
-        outcomes = []
+            TaskSource(options).choose_named()  # a bad task name or task.toml: before any work
         with progress_bar(console, transient=True) as progress:
-            bar = progress.add_task("analysing", total=len(studies))
-            for study in studies:
-                progress.update(bar, description=f"analysing {study.key}")
-                outcomes.append(analyze_study(study, out, options, tasks=tasks))
-                progress.advance(bar)
+            bar = progress.add_task(f"analysing {len(studies)} study(ies)", total=len(studies))
+            outcomes = analyze_studies(
+                studies, out, options, jobs=jobs, on_done=lambda _: progress.advance(bar)
+            )
         _summary(outcomes, out)
         failed = [o for o in outcomes if o.failed]
         if failed:

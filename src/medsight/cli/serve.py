@@ -106,6 +106,8 @@ def serve(
             outputs=parse_outputs(outputs),
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",
+            # the workers share the cores: oversubscribed thread pools are slower than none
+            threads=max(1, (os.cpu_count() or 1) // workers),
         )
         pool = WorkerPool(
             WorkerConfig(

@@ -111,14 +111,20 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
 
 
 class OnnxBackend:
+    """An ONNX Runtime session. ``streams`` runs may be in flight at once (from as many
+    threads; ``sliding_window`` does this), each on ``threads // streams`` threads."""
+
     name = "onnxruntime"
 
-    def __init__(self, task: Task, network_index: int = 0, *, threads: int | None = None) -> None:
+    def __init__(
+        self, task: Task, network_index: int = 0, *, threads: int | None = None, streams: int = 1
+    ) -> None:
         ort = require("onnxruntime", "all")
         path = export_onnx(task, network_index=network_index)
+        self.streams = max(1, streams)
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        if threads or self.streams > 1:
+            options.intra_op_num_threads = max(1, (threads or os.cpu_count() or 1) // self.streams)
         # idle ORT threads otherwise spin between runs and steal the cores that blend the
         # sliding-window outputs
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -73,7 +74,8 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 class Predictor:
     """Runs one task. ``backend`` is ``"torch"``, ``"onnxruntime"`` (exported on first use),
     or a callable custom runtime used for every network; ``tta`` averages over flips of every
-    spatial axis; ``explain`` adds a Grad-CAM heatmap for classifiers whose task asks for it.
+    spatial axis; ``explain`` adds a Grad-CAM heatmap for classifiers whose task asks for it;
+    ``threads`` caps ONNX Runtime's threads (torch's are per process: ``torch.set_num_threads``).
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class Predictor:
         deterministic: bool = True,
         tta: bool = False,
         explain: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.task = task
+        self.threads = threads
         self.backend_name = backend if isinstance(backend, str) else "custom"
         self._custom = None if isinstance(backend, str) else backend
         self.deterministic = deterministic
@@ -106,10 +110,21 @@ class Predictor:
             return self._custom
         if name not in self._backends:
             if self.backend_name == "onnxruntime":
-                self._backends[name] = OnnxBackend(self.task, index)
+                self._backends[name] = OnnxBackend(
+                    self.task, index, threads=self.threads, streams=self._streams()
+                )
             else:
                 self._backends[name] = TorchBackend(self.task, index)
         return self._backends[name]
+
+    def _streams(self) -> int:
+        """Sliding-window batches run two at a time on half the threads each: one run over
+        all cores leaves them partly idle between layers (the 3D U-Net of
+        benchmarks/bench_inference.py: 1.2-1.3x the windows per second on 2 cores)."""
+        spec = self.task.spec
+        cores = self.threads or os.cpu_count() or 1
+        windowed = spec.kind == "segmentation" and spec.preprocessing.patch_size is not None
+        return 2 if windowed and cores >= 2 else 1
 
     def _torch(self, network: str | None = None) -> Any:
         index = self._index(network)
@@ -172,7 +187,10 @@ class Predictor:
     def predict_many(self, images: Sequence[Image]) -> list[Prediction]:
         """Predictions for several images; whole-image classifiers run them in batches."""
         predictions = [self._start(image) for image in images]
-        with _deterministic(self.deterministic):
+        # torch's switch, not ONNX Runtime's: its CPU kernels repeat bit for bit at a fixed
+        # thread count. Skipping it there also spares each new process the 3 s import of
+        # torch._dynamo that torch.use_deterministic_algorithms makes (analyze --jobs).
+        with _deterministic(self.deterministic and self.backend_name != "onnxruntime"):
             if self.task.spec.kind == "classification":
                 self._classify(list(images), predictions)
             else:
@@ -286,7 +304,12 @@ class Predictor:
         started = time.perf_counter()
         if prep.patch_size is not None:
             logits = sliding_window(
-                values, prep.patch_size, self._run, overlap=prep.overlap, batch_size=prep.batch_size
+                values,
+                prep.patch_size,
+                self._run,
+                overlap=prep.overlap,
+                batch_size=prep.batch_size,
+                streams=getattr(self.backend(), "streams", 1),
             )
         else:
             logits = self._run(torch.from_numpy(values)[None])[0].detach().cpu().numpy()

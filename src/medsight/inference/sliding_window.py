@@ -10,7 +10,9 @@ the output (K volumes) plus the input, which keeps a 3D CT within (K + 2) float3
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -47,11 +49,16 @@ def sliding_window(
     *,
     overlap: float = 0.5,
     batch_size: int = 4,
+    streams: int = 1,
 ) -> np.ndarray:
     """Blended network output (k, *spatial) for input ``values`` (c, *spatial), float32.
 
     ``predictor`` maps a torch tensor (b, c, *roi) to (b, k, *roi). Axes shorter than the
-    window are zero-padded at their end for the network and cropped afterwards.
+    window are zero-padded at their end for the network and cropped afterwards. With
+    ``streams`` > 1 the ``batch_size`` windows are split into that many smaller batches that
+    ``predictor`` runs at once from as many threads (so the windows in flight, and the memory
+    they take, stay the same); outputs are blended in window order, so the result does not
+    depend on which run ends first.
     """
     import torch
 
@@ -77,20 +84,42 @@ def sliding_window(
     weight_t = torch.from_numpy(weight)
     output: np.ndarray | None = None
     output_t: Any = None
-    corners = list(itertools.product(*starts))
-    for first in range(0, len(corners), batch_size):
-        group = corners[first : first + batch_size]
-        windows: list[tuple[slice, ...]] = [
-            (slice(None), *(slice(c, c + r) for c, r in zip(corner, roi, strict=True)))
-            for corner in group
-        ]
-        batch = np.stack([values[w] for w in windows])
-        result = torch.as_tensor(predictor(torch.from_numpy(batch))).detach().float()
+
+    def blend(windows: list[tuple[slice, ...]], result: Any) -> None:
+        nonlocal output, output_t
+        result = torch.as_tensor(result).detach().float()
         if output is None:
             output = np.zeros((result.shape[1], *padded), dtype=np.float32)
             output_t = torch.from_numpy(output)
         for window, patch in zip(windows, result, strict=True):
             output_t[window].addcmul_(patch, weight_t)
+
+    def run(windows: list[tuple[slice, ...]]) -> Any:
+        return predictor(torch.from_numpy(np.stack([values[w] for w in windows])))
+
+    corners = list(itertools.product(*starts))
+    group_size = max(1, batch_size // max(1, streams))
+    groups = [
+        [
+            (slice(None), *(slice(c, c + r) for c, r in zip(corner, roi, strict=True)))
+            for corner in corners[first : first + group_size]
+        ]
+        for first in range(0, len(corners), group_size)
+    ]
+    if streams <= 1:
+        for windows in groups:
+            blend(windows, run(windows))
+    else:
+        in_flight: deque[tuple[list[tuple[slice, ...]], Future[Any]]] = deque()
+        with ThreadPoolExecutor(streams, thread_name_prefix="medsight-window") as pool:
+            for windows in groups:
+                if len(in_flight) == streams:
+                    done_windows, future = in_flight.popleft()
+                    blend(done_windows, future.result())
+                in_flight.append((windows, pool.submit(run, windows)))
+            while in_flight:
+                done_windows, future = in_flight.popleft()
+                blend(done_windows, future.result())
     assert output is not None
     for axis, total in enumerate(sums):
         shape = [1] * (len(padded) + 1)

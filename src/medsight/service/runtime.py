@@ -90,6 +90,10 @@ def worker_main(config: WorkerConfig) -> None:
 
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if config.options.threads:
+        import torch
+
+        torch.set_num_threads(config.options.threads)
     store = InstanceStore(config.data_dir, config.database_url, lease_seconds=config.lease_seconds)
     outbound = Outbound(
         store.engine,
