@@ -53,7 +53,9 @@ def analyze_studies(
     on_done: Callable[[StudyOutcome], None] | None = None,
 ) -> list[StudyOutcome]:
     """Analyse ``studies`` into ``out`` with ``jobs`` worker processes (1: in this process).
-    Returns the outcomes in the order of ``studies``; ``on_done`` is called as each ends."""
+    Returns the outcomes in the order of ``studies``; ``on_done`` is called as each ends.
+    Workers are spawned, so they import the caller's main module: a script that calls this
+    with ``jobs`` > 1 needs the ``if __name__ == "__main__":`` guard."""
     report = on_done or (lambda outcome: None)
     units = _units(studies)
     if jobs <= 1 or len(units) <= 1:

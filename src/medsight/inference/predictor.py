@@ -15,11 +15,13 @@ from medsight.image import Image
 from medsight.inference.backends import OnnxBackend, TorchBackend
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
+    MappedVolume,
     display_values,
     from_network_grid,
     normalize,
     resample,
     to_network_grid,
+    voxelwise_display,
 )
 from medsight.inference.sliding_window import sliding_window
 from medsight.tasks.acceptance import CheckOutcome, check_acceptance
@@ -297,7 +299,20 @@ class Predictor:
         spec = self.task.spec
         prep = spec.preprocessing
         started = time.perf_counter()
-        work, values = network_input(image, spec.display, prep)
+        work, size = to_network_grid(image, prep)
+        # fused preprocessing where windows need no whole-volume step (resampling, z-scores):
+        # each window is mapped as it is cut out, and no float copy of the volume is made
+        fusable = (
+            prep.patch_size is not None
+            and size == work.shape
+            and prep.normalize in ("none", "unit")
+        )
+        mapping = voxelwise_display(work, spec.display) if fusable else None
+        values: np.ndarray | MappedVolume
+        if mapping is not None:
+            values = MappedVolume(work.array, mapping)
+        else:
+            work, values = network_input(image, spec.display, prep)
         resampled = values.shape[1:] != work.shape
         prediction.timings["preprocess"] = time.perf_counter() - started
 
@@ -312,6 +327,7 @@ class Predictor:
                 streams=getattr(self.backend(), "streams", 1),
             )
         else:
+            assert isinstance(values, np.ndarray)
             logits = self._run(torch.from_numpy(values)[None])[0].detach().cpu().numpy()
         del values
         probabilities = _softmax_inplace(logits)
@@ -364,14 +380,18 @@ class Predictor:
 
 
 def _softmax_inplace(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0, in place (float32, torch for all cores): one volume of
-    temporaries at a time."""
+    """Softmax over axis 0, in place (float32, torch for all cores), slab by slab along the
+    first spatial axis: its maximum and sum are a slab, not a volume, of temporaries."""
     import torch
 
     logits = np.require(logits, dtype=np.float32, requirements=["W"])
     tensor = torch.from_numpy(logits)
-    tensor.sub_(tensor.amax(dim=0, keepdim=True)).exp_()
-    tensor.div_(tensor.sum(dim=0, keepdim=True))
+    spatial = logits.shape[1:]
+    step = max(1, (1 << 22) // max(1, int(np.prod(spatial[1:]))))
+    for first in range(0, spatial[0], step):
+        slab = tensor[:, first : first + step]
+        slab.sub_(slab.amax(dim=0, keepdim=True)).exp_()
+        slab.div_(slab.sum(dim=0, keepdim=True))
     return logits
 
 

@@ -7,6 +7,9 @@ normalisation, then resizing or resampling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 
 from medsight.errors import InternalError
@@ -14,7 +17,14 @@ from medsight.image import Image
 from medsight.imaging import apply_voi, apply_window, reorient
 from medsight.tasks.spec import Display, Preprocessing
 
-__all__ = ["display_values", "from_network_grid", "normalize", "to_network_grid"]
+__all__ = [
+    "MappedVolume",
+    "display_values",
+    "from_network_grid",
+    "normalize",
+    "to_network_grid",
+    "voxelwise_display",
+]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -23,34 +33,98 @@ def display_values(image: Image, display: Display) -> np.ndarray:
     """Float32 (c, *spatial) values as the task's training data looked (see module doc)."""
     # a reoriented image is a strided view: make it C-ordered once, here, while it is still
     # the small integer array, so every float array after it is C-ordered too
-    array = np.ascontiguousarray(image.array)
+    mapping = voxelwise_display(image, display)
+    if mapping is not None:
+        return mapping(np.ascontiguousarray(image.array))
+    # not voxel by voxel: a DICOM VOI (the image's own LUT), or MONOCHROME1 inverted around
+    # the unwindowed value range
     if display.window == "dicom":
-        values = apply_voi(image)
-    elif display.window == "fixed":
+        values = np.asarray(apply_voi(image), dtype=np.float32)
+    else:
+        values = np.ascontiguousarray(image.array).astype(np.float32)
+    if _inverted(image, display):
+        values = (values.max() + values.min()) - values if display.window == "none" else 1 - values
+    return _colour(values, display)
+
+
+def voxelwise_display(image: Image, display: Display) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The display mapping as a function of raw values alone, with its image-wide parameters
+    (the minimum and maximum of "minmax", the percentiles) taken from ``image`` here; None
+    where it is not voxel by voxel. Applied to any part of the image (a sliding window), it
+    gives exactly that part of :func:`display_values`."""
+    inverted = _inverted(image, display)
+    if display.window == "dicom" or (inverted and display.window == "none"):
+        return None
+    array = image.array
+    if display.window == "fixed":
         assert display.center_width is not None  # enforced by the spec
-        values = apply_window(array, *display.center_width)
-    elif display.window == "range":
+        center, width = display.center_width
+        return partial(
+            _mapped,
+            window=partial(apply_window, center=center, width=width),
+            inverted=inverted,
+            display=display,
+        )
+    if display.window == "range":
         assert display.value_range is not None  # enforced by the spec
         low, high = display.value_range
-        values = (array.astype(np.float32) - low) / max(high - low, 1e-6)
-        if display.clip:
-            values = np.clip(values, 0, 1)
+        clip = display.clip
     elif display.window == "percentile":
+        # numpy float64 scalars, as display_values always used: the arithmetic runs in float64
         low, high = np.percentile(array, display.percentiles)
-        values = np.clip((array.astype(np.float32) - low) / max(float(high - low), 1e-6), 0, 1)
+        clip = True
     elif display.window == "minmax":
-        low, high = float(array.min()), float(array.max())
-        values = (array.astype(np.float32) - low) / max(high - low, 1e-6)
-    else:
-        values = array.astype(np.float32)
-    values = np.asarray(values, dtype=np.float32)
-    if image.photometric_interpretation == "MONOCHROME1" and display.monochrome1 == "invert":
-        values = (values.max() + values.min()) - values if display.window == "none" else 1 - values
+        low, high, clip = float(array.min()), float(array.max()), False
+    else:  # "none"
+        return partial(_mapped, window=None, inverted=inverted, display=display)
+    window = partial(_linear, low=low, high=high, clip=clip)
+    return partial(_mapped, window=window, inverted=inverted, display=display)
+
+
+def _linear(raw: np.ndarray, *, low: float, high: float, clip: bool) -> np.ndarray:
+    values = raw.astype(np.result_type(np.float32, low))  # float64 for numpy percentiles
+    # in place: one float array, not one per operation (a CT volume is 50 MB in float32)
+    values -= low
+    values /= max(high - low, 1e-6)
+    return np.clip(values, 0, 1, out=values) if clip else values
+
+
+def _mapped(
+    raw: np.ndarray,
+    *,
+    window: Callable[[np.ndarray], np.ndarray] | None,
+    inverted: bool,
+    display: Display,
+) -> np.ndarray:
+    values = raw.astype(np.float32) if window is None else np.asarray(window(raw), np.float32)
+    return _colour(1 - values if inverted else values, display)
+
+
+def _inverted(image: Image, display: Display) -> bool:
+    return image.photometric_interpretation == "MONOCHROME1" and display.monochrome1 == "invert"
+
+
+def _colour(values: np.ndarray, display: Display) -> np.ndarray:
     if display.color == "grayscale" and values.shape[0] == 3:
-        values = np.tensordot(_LUMA, values, axes=(0, 0))[np.newaxis].astype(np.float32)
-    elif display.color == "rgb" and values.shape[0] == 1:
-        values = np.repeat(values, 3, axis=0)
+        return np.tensordot(_LUMA, values, axes=(0, 0))[np.newaxis].astype(np.float32)
+    if display.color == "rgb" and values.shape[0] == 1:
+        return np.repeat(values, 3, axis=0)
     return values
+
+
+class MappedVolume:
+    """Network input made window by window from the raw image (fused preprocessing): the
+    float32 copy of the whole volume, one more volume of memory, is never made. Indexed like
+    the (c, *spatial) array :func:`display_values` would return."""
+
+    def __init__(self, raw: np.ndarray, mapping: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.raw = raw
+        self.mapping = mapping
+        corner = (slice(None), *(slice(0, 1) for _ in raw.shape[1:]))
+        self.shape = (mapping(raw[corner]).shape[0], *raw.shape[1:])
+
+    def __getitem__(self, window: tuple[slice, ...]) -> np.ndarray:
+        return self.mapping(np.ascontiguousarray(self.raw[window]))
 
 
 def normalize(values: np.ndarray, mode: str) -> np.ndarray:

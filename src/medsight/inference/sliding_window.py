@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from medsight.inference.preprocess import MappedVolume
+
 __all__ = ["sliding_window"]
 
 #: sigma of the Gaussian profile, as a fraction of the window size (nnU-Net and MONAI: 1/8)
@@ -43,7 +45,7 @@ def _profile(window: int) -> np.ndarray:
 
 
 def sliding_window(
-    values: np.ndarray,
+    values: np.ndarray | MappedVolume,
     roi_size: Sequence[int],
     predictor: Callable[[Any], Any],
     *,
@@ -53,8 +55,9 @@ def sliding_window(
 ) -> np.ndarray:
     """Blended network output (k, *spatial) for input ``values`` (c, *spatial), float32.
 
-    ``predictor`` maps a torch tensor (b, c, *roi) to (b, k, *roi). Axes shorter than the
-    window are zero-padded at their end for the network and cropped afterwards. With
+    ``predictor`` maps a torch tensor (b, c, *roi) to (b, k, *roi). ``values`` may be a
+    :class:`MappedVolume`, whose windows are preprocessed as they are cut out. Axes shorter
+    than the window are zero-padded at their end for the network and cropped afterwards. With
     ``streams`` > 1 the ``batch_size`` windows are split into that many smaller batches that
     ``predictor`` runs at once from as many threads (so the windows in flight, and the memory
     they take, stay the same); outputs are blended in window order, so the result does not
@@ -66,6 +69,8 @@ def sliding_window(
     roi = [int(r) for r in roi_size]
     padding = [max(0, r - s) for r, s in zip(roi, spatial, strict=True)]
     if any(padding):
+        if isinstance(values, MappedVolume):  # small enough to be padded whole
+            values = values[(slice(None),) * len(values.shape)]
         values = np.pad(values, [(0, 0)] + [(0, p) for p in padding])
     padded = values.shape[1:]
     starts = [_starts(s, r, overlap) for s, r in zip(padded, roi, strict=True)]
@@ -94,8 +99,8 @@ def sliding_window(
         for window, patch in zip(windows, result, strict=True):
             output_t[window].addcmul_(patch, weight_t)
 
-    def run(windows: list[tuple[slice, ...]]) -> Any:
-        return predictor(torch.from_numpy(np.stack([values[w] for w in windows])))
+    def batch(windows: list[tuple[slice, ...]]) -> Any:
+        return torch.from_numpy(np.stack([values[w] for w in windows]))
 
     corners = list(itertools.product(*starts))
     group_size = max(1, batch_size // max(1, streams))
@@ -108,7 +113,7 @@ def sliding_window(
     ]
     if streams <= 1:
         for windows in groups:
-            blend(windows, run(windows))
+            blend(windows, predictor(batch(windows)))
     else:
         in_flight: deque[tuple[list[tuple[slice, ...]], Future[Any]]] = deque()
         with ThreadPoolExecutor(streams, thread_name_prefix="medsight-window") as pool:
@@ -116,7 +121,9 @@ def sliding_window(
                 if len(in_flight) == streams:
                     done_windows, future = in_flight.popleft()
                     blend(done_windows, future.result())
-                in_flight.append((windows, pool.submit(run, windows)))
+                # the batch is cut here, not in the pool's threads: each thread would keep
+                # its own malloc arena of freed windows (measured: +0.7 volumes of memory)
+                in_flight.append((windows, pool.submit(predictor, batch(windows))))
             while in_flight:
                 done_windows, future = in_flight.popleft()
                 blend(done_windows, future.result())
