@@ -19,8 +19,9 @@ before timing, as the cache does on first use), probabilities mapped back to sou
 Usage: python benchmarks/bench_inference.py [--repeats 2]
 Prints time per case, the throughput ratio MONAI time / medsight time (target >= 1.5), and for
 the 3D case the peak memory growth against (classes + 2) x the input volume as float32.
-Peak memory is the growth of RSS, sampled every 20 ms, with glibc's mmap threshold fixed so
-that RSS follows live memory (see return_freed_memory_to_the_system). Case 3 is the latency
+Peak memory is the growth of RSS, sampled every 20 ms: for the 3D budget in fresh processes
+where RSS follows live memory (see live_memory_growth), and as seen in the timed runs.
+Case 3 is the latency
 of one volume; case 4 the throughput on many, where medsight runs
 studies side by side (``--jobs``) as its CLI does.
 """
@@ -28,8 +29,6 @@ studies side by side (``--jobs``) as its CLI does.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import os
 import sys
 import tempfile
@@ -48,16 +47,6 @@ CACHE = HERE.parent / "bench-data"
 
 
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def return_freed_memory_to_the_system() -> None:
-    """RSS growth measures live memory only if freed blocks leave the process. glibc keeps
-    freed blocks below its mmap threshold, a threshold that rises each time a large block is
-    freed; RSS growth then depends on whatever ran before. A fixed 1 MiB threshold (both
-    pipelines, same process) makes RSS follow what is allocated."""
-    m_mmap_threshold = -3  # from malloc.h
-    with contextlib.suppress(OSError):  # not glibc: measure as is
-        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 1 << 20)
 
 
 def _rss_kib() -> int:
@@ -132,39 +121,155 @@ def ct_folder(volume_path: Path, count: int = 4) -> Path:
     return folder
 
 
+class CtCase:
+    """Case 3: the 3D U-Net task and both pipelines, from a NIfTI file to a label map on disk."""
+
+    classes = 3
+
+    def __init__(self, work: Path) -> None:
+        import torch
+        from monai.inferers import sliding_window_inference
+        from monai.transforms import (
+            Activationsd,
+            AsDiscreted,
+            Compose,
+            EnsureChannelFirstd,
+            Invertd,
+            LoadImaged,
+            Orientationd,
+            SaveImaged,
+            ScaleIntensityRanged,
+        )
+        from tests._tasks import segmenter_3d_task
+
+        from medsight.inference import Predictor, export_onnx
+        from medsight.io import read_image, write_nifti
+        from medsight.models import load_network
+
+        self.volume_path = volume_path = ct_volume_path()
+        self.task_dir = work / "seg3d"
+        task = segmenter_3d_task(
+            self.task_dir,
+            acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
+            arguments={
+                "spatial_dims": 3,
+                "in_channels": 1,
+                "out_channels": self.classes,
+                "channels": [8, 16, 32, 64],
+                "strides": [2, 2, 2],
+                "num_res_units": 1,
+            },
+            preprocessing={
+                "reorient": "RAS",
+                "patch_size": [96, 96, 96],
+                "overlap": 0.25,
+                "normalize": "none",
+                "batch_size": 2,
+            },
+            display={"window": "range", "value_range": [-1000.0, 1000.0]},
+        )
+        export_onnx(task)
+        self.model3d = model3d = load_network(task)
+        self.ours3d = ours3d = Predictor(task, backend="onnxruntime")
+        keys = ["image"]
+        monai_pre = Compose(
+            [
+                LoadImaged(keys),
+                EnsureChannelFirstd(keys),
+                Orientationd(keys, axcodes="RAS"),
+                ScaleIntensityRanged(keys, -1000, 1000, 0.0, 1.0, clip=True),
+            ]
+        )
+        monai_post = Compose(
+            [
+                Activationsd("pred", softmax=True),
+                Invertd("pred", transform=monai_pre, orig_keys="image", nearest_interp=False),
+                AsDiscreted("pred", argmax=True),
+                SaveImaged(
+                    "pred",
+                    output_dir=str(work / "monai-out"),
+                    output_postfix="seg",
+                    separate_folder=False,
+                    output_dtype=np.uint8,
+                    print_log=False,
+                ),
+            ]
+        )
+
+        def monai_segment_3d(path: Path = volume_path) -> object:
+            data = monai_pre({"image": str(path)})
+            with torch.no_grad():
+                data["pred"] = sliding_window_inference(
+                    data["image"][None], (96, 96, 96), 2, model3d, overlap=0.25, mode="gaussian"
+                )[0]
+            return monai_post(data)
+
+        def medsight_segment_3d() -> object:
+            image = read_image(volume_path)
+            label_map = ours3d.predict(image).label_map
+            assert label_map is not None
+            return write_nifti(image.replace(array=label_map[None]), work / "ours-seg.nii.gz")
+
+        self.monai, self.medsight = monai_segment_3d, medsight_segment_3d
+
+
+def live_memory_growth(pipeline: str, work: Path, repeats: int) -> float:
+    """Peak RSS growth of one pipeline of case 3, measured in a fresh process where glibc
+    returns every freed block of 1 MiB or more to the system (MALLOC_MMAP_THRESHOLD_), so
+    that RSS follows live memory. Untimed: that setting slows allocation-heavy code, and in
+    the timed runs RSS also holds freed blocks that glibc keeps, whatever ran before."""
+    import json
+    import subprocess
+
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    command = [sys.executable, __file__, "--memory-of", pipeline, "--repeats", str(repeats)]
+    command += ["--work", str(work / f"memory-{pipeline}")]
+    output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
+    return float(json.loads(output.stdout.strip().splitlines()[-1])["peak_growth"])
+
+
+def memory_of(pipeline: str, work: Path, repeats: int) -> None:
+    import json
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ct = CtCase(work)
+    _, growth = measure(ct.medsight if pipeline == "medsight" else ct.monai, repeats)
+    print(json.dumps({"peak_growth": growth}))
+
+
 def main() -> None:
     import torch
     from monai.inferers import sliding_window_inference
     from monai.transforms import (
-        Activationsd,
-        AsDiscreted,
         Compose,
-        EnsureChannelFirstd,
-        Invertd,
         LoadImage,
-        LoadImaged,
-        Orientationd,
         Resize,
-        SaveImaged,
         ScaleIntensity,
-        ScaleIntensityRanged,
     )
-    from tests._tasks import classifier_task, segmenter_2d_task, segmenter_3d_task
+    from tests._tasks import classifier_task, segmenter_2d_task
 
     from medsight.analysis import AnalysisOptions, analyze_studies, find_studies
     from medsight.datasets import shared_data_dir
     from medsight.inference import Predictor, export_onnx
-    from medsight.io import read_image, write_nifti
+    from medsight.io import read_image
     from medsight.models import load_network
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--memory-of", choices=["medsight", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_of:  # the untimed memory run, in its own process (live_memory_growth)
+        args.work.mkdir(parents=True, exist_ok=True)
+        os.environ["MEDSIGHT_CACHE"] = str(args.work / "cache")
+        memory_of(args.memory_of, args.work, args.repeats)
+        return
     data = shared_data_dir()
     work = Path(tempfile.mkdtemp(prefix="medsight-bench-"))
     os.environ["MEDSIGHT_CACHE"] = str(work / "cache")
     torch.set_num_threads(os.cpu_count() or 1)
-    return_freed_memory_to_the_system()
     print(f"{os.cpu_count()} cores, best of {args.repeats}; ratio = MONAI time / medsight time")
 
     # --- 1. 2D classifier batch ----------------------------------------------------------
@@ -263,70 +368,9 @@ def main() -> None:
     )
 
     # --- 3. 3D CT volume -----------------------------------------------------------------
-    volume_path = ct_volume_path()
-    classes = 3
-    task = segmenter_3d_task(
-        work / "seg3d",
-        acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
-        arguments={
-            "spatial_dims": 3,
-            "in_channels": 1,
-            "out_channels": classes,
-            "channels": [8, 16, 32, 64],
-            "strides": [2, 2, 2],
-            "num_res_units": 1,
-        },
-        preprocessing={
-            "reorient": "RAS",
-            "patch_size": [96, 96, 96],
-            "overlap": 0.25,
-            "normalize": "none",
-            "batch_size": 2,
-        },
-        display={"window": "range", "value_range": [-1000.0, 1000.0]},
-    )
-    export_onnx(task)
-    model3d = load_network(task)
-    ours3d = Predictor(task, backend="onnxruntime")
-    keys = ["image"]
-    monai_pre = Compose(
-        [
-            LoadImaged(keys),
-            EnsureChannelFirstd(keys),
-            Orientationd(keys, axcodes="RAS"),
-            ScaleIntensityRanged(keys, -1000, 1000, 0.0, 1.0, clip=True),
-        ]
-    )
-    monai_post = Compose(
-        [
-            Activationsd("pred", softmax=True),
-            Invertd("pred", transform=monai_pre, orig_keys="image", nearest_interp=False),
-            AsDiscreted("pred", argmax=True),
-            SaveImaged(
-                "pred",
-                output_dir=str(work / "monai-out"),
-                output_postfix="seg",
-                separate_folder=False,
-                output_dtype=np.uint8,
-                print_log=False,
-            ),
-        ]
-    )
-
-    def monai_segment_3d(path: Path = volume_path) -> object:
-        data = monai_pre({"image": str(path)})
-        with torch.no_grad():
-            data["pred"] = sliding_window_inference(
-                data["image"][None], (96, 96, 96), 2, model3d, overlap=0.25, mode="gaussian"
-            )[0]
-        return monai_post(data)
-
-    def medsight_segment_3d() -> object:
-        image = read_image(volume_path)
-        label_map = ours3d.predict(image).label_map
-        assert label_map is not None
-        return write_nifti(image.replace(array=label_map[None]), work / "ours-seg.nii.gz")
-
+    ct = CtCase(work)
+    volume_path, classes, model3d, ours3d = ct.volume_path, ct.classes, ct.model3d, ct.ours3d
+    monai_segment_3d, medsight_segment_3d = ct.monai, ct.medsight
     window = torch.zeros(2, 1, 96, 96, 96)
     ort_window = ours3d.backend()
     streams = ThreadPoolExecutor(ort_window.streams)
@@ -345,13 +389,16 @@ def main() -> None:
         f"ONNX Runtime in {ort_window.streams} stream(s) {network_ort:.2f} s, "
         f"ratio {network_torch / network_ort:.2f}"
     )
-    voxels = 256 * 256 * 200
-    budget = (classes + 2) * voxels * 4
+    volume = 256 * 256 * 200 * 4
+    live = {name: live_memory_growth(name, work, args.repeats) for name in ("medsight", "monai")}
     print(
-        f"  3D peak memory growth: medsight {ours_result[1] / 1e6:.0f} MB = "
-        f"{ours_result[1] / (voxels * 4):.2f}x the float32 volume "
-        f"(budget (classes + 2) = {classes + 2}x, {budget / 1e6:.0f} MB, plus the model); "
-        f"MONAI {monai_result[1] / 1e6:.0f} MB"
+        f"  3D peak memory growth, live ({args.repeats} runs, untimed, fresh process):"
+        f" medsight {live['medsight'] / 1e6:.0f} MB = {live['medsight'] / volume:.2f}x the "
+        f"float32 volume (budget (classes + 2) = {classes + 2}x = "
+        f"{(classes + 2) * volume / 1e6:.0f} MB, plus the model); "
+        f"MONAI {live['monai'] / 1e6:.0f} MB = {live['monai'] / volume:.2f}x. In the timed "
+        f"runs (glibc default): medsight {ours_result[1] / volume:.2f}x, "
+        f"MONAI {monai_result[1] / volume:.2f}x"
     )
 
     # --- 4. a folder of 3D CT volumes ----------------------------------------------------
@@ -364,9 +411,7 @@ def main() -> None:
         return None
 
     def medsight_folder(jobs: int) -> object:
-        options = AnalysisOptions(
-            task=str(work / "seg3d"), backend="onnxruntime", outputs=("json",)
-        )
+        options = AnalysisOptions(task=str(ct.task_dir), backend="onnxruntime", outputs=("json",))
         return analyze_studies(find_studies(folder), work / f"out-jobs{jobs}", options, jobs=jobs)
 
     (monai_all, _), (one_job, _), (two_jobs, _) = compare(
