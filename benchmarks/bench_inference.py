@@ -1,13 +1,14 @@
 """End-to-end inference throughput: medsight vs a plain MONAI pipeline, same network and weights.
 
-Three cases, each from files on disk to a result array:
+Four cases, each from files on disk to a result:
   1. 2D classifier batch: 64 chest X-ray JPEGs (Kermany), DenseNet at 128x128;
   2. 2D large-image segmentation: DRIVE fundus TIFFs (565x584), 2D U-Net, 96x96 sliding window;
   3. 3D CT volume: 256x256x200 built from the TotalSegmentator CT, 3D U-Net, 96^3 window,
      from the NIfTI file to a label-map NIfTI on disk in the input's own orientation;
-  4. a folder of four such volumes: MONAI's pipeline in a loop against `medsight analyze
-     FOLDER --jobs 2` (its runner in-process: result.json, mask NIfTI, overlays and the
-     provenance line per study, worker processes started inside the timing).
+  4. a folder of four such volumes: MONAI's pipeline in a loop against medsight's analysis
+     runner (what `medsight analyze FOLDER` does: result.json, mask NIfTI, overlay and a
+     provenance line per study), in this process (--jobs 1) and in two worker processes
+     started inside the timing (--jobs 2).
 MONAI side: LoadImage + EnsureChannelFirst + (Orientation) + intensity scaling + (Resize) +
 the torch network (sliding_window_inference with Gaussian blending where patched), argmax;
 for the 3D case the MONAI tutorial post-processing too (softmax, Invertd back to the input
@@ -21,9 +22,7 @@ Prints time per case, the throughput ratio MONAI time / medsight time (target >=
 the 3D case the peak memory growth against (classes + 2) x the input volume as float32.
 Peak memory is the growth of RSS, sampled every 20 ms: for the 3D budget in fresh processes
 where RSS follows live memory (see live_memory_growth), and as seen in the timed runs.
-Case 3 is the latency
-of one volume; case 4 the throughput on many, where medsight runs
-studies side by side (``--jobs``) as its CLI does.
+Case 3 is the latency of one volume, case 4 the throughput on many.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Analyse many studies: one after another, or several at once in worker processes.
 
-On a CPU, one network run spread over every core leaves cores idle (between layers, and
-while a study is read, prepared and written); N processes with cores/N threads each keep
-them busy. On the 2-core reference machine, 2 jobs of 1 thread analyse a folder of 3D CT
-volumes about 1.4 times faster than 1 job of 2 threads (``benchmarks/bench_inference.py``).
-Memory grows with the number of jobs: each holds its own study and model.
+Each worker is a spawned process whose torch and ONNX Runtime use cores/jobs threads, for
+machines with more cores than one study keeps busy. On the 2-core reference machine it gains
+nothing for 3D segmentation, which already runs two window streams: four CT volumes took
+25.0 s with two jobs against 23.3 s with one (benchmarks/bench_inference.py), a worker
+taking about 4 s to start. Memory grows with the number of jobs: each holds its own study
+and model.
 
 Studies that share a key (the same file given twice) go to the same job, one after the
 other, because they write to the same folder. A job process that dies (killed, out of
