@@ -379,6 +379,10 @@ class Predictor:
         return probability, slide.level_affine(level)
 
 
+#: voxels per slab of the softmax and argmax: temporaries of 4 MB each, not a volume's worth
+_SLAB_VOXELS = 1 << 20
+
+
 def _softmax_inplace(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 0, in place (float32, torch for all cores), slab by slab along the
     first spatial axis: its maximum and sum are a slab, not a volume, of temporaries."""
@@ -387,7 +391,7 @@ def _softmax_inplace(logits: np.ndarray) -> np.ndarray:
     logits = np.require(logits, dtype=np.float32, requirements=["W"])
     tensor = torch.from_numpy(logits)
     spatial = logits.shape[1:]
-    step = max(1, (1 << 22) // max(1, int(np.prod(spatial[1:]))))
+    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(spatial[1:]))))
     for first in range(0, spatial[0], step):
         slab = tensor[:, first : first + step]
         slab.sub_(slab.amax(dim=0, keepdim=True)).exp_()
@@ -402,7 +406,7 @@ def _argmax_uint8(probabilities: np.ndarray) -> np.ndarray:
 
     spatial = probabilities.shape[1:]
     labels = np.empty(spatial, dtype=np.uint8 if len(probabilities) <= 256 else np.uint16)
-    step = max(1, (1 << 22) // max(1, int(np.prod(spatial[1:]))))
+    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(spatial[1:]))))
     if not probabilities.flags.c_contiguous:  # a strided view (mapped back): numpy per slab
         for first in range(0, spatial[0], step):
             labels[first : first + step] = np.argmax(probabilities[:, first : first + step], 0)
