@@ -1,11 +1,11 @@
 """Analyse many studies: one after another, or several at once in worker processes.
 
 Each worker is a spawned process whose torch and ONNX Runtime use cores/jobs threads, for
-machines with more cores than one study keeps busy. On the 2-core reference machine it gains
-nothing for 3D segmentation, which already runs two window streams: four CT volumes took
-25.0 s with two jobs against 23.3 s with one (benchmarks/bench_inference.py), a worker
-taking about 4 s to start. Memory grows with the number of jobs: each holds its own study
-and model.
+machines with more cores than one study keeps busy. On the 2-core reference machine it makes
+little difference for 3D segmentation, which already runs two window streams: four CT
+volumes took 25.0 s with two jobs against 23.3 s with one in one run, 16.5 s against 18.4 s
+in another (benchmarks/bench_inference.py); a worker takes about 4 s to start. Memory grows
+with the number of jobs: each holds its own study and model.
 
 Studies that share a key (the same file given twice) go to the same job, one after the
 other, because they write to the same folder. A job process that dies (killed, out of
