@@ -46,8 +46,8 @@ def analyze(
         int,
         typer.Option(
             min=1,
-            help="Studies analysed at once, each in its own process with cores/jobs threads "
-            "(faster on a folder of many studies; memory grows with it).",
+            help="Studies analysed at once, each in its own process with cores/jobs threads, "
+            "for machines with more cores than one study keeps busy (memory grows with it).",
         ),
     ] = 1,
     debug: DEBUG_OPTION = False,
