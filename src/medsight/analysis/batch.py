@@ -52,15 +52,17 @@ def analyze_studies(
     *,
     jobs: int = 1,
     on_done: Callable[[StudyOutcome], None] | None = None,
+    tasks: TaskSource | None = None,
 ) -> list[StudyOutcome]:
     """Analyse ``studies`` into ``out`` with ``jobs`` worker processes (1: in this process).
     Returns the outcomes in the order of ``studies``; ``on_done`` is called as each ends.
     Workers are spawned, so they import the caller's main module: a script that calls this
-    with ``jobs`` > 1 needs the ``if __name__ == "__main__":`` guard."""
+    with ``jobs`` > 1 needs the ``if __name__ == "__main__":`` guard. ``tasks``: tasks already
+    loaded for ``options``, reused when the studies run in this process."""
     report = on_done or (lambda outcome: None)
     units = _units(studies)
     if jobs <= 1 or len(units) <= 1:
-        tasks = TaskSource(options)
+        tasks = tasks or TaskSource(options)
         outcomes = []
         for study in studies:
             outcomes.append(analyze_study(study, out, options, tasks=tasks))

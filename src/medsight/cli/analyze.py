@@ -76,12 +76,18 @@ def analyze(
             rules_version=site.version if site else "",
         )
         studies = find_studies(path)
+        tasks = TaskSource(options)
         if task != "auto":
-            TaskSource(options).choose_named()  # a bad task name or task.toml: before any work
+            tasks.choose_named()  # a bad task name or task.toml fails before any work
         with progress_bar(console, transient=True) as progress:
             bar = progress.add_task(f"analysing {len(studies)} study(ies)", total=len(studies))
             outcomes = analyze_studies(
-                studies, out, options, jobs=jobs, on_done=lambda _: progress.advance(bar)
+                studies,
+                out,
+                options,
+                jobs=jobs,
+                on_done=lambda _: progress.advance(bar),
+                tasks=tasks,
             )
         _summary(outcomes, out)
         failed = [o for o in outcomes if o.failed]

@@ -58,10 +58,16 @@ def network_input(
 ) -> tuple[Image, np.ndarray]:
     """(work image, float32 values on the network grid): the shared preprocessing chain."""
     work, size = to_network_grid(image, preprocessing)
+    return work, _grid_values(work, size, display, preprocessing)
+
+
+def _grid_values(
+    work: Image, size: tuple[int, ...], display: Display, preprocessing: Preprocessing
+) -> np.ndarray:
     values = normalize(display_values(work, display), preprocessing.normalize)
     if values.shape[1:] != size:
         values = resample(values, size)
-    return work, np.ascontiguousarray(values, dtype=np.float32)
+    return np.ascontiguousarray(values, dtype=np.float32)
 
 
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -312,7 +318,7 @@ class Predictor:
         if mapping is not None:
             values = MappedVolume(work.array, mapping)
         else:
-            work, values = network_input(image, spec.display, prep)
+            values = _grid_values(work, size, spec.display, prep)
         resampled = values.shape[1:] != work.shape
         prediction.timings["preprocess"] = time.perf_counter() - started
 
