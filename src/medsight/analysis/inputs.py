@@ -25,6 +25,9 @@ class ImageSource:
     kind: str  # "dicom", "nifti", "raster" or "wsi"
     load: Callable[[], Image]  # picklable (a partial), so a study can go to a worker
     path: Path | None = None  # the file, for non-DICOM inputs
+    # the (first) file relative to the path the user gave; it may name a patient, so it is
+    # written to result.json (input.path), never to the worklist or a DICOM output
+    relative_path: str | None = None
 
 
 @dataclass
@@ -45,14 +48,23 @@ def study_key_of(study_instance_uid: str) -> str:
     return _hash(study_instance_uid)
 
 
-def _file_study(path: Path) -> StudyInput:
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() if root.is_dir() else path.name
+    except ValueError:
+        return path.name
+
+
+def _file_study(path: Path, root: Path | None = None) -> StudyInput:
     if is_slide_file(path):
         kind = "wsi"
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         kind = "nifti"
     else:
         kind = "raster"
-    source = ImageSource(path.name, kind, partial(read_image, path), path)
+    source = ImageSource(
+        path.name, kind, partial(read_image, path), path, _relative(path, root or path)
+    )
     return StudyInput(key=_hash(sha256_file(path)), label=path.name, images=[source])
 
 
@@ -93,11 +105,18 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
                 )
                 # a partial, not a closure: studies are pickled to `analyze --jobs` workers
                 load = partial(read_volumes, group)
-                entry.images.append(ImageSource(description, "dicom", load))
+                entry.images.append(
+                    ImageSource(
+                        description,
+                        "dicom",
+                        load,
+                        relative_path=_relative(group[0].frames[0].path, path),
+                    )
+                )
         studies.append(entry)
     for skip in scan.skipped:
         if _is_image_file(skip.path):
-            studies.append(_file_study(skip.path))
+            studies.append(_file_study(skip.path, path))
     if not studies:
         reason = scan.skipped[0].reason if scan.skipped else "the folder is empty"
         raise NoImageFoundError(f"no image found ({reason})", path=path)

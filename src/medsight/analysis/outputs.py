@@ -12,6 +12,7 @@ from typing import Any
 
 from medsight.errors import MedsightError
 from medsight.findings import Finding
+from medsight.gate import GateResult
 from medsight.image import Image
 from medsight.inference import Prediction
 from medsight.tasks import Task
@@ -38,6 +39,7 @@ def parse_outputs(text: str) -> tuple[str, ...]:
 
 def write_dicom_outputs(
     prediction: Prediction,
+    gate: GateResult,
     task: Task,
     image: Image,
     findings: list[Finding],
@@ -57,7 +59,9 @@ def write_dicom_outputs(
     written: list[str] = []
     notes: list[str] = []
     seg_path: Path | None = None
-    if "seg" in outputs and prediction.label_map is not None:
+    if "seg" in outputs and prediction.label_map is not None and gate.withheld:
+        notes.append("seg: the input gate withheld the answer, no SEG written")
+    elif "seg" in outputs and prediction.label_map is not None:
         try:
             seg_path = write_seg(
                 prediction, task, image, folder / "dicom" / f"{stem}_seg.dcm", revision=revision
@@ -77,6 +81,7 @@ def write_dicom_outputs(
                 folder / "dicom" / f"{stem}_sr.dcm",
                 seg_path=seg_path,
                 revision=revision,
+                gate=gate,
                 previous=previous_sr,
             )
             written.append(sr_path.relative_to(folder).as_posix())

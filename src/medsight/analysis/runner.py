@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from medsight.analysis.inputs import ImageSource, StudyInput
 from medsight.analysis.outputs import DEFAULT_OUTPUTS, write_dicom_outputs
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.findings import Finding, findings_from_prediction, triage
+from medsight.gate import GateResult, InputGate
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
 from medsight.io import write_nifti
@@ -75,6 +77,10 @@ class TaskSource:
         self._named: Task | None = None
         self._catalog: list[Task] | None = None
         self._predictors: dict[str, Predictor] = {}
+        self._gates: dict[str, InputGate] = {}
+
+    def gate(self, task: Task) -> InputGate:
+        return self._gates.setdefault(task.task_hash, InputGate(task))
 
     def choose_named(self) -> Task:
         """The task named in the options (loaded once; errors are the caller's to report)."""
@@ -116,6 +122,7 @@ def _input_record(image: Image, source: ImageSource) -> dict[str, Any]:
     ids = image.identifiers
     return {
         "kind": source.kind,
+        "path": source.relative_path,
         "file_sha256": sha256_file(source.path) if source.path is not None else None,
         "study_instance_uid": ids.study_instance_uid,
         "series_instance_uid": ids.series_instance_uid,
@@ -156,14 +163,26 @@ def _write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
     return path
 
 
+def _gate_record(gate: GateResult, statistics: dict[str, float]) -> dict[str, Any]:
+    return {**gate.as_dict(), "statistics": {k: round(v, 5) for k, v in statistics.items()}}
+
+
 def _prediction_record(
-    prediction: Prediction, task: Task, image: Image, study_dir: Path, stem: str
+    prediction: Prediction,
+    task: Task,
+    image: Image,
+    study_dir: Path,
+    stem: str,
+    gate: GateResult | None = None,
 ) -> dict[str, Any]:
     spec = task.spec
+    gate = gate or GateResult()
+    withheld = gate.withheld
+    review = gate.withhold_reasons + gate.review_reasons + prediction.review_reasons
     record: dict[str, Any] = {
-        "state": prediction.state,
-        "review_reasons": prediction.review_reasons,
-        "acceptance": [o.as_dict() for o in prediction.acceptance],
+        "state": "NEEDS_REVIEW" if review or prediction.state != "OK" else "OK",
+        "withheld": withheld,
+        "review_reasons": review,
         "timings_s": {k: round(v, 4) for k, v in prediction.timings.items()},
         "overlays": [],
         "details": prediction.details,
@@ -174,6 +193,8 @@ def _prediction_record(
             "logits": {o.name: float(prediction.logits[o.index]) for o in spec.outputs},
             "probabilities": prediction.probabilities,
             "temperature": spec.calibration.temperature,
+            # a withheld answer is kept for audit only: no flag is presented from it
+            "audit_only": withheld,
             "operating_points": {
                 name: {
                     **flag,
@@ -190,6 +211,7 @@ def _prediction_record(
         label_path = _write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
         counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
         record["segmentation"] = {
+            "audit_only": withheld,
             "label_map": label_path.relative_to(study_dir).as_posix(),
             "segments": [
                 {
@@ -203,11 +225,11 @@ def _prediction_record(
             ],
         }
         overlay_label = prediction.label_map
-    overlay = overlay_png(
+    overlay = overlay_png(  # a withheld answer is not drawn over the image
         image,
         study_dir / "overlays" / f"{stem}.png",
-        label_map=overlay_label,
-        heatmap=prediction.heatmap,
+        label_map=None if withheld else overlay_label,
+        heatmap=None if withheld else prediction.heatmap,
     )
     record["overlays"].append(overlay.relative_to(study_dir).as_posix())
     return record
@@ -242,7 +264,9 @@ def _analyse_slide(
         label_map=label_map,
         details={"slide_level": level},
     )
-    record = _prediction_record(prediction, task, image, study_dir, stem)
+    gate = GateResult(notes=["whole-slide images are not gated yet (issue 15)"])
+    record = _prediction_record(prediction, task, image, study_dir, stem, gate)
+    record["gate"] = gate.as_dict()
     record["input"] = _input_record(image, source)
     record["task"] = _task_record(task, predictor, mode, reasons)
     return record
@@ -277,6 +301,7 @@ def analyze_study(
     outcome = StudyOutcome(study.key, study.label, None)
     superseded, previous_sr = _set_aside_previous(study_dir)
     all_findings: list[Finding] = []
+    measurement_flags: dict[str, list[Any]] = {}
     identifiers = None
     for number, source in enumerate(study.images, start=1):
         stem = f"{number:02d}_{_slug(source.description)}"
@@ -287,17 +312,33 @@ def analyze_study(
                 image = source.load()
                 task, mode, reasons = tasks.choose(image)
                 predictor = tasks.predictor(task)
+                gate = tasks.gate(task)
+                started = time.perf_counter()
+                gate_result, statistics = gate.before_model(image)
+                gate_time = time.perf_counter() - started
                 prediction = predictor.predict(image)
-                record = _prediction_record(prediction, task, image, study_dir, stem)
+                started = time.perf_counter()
+                gate.with_model(gate_result, prediction, image, predictor)
+                prediction.timings["gate"] = gate_time + time.perf_counter() - started
+                record = _prediction_record(prediction, task, image, study_dir, stem, gate_result)
+                record["gate"] = _gate_record(gate_result, statistics)
                 record["input"] = _input_record(image, source)
                 record["task"] = _task_record(task, predictor, mode, reasons)
-                findings = findings_from_prediction(prediction, task, image)
+                # a withheld answer gives no finding: no flag, no measurement (kept above
+                # in the classification / segmentation block for audit only)
+                findings = (
+                    []
+                    if gate_result.withheld
+                    else findings_from_prediction(prediction, task, image)
+                )
                 record["findings"] = [f.as_dict() for f in findings]
                 all_findings.extend(findings)
+                measurement_flags[task.id] = list(task.spec.measurement_flags)
                 identifiers = identifiers or image.identifiers
                 if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
                     written, notes = write_dicom_outputs(
                         prediction,
+                        gate_result,
                         task,
                         image,
                         findings,
@@ -322,7 +363,14 @@ def analyze_study(
         outcome.analyses.append(record)
 
     result_path = _write_study_result(
-        study.key, study_dir, outcome, all_findings, superseded, options, identifiers
+        study.key,
+        study_dir,
+        outcome,
+        all_findings,
+        superseded,
+        options,
+        identifiers,
+        measurement_flags,
     )
     document = json.loads(result_path.read_text())
     outcome.result_path = result_path
@@ -366,17 +414,31 @@ def _write_study_result(
     superseded: str | None,
     options: AnalysisOptions,
     identifiers: Any,
+    measurement_flags: dict[str, list[Any]] | None = None,
 ) -> Path:
     """result.json (and report.html) from the analyses and failures of one study."""
     from medsight import __version__
 
-    review = [
-        f"{a['input'].get('modality') or a['input']['kind']}: {reason}"
+    def where(analysis: dict[str, Any]) -> str:
+        return str(analysis["input"].get("modality") or analysis["input"]["kind"])
+
+    withheld_ids = {id(a) for a in outcome.analyses if a.get("withheld")}
+    withheld = [
+        f"{where(a)}: {a['review_reasons'][0]}"
         for a in outcome.analyses
-        for reason in a.get("review_reasons", [])
+        if id(a) in withheld_ids and a.get("review_reasons")
+    ]
+    review = [
+        f"{where(a)}: {reason}"
+        for a in outcome.analyses
+        for reason in a.get("review_reasons", [])[1 if id(a) in withheld_ids else 0 :]
     ]
     priority = triage(
-        all_findings, review, [f"{f['what']}: {f['reason']}" for f in outcome.failures]
+        all_findings,
+        review,
+        [f"{f['what']}: {f['reason']}" for f in outcome.failures],
+        measurement_flags=measurement_flags,
+        withheld=withheld,
     )
     task_hashes = sorted({a["task"]["hash"] for a in outcome.analyses})
     result_id = _result_id(study_key, task_hashes)
@@ -391,6 +453,7 @@ def _write_study_result(
         "supersedes": superseded if superseded != result_id else None,
         "priority": priority.as_dict(),
         "analyses": outcome.analyses,
+        "study_findings": [],  # results derived from several analyses (later tasks add them)
         "failures": outcome.failures,
     }
     if options.include_identifiers and identifiers is not None:

@@ -2,11 +2,14 @@
 
 Rules (version ``TRIAGE_RULES_VERSION``), first match wins:
 
-1. a flagged critical finding at or above its output's ``stat_probability`` -> STAT
-2. a flagged critical finding -> URGENT
+1. a flagged critical finding at or above its output's ``stat_probability``, or a measurement
+   meeting a task's ``[[measurement_flags]]`` entry of level STAT -> STAT
+2. a flagged critical finding, or a measurement flag of level URGENT -> URGENT
    (for 1 and 2, input-quality problems and failures are listed after the critical reasons)
-3. an input-quality failure (acceptance check not passed) or a failed analysis -> NEEDS_REVIEW
-4. any other flagged finding -> ROUTINE
+3. an input the gate did not pass (a withheld answer or a review reason) or a failed
+   analysis -> NEEDS_REVIEW. A withheld answer gives no finding, so it can never raise a
+   study above NEEDS_REVIEW.
+4. any other flagged finding, or a measurement flag of level ROUTINE -> ROUTINE
 5. otherwise -> NO_AI_FINDING: the AI flagged nothing. This is not a negative read; the
    study still needs its full read by a clinician.
 
@@ -18,11 +21,12 @@ nothing waits forever.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from medsight.findings.finding import Finding
+from medsight.tasks.spec import MeasurementFlag
 
 __all__ = [
     "ESCALATE_AFTER",
@@ -34,7 +38,7 @@ __all__ = [
     "triage",
 ]
 
-TRIAGE_RULES_VERSION = "1"
+TRIAGE_RULES_VERSION = "2"  # 2: measurement flags; withheld answers (input gate)
 Level = Literal["STAT", "URGENT", "NEEDS_REVIEW", "ROUTINE", "NO_AI_FINDING"]
 LEVELS: tuple[Level, ...] = ("STAT", "URGENT", "NEEDS_REVIEW", "ROUTINE", "NO_AI_FINDING")
 _SCORES: dict[str, int] = {
@@ -79,12 +83,46 @@ def _describe(finding: Finding) -> str:
     return f"{finding.code.get('meaning', finding.name)}{probability} flagged{point} ({model})"
 
 
+def _measurement_flags(
+    findings: Sequence[Finding], rules: Mapping[str, Sequence[MeasurementFlag]]
+) -> dict[str, list[str]]:
+    """Reasons by level for every measurement that meets a flag of its task."""
+    raised: dict[str, list[str]] = {}
+    for finding in findings:
+        for rule in rules.get(finding.model["id"], ()):
+            for item in finding.measurements:
+                if item.name != rule.measurement or (
+                    rule.structure and rule.structure not in (item.structure, finding.name)
+                ):
+                    continue
+                met = (
+                    item.value > rule.threshold
+                    if rule.direction == "above"
+                    else item.value < rule.threshold
+                )
+                if met:
+                    why = f" ({rule.reason})" if rule.reason else ""
+                    raised.setdefault(rule.level, []).append(
+                        f"{item.name} of {item.structure or finding.name} {item.value:.4g} "
+                        f"{item.unit} is {rule.direction} {rule.threshold:g}{why} "
+                        f"({finding.model['id']} {finding.model['version']})"
+                    )
+    return raised
+
+
 def triage(
-    findings: Sequence[Finding], review_reasons: Sequence[str] = (), failures: Sequence[str] = ()
+    findings: Sequence[Finding],
+    review_reasons: Sequence[str] = (),
+    failures: Sequence[str] = (),
+    measurement_flags: Mapping[str, Sequence[MeasurementFlag]] | None = None,
+    withheld: Sequence[str] = (),
 ) -> Priority:
-    """The study's priority from all its findings, input-quality reasons and failures."""
+    """The study's priority from all its findings, the tasks' measurement flags (by task id),
+    input-quality reasons, withheld answers (their reasons) and failures."""
     flagged = [f for f in findings if f.flag]
-    caveats = [f"input needs review: {r}" for r in review_reasons]
+    raised = _measurement_flags(findings, measurement_flags or {})
+    caveats = [f"AI answer withheld: {r}" for r in withheld]
+    caveats += [f"input needs review: {r}" for r in review_reasons]
     caveats += [f"analysis failed: {r}" for r in failures]
     strongest = max((f.probability or 0.0 for f in flagged), default=0.0)
     critical = [f for f in flagged if f.critical]
@@ -95,24 +133,22 @@ def triage(
         and f.probability is not None
         and f.probability >= f.stat_probability
     ]
-    if stat:
+    if stat or raised.get("STAT"):
         reasons = [
             f"critical: {_describe(f)}, at or above STAT probability {f.stat_probability:.2f}"
             for f in stat
-        ]
+        ] + [f"critical measurement: {r}" for r in raised.get("STAT", [])]
         return Priority("STAT", _SCORES["STAT"] + strongest, tuple(reasons + caveats))
-    if critical:
-        return Priority(
-            "URGENT",
-            _SCORES["URGENT"] + strongest,
-            tuple([f"critical: {_describe(f)}" for f in critical] + caveats),
-        )
+    if critical or raised.get("URGENT"):
+        reasons = [f"critical: {_describe(f)}" for f in critical]
+        reasons += [f"critical measurement: {r}" for r in raised.get("URGENT", [])]
+        return Priority("URGENT", _SCORES["URGENT"] + strongest, tuple(reasons + caveats))
     if caveats:
         return Priority("NEEDS_REVIEW", _SCORES["NEEDS_REVIEW"], tuple(caveats))
-    if flagged:
-        return Priority(
-            "ROUTINE", _SCORES["ROUTINE"] + strongest, tuple(_describe(f) for f in flagged)
-        )
+    if flagged or raised.get("ROUTINE"):
+        reasons = [_describe(f) for f in flagged]
+        reasons += [f"measurement: {r}" for r in raised.get("ROUTINE", [])]
+        return Priority("ROUTINE", _SCORES["ROUTINE"] + strongest, tuple(reasons))
     return Priority("NO_AI_FINDING", _SCORES["NO_AI_FINDING"], (NO_AI_FINDING_WORDING,))
 
 

@@ -7,9 +7,12 @@ a changed task never reuses a stale export.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,19 @@ import numpy as np
 from medsight._optional import require
 from medsight.errors import ModelLoadError
 from medsight.models import load_network
+from medsight.models.features import FeatureNetwork
 from medsight.tasks.task import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxBackend", "TorchBackend", "cache_dir", "export_onnx", "network_input_shape"]
+__all__ = [
+    "FeatureCollector",
+    "OnnxBackend",
+    "TorchBackend",
+    "cache_dir",
+    "export_onnx",
+    "network_input_shape",
+]
 
 
 def cache_dir() -> Path:
@@ -46,22 +57,60 @@ def network_input_shape(task: Task, network_index: int = 0) -> tuple[int, ...]:
     return (1, channels, *spatial)
 
 
-class TorchBackend:
+class FeatureCollector:
+    """Pooled network features of the batches run while collecting (the input gate's OOD
+    score reads them). ``paused()`` leaves out the runs of the calling thread, e.g. the
+    flipped copies of test-time augmentation."""
+
+    def __init__(self) -> None:
+        self.collected: list[np.ndarray] | None = None
+        self._local = threading.local()
+
+    def start(self) -> None:
+        self.collected = []
+
+    def stop(self) -> list[np.ndarray]:
+        collected, self.collected = self.collected or [], None
+        return collected
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._local.paused = True
+        try:
+            yield
+        finally:
+            self._local.paused = False
+
+    def add(self, features: Any) -> None:
+        if self.collected is None or features is None or getattr(self._local, "paused", False):
+            return
+        array = features.detach().cpu().numpy() if hasattr(features, "detach") else features
+        self.collected.append(np.asarray(array, dtype=np.float64))  # list.append: thread-safe
+
+
+class TorchBackend(FeatureCollector):
     name = "torch"
 
     def __init__(self, task: Task, network_index: int = 0) -> None:
-        self.module = load_network(task, task.spec.networks[network_index].name)
+        super().__init__()
+        network = task.spec.networks[network_index]
+        self.module = load_network(task, network.name)
+        self._features = FeatureNetwork(self.module, network.architecture)
 
     def __call__(self, batch: Any) -> Any:
         import torch
 
         # no_grad, not inference_mode: MONAI's sliding window updates outputs in place
         with torch.no_grad():
-            return self.module(batch)
+            if self.collected is None or not self._features.has_features:
+                return self.module(batch)
+            output, features = self._features.forward_with_features(batch)
+        self.add(features)
+        return output
 
 
 #: bumped when the exported graph changes, so cached exports of an older form are not reused
-EXPORT_FORM = 2  # 2: single-slope PReLU exported as LeakyRelu
+EXPORT_FORM = 3  # 2: single-slope PReLU exported as LeakyRelu; 3: a "features" output
 
 
 def _single_slope_prelu_as_leaky_relu(module: Any) -> Any:
@@ -90,6 +139,11 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
         return path
     require("onnx", "all")
     module = _single_slope_prelu_as_leaky_relu(load_network(task, network.name))
+    with_features = FeatureNetwork(module, network.architecture)
+    outputs = ["output"]
+    if with_features.has_features:  # the input gate's OOD score reads the pooled features
+        module = with_features.as_module()
+        outputs.append("features")
     example = torch.zeros(network_input_shape(task, network_index))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -101,8 +155,8 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
             str(partial),
             dynamo=False,
             input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]},
             opset_version=17,
         )
     partial.replace(path)  # atomic: a crash never leaves a half-written model in the cache
@@ -110,7 +164,7 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
     return path
 
 
-class OnnxBackend:
+class OnnxBackend(FeatureCollector):
     """An ONNX Runtime session. ``streams`` runs may be in flight at once (from as many
     threads; ``sliding_window`` does this), each on ``threads // streams`` threads."""
 
@@ -119,6 +173,7 @@ class OnnxBackend:
     def __init__(
         self, task: Task, network_index: int = 0, *, threads: int | None = None, streams: int = 1
     ) -> None:
+        super().__init__()
         ort = require("onnxruntime", "all")
         path = export_onnx(task, network_index=network_index)
         self.streams = max(1, streams)
@@ -139,4 +194,7 @@ class OnnxBackend:
         import torch
 
         array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {"input": array})[0])
+        outputs = self.session.run(None, {"input": array})
+        if len(outputs) > 1:
+            self.add(outputs[1])
+        return torch.from_numpy(outputs[0])

@@ -40,6 +40,9 @@ class Prediction:
     segment_probabilities: np.ndarray | None = None
     label_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None
+    # the network's pooled features (mean over the windows of a sliding window): what the
+    # input gate's out-of-distribution score reads; None for a network without a known layer
+    features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, object] = field(default_factory=dict)  # e.g. the chain's crop box
 

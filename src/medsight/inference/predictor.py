@@ -12,7 +12,7 @@ import numpy as np
 
 from medsight.errors import InvalidInputError, TaskMismatchError
 from medsight.image import Image
-from medsight.inference.backends import OnnxBackend, TorchBackend
+from medsight.inference.backends import FeatureCollector, OnnxBackend, TorchBackend
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
     MappedVolume,
@@ -153,11 +153,28 @@ class Predictor:
         if not self.tta:
             return output
         outputs = [output]
-        for axis in range(2, batch.ndim):
-            flipped = run(torch.flip(batch, dims=[axis]))
-            spatial_output = flipped.ndim == batch.ndim  # a map: flip back; class scores: as is
-            outputs.append(torch.flip(flipped, dims=[axis]) if spatial_output else flipped)
+        # the gate's reference features are of unflipped inputs: flipped runs add none
+        paused = run.paused() if isinstance(run, FeatureCollector) else contextlib.nullcontext()
+        with paused:
+            for axis in range(2, batch.ndim):
+                flipped = run(torch.flip(batch, dims=[axis]))
+                spatial_output = flipped.ndim == batch.ndim  # a map: flip back; scores: as is
+                outputs.append(torch.flip(flipped, dims=[axis]) if spatial_output else flipped)
         return torch.stack(outputs).mean(0)
+
+    @contextlib.contextmanager
+    def _features_of(self, network: str | None) -> Iterator[list[np.ndarray]]:
+        """Collects the pooled features of the runs of ``network`` inside the block."""
+        run = self.backend(network)
+        rows: list[np.ndarray] = []
+        if not isinstance(run, FeatureCollector):
+            yield rows
+            return
+        run.start()
+        try:
+            yield rows
+        finally:
+            rows.extend(run.stop())
 
     # --- checks -----------------------------------------------------------------------------
     def _start(self, image: Image) -> Prediction:
@@ -205,6 +222,23 @@ class Predictor:
                 for image, prediction in zip(images, predictions, strict=True):
                     self._segment(image, prediction)
         return predictions
+
+    def features(self, images: Sequence[Image]) -> np.ndarray | None:
+        """The pooled network features of each image, without the rest of a prediction (the
+        input gate scores variants of an image with them); None when the task's network has
+        no known feature layer, or for a chain or segmentation task."""
+        import torch
+
+        spec = self.task.spec
+        if spec.kind != "classification" or spec.chain is not None or not images:
+            return None
+        inputs = [network_input(image, spec.display, spec.preprocessing)[1] for image in images]
+        with (
+            _deterministic(self.deterministic and self.backend_name != "onnxruntime"),
+            self._features_of(None) as rows,
+        ):
+            self.backend()(torch.from_numpy(np.stack(inputs)))
+        return np.concatenate(rows) if rows else None
 
     # --- classification ---------------------------------------------------------------------
     def _crop_to_segment(self, image: Image, prediction: Prediction) -> Image:
@@ -255,9 +289,11 @@ class Predictor:
         started = time.perf_counter()
         chunks = []
         size = spec.preprocessing.batch_size
-        for first in range(0, len(inputs), size):
-            batch = torch.from_numpy(np.stack(inputs[first : first + size]))
-            chunks.append(self._run(batch, classifier).detach().cpu().numpy())
+        with self._features_of(classifier) as feature_rows:
+            for first in range(0, len(inputs), size):
+                batch = torch.from_numpy(np.stack(inputs[first : first + size]))
+                chunks.append(self._run(batch, classifier).detach().cpu().numpy())
+        features = np.concatenate(feature_rows) if feature_rows else None
         all_logits = np.concatenate(chunks).astype(np.float64)
         inference = (time.perf_counter() - started) / len(images)
         calibrated = calibrated_probabilities(all_logits, spec.calibration.temperature)
@@ -266,6 +302,8 @@ class Predictor:
             probabilities = {o.name: float(calibrated[number, o.index]) for o in spec.outputs}
             prediction.logits = all_logits[number]
             prediction.probabilities = probabilities
+            if features is not None and len(features) == len(images):
+                prediction.features = features[number]
             prediction.flags = {
                 name: {
                     "output": point.output,
@@ -323,18 +361,22 @@ class Predictor:
         prediction.timings["preprocess"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if prep.patch_size is not None:
-            logits = sliding_window(
-                values,
-                prep.patch_size,
-                self._run,
-                overlap=prep.overlap,
-                batch_size=prep.batch_size,
-                streams=getattr(self.backend(), "streams", 1),
-            )
-        else:
-            assert isinstance(values, np.ndarray)
-            logits = self._run(torch.from_numpy(values)[None])[0].detach().cpu().numpy()
+        with self._features_of(None) as feature_rows:
+            if prep.patch_size is not None:
+                logits = sliding_window(
+                    values,
+                    prep.patch_size,
+                    self._run,
+                    overlap=prep.overlap,
+                    batch_size=prep.batch_size,
+                    streams=getattr(self.backend(), "streams", 1),
+                )
+            else:
+                assert isinstance(values, np.ndarray)
+                logits = self._run(torch.from_numpy(values)[None])[0].detach().cpu().numpy()
+        if feature_rows:  # windows in the order they finished: sort so the mean repeats
+            rows = np.concatenate(feature_rows)
+            prediction.features = np.sort(rows, axis=0).mean(axis=0)
         del values
         probabilities = _softmax_inplace(logits)
         prediction.timings["inference"] = time.perf_counter() - started

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medsight.findings import Finding, Measurement
+from medsight.gate import GateResult
 from medsight.image import Image
 from medsight.reporting._dicom_common import (
     MANUFACTURER,
@@ -173,6 +174,36 @@ def _group(
     )
 
 
+#: the input gate's evaluation of the input (private scheme: no standard code says it)
+GATE_CODE = ("input-gate", "99MEDSIGHT", "AI input gate: may the model judge this image")
+GATE_DECISION_CODES = {
+    "pass": ("gate-pass", "99MEDSIGHT", "Input within the model's intended use"),
+    "review": ("gate-review", "99MEDSIGHT", "Input needs review: a value is unknown"),
+    "withhold": ("gate-withhold", "99MEDSIGHT", "AI answer withheld: input outside scope"),
+}
+
+
+def _gate_group(gate: GateResult, task: Task, sources: list[Any]) -> Any:
+    """A TID 1501 group with the gate's decision as a qualitative evaluation of the input;
+    the reasons (and each check's score) go in as text in the finding-site free text."""
+    import highdicom as hd
+
+    decision = gate.decision
+    evaluation = hd.sr.QualitativeEvaluation(
+        _concept(GATE_CODE), _concept(GATE_DECISION_CODES[decision])
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=result_uid(task, sources[0], "input-gate"), identifier="input gate"
+        ),
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(s) for s in sources[:1]
+        ],
+        algorithm_id=_algorithm(task),
+        qualitative_evaluations=[evaluation],
+    )
+
+
 def write_sr(
     findings: list[Finding],
     task: Task,
@@ -182,6 +213,7 @@ def write_sr(
     seg_path: Path | None = None,
     revision: int = 0,
     previous: list[Any] | None = None,
+    gate: GateResult | None = None,
 ) -> Path:
     """Write the measurement report; ``seg_path`` is the SEG written for the same
     prediction (its segments are referenced), ``previous`` the SRs this one replaces."""
@@ -200,6 +232,8 @@ def write_sr(
         _group(f, n, task, image, sources, seg, segment_numbers)
         for n, f in enumerate(findings, start=1)
     ]
+    if gate is not None:
+        groups.insert(0, _gate_group(gate, task, sources))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -13,19 +13,53 @@ from typing import Any
 
 __all__ = ["RESULT_SCHEMA_VERSION", "result_schema", "validate_result"]
 
-RESULT_SCHEMA_VERSION = "2.0"  # 2.0: findings, measurements, priority, versioning
+# 2.0: findings, measurements, priority, versioning; 3.0: the input gate per analysis (it
+# replaces "acceptance"), withheld answers, input.path, study_findings, triage rules 2
+RESULT_SCHEMA_VERSION = "3.0"
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number"}}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 
-_CHECK = {
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_GATE_CHECK = {
     "type": "object",
-    "required": ["name", "passed", "severity", "reason"],
+    "required": ["name", "stage", "outcome", "reason", "score", "threshold"],
     "properties": {
         "name": {"type": "string"},
-        "passed": {"type": "boolean"},
-        "severity": {"enum": ["refuse", "review"]},
+        "stage": {"enum": ["tags", "pixels", "photo", "ood"]},
+        "outcome": {"enum": ["pass", "review", "withhold"]},
+        "score": _NUMBER_OR_NULL,
+        "threshold": _NUMBER_OR_NULL,
+        "direction": {"enum": ["above", "below", None]},
         "reason": {"type": "string"},
+    },
+}
+_GATE = {
+    "type": "object",
+    "description": "may this task's model judge this image: every check, and the decision "
+    "(withhold: NEEDS_REVIEW, no finding; the raw output is kept for audit only)",
+    "required": ["version", "decision", "ood_fitted", "checks"],
+    "properties": {
+        "version": {"type": "string"},
+        "decision": {"enum": ["pass", "review", "withhold"]},
+        "ood_fitted": {"type": "boolean"},
+        "notes": _STRINGS,
+        "checks": {"type": "array", "items": _GATE_CHECK},
+        "statistics": _NUMBER_MAP,
+    },
+}
+_STUDY_FINDING = {
+    "type": "object",
+    "description": "a result derived from several analyses (e.g. a patient-level DR grade, "
+    "an ejection fraction from two phases)",
+    "required": ["name", "derived_from"],
+    "properties": {
+        "name": {"type": "string"},
+        "derived_from": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0},
+            "description": "indices into analyses[]",
+        },
     },
 }
 
@@ -80,13 +114,17 @@ _PRIORITY = {
 
 _ANALYSIS = {
     "type": "object",
-    "required": ["input", "task", "state", "acceptance", "timings_s"],
+    "required": ["input", "task", "state", "withheld", "gate", "timings_s"],
     "properties": {
         "input": {
             "type": "object",
             "required": ["kind", "shape", "spacing_mm", "affine_lps"],
             "properties": {
                 "kind": {"enum": ["dicom", "nifti", "raster", "wsi"]},
+                "path": {
+                    "type": ["string", "null"],
+                    "description": "relative to the path given; file names may identify a patient",
+                },
                 "file_sha256": {"type": ["string", "null"]},
                 "study_instance_uid": {"type": ["string", "null"]},
                 "series_instance_uid": {"type": ["string", "null"]},
@@ -121,7 +159,8 @@ _ANALYSIS = {
         },
         "state": {"enum": ["OK", "NEEDS_REVIEW"]},
         "review_reasons": _STRINGS,
-        "acceptance": {"type": "array", "items": _CHECK},
+        "withheld": {"type": "boolean"},
+        "gate": _GATE,
         "classification": {
             "type": "object",
             "required": ["logits", "probabilities", "temperature", "operating_points"],
@@ -212,6 +251,7 @@ _SCHEMA: dict[str, Any] = {
             "description": "present only when asked for (--include-identifiers)",
         },
         "analyses": {"type": "array", "items": _ANALYSIS},
+        "study_findings": {"type": "array", "items": _STUDY_FINDING},
         "failures": {
             "type": "array",
             "items": {

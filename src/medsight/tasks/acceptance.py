@@ -1,21 +1,20 @@
-"""Intended-use checks of a task against an image, each with a reason.
+"""Whether a task can run on an image at all (dimensionality, modality, SOP class,
+photometric interpretation, channels), each check with a reason.
 
-A failed *refuse* check means the task cannot run on the image at all (wrong modality or
-dimensionality): the analysis is refused. A failed *review* check (age, view, body part, size,
-bit depth) lets the analysis run but marks the result NEEDS_REVIEW with the reason: never a
-silent negative.
+A failed check refuses the analysis (exit 2). Whether the task *should* judge an image it can
+run on (age, sex, view, body part, size, pixels, out-of-distribution) is the input gate's
+question: :mod:`medsight.gate`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from medsight.image import Image
 from medsight.tasks.spec import Acceptance
 
-__all__ = ["CheckOutcome", "check_acceptance", "patient_age_years"]
+__all__ = ["CheckOutcome", "check_acceptance"]
 
 
 @dataclass(frozen=True)
@@ -32,18 +31,6 @@ class CheckOutcome:
             "severity": self.severity,
             "reason": self.reason,
         }
-
-
-_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
-_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
-
-
-def patient_age_years(value: object) -> float | None:
-    """DICOM Age String (e.g. ``003Y``, ``018M``) in years, or None when absent or invalid."""
-    match = _AGE.match(str(value or "").strip().upper())
-    if not match:
-        return None
-    return int(match.group(1)) * _UNIT_YEARS[match.group(2)]
 
 
 def _listed(values: list[str], found: str | None, what: str) -> tuple[bool, str]:
@@ -78,13 +65,7 @@ def check_acceptance(rules: Acceptance, image: Image) -> list[CheckOutcome]:
         else "single image",
     )
     if image.modality is None and rules.modalities and rules.unknown_modality != "refuse":
-        add(
-            "modality",
-            rules.unknown_modality == "accept",
-            "review",
-            f"modality unknown (not a DICOM input); the task is for "
-            f"{', '.join(rules.modalities)}: confirm the image is one",
-        )
+        pass  # runs; the input gate adds the review reason (medsight.gate.tags)
     else:
         ok, reason = _listed(rules.modalities, image.modality, "modality")
         add("modality", ok, "refuse", reason)
@@ -100,49 +81,4 @@ def check_acceptance(rules: Acceptance, image: Image) -> list[CheckOutcome]:
             f"image has {image.num_channels} channel(s); the task accepts {rules.channels}",
         )
 
-    metadata = image.metadata
-    if rules.max_bits_stored is not None:
-        bits = metadata.get("BitsStored")
-        passed = bits is None or int(bits) <= rules.max_bits_stored
-        add(
-            "bit_depth",
-            passed,
-            "review",
-            f"bits stored {bits if bits is not None else 'unknown'}; the task was trained on "
-            f"at most {rules.max_bits_stored}",
-        )
-    if rules.body_parts:
-        ok, reason = _listed(rules.body_parts, metadata.get("BodyPartExamined"), "body part")
-        add("body_part", ok or metadata.get("BodyPartExamined") is None, "review", reason)
-    if rules.view_positions:
-        view = metadata.get("ViewPosition")
-        ok, reason = _listed(rules.view_positions, view, "view position")
-        add("view_position", ok or view is None, "review", reason)
-    if rules.age_years is not None:
-        age = patient_age_years(metadata.get("PatientAge"))
-        low, high = rules.age_years
-        if age is None:
-            add("patient_age", True, "review", "patient age unknown")
-        else:
-            add(
-                "patient_age",
-                low <= age <= high,
-                "review",
-                f"patient age {age:.1f} years; the task is for {low:g}-{high:g} years",
-            )
-    shape = image.shape
-    if rules.min_size is not None:
-        add(
-            "min_size",
-            all(s >= m for s, m in zip(shape, rules.min_size, strict=False)),
-            "review",
-            f"image size {shape}; the task needs at least {tuple(rules.min_size)}",
-        )
-    if rules.max_size is not None:
-        add(
-            "max_size",
-            all(s <= m for s, m in zip(shape, rules.max_size, strict=False)),
-            "review",
-            f"image size {shape}; the task accepts at most {tuple(rules.max_size)}",
-        )
     return outcomes

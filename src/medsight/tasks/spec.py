@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TASK_SCHEMA_VERSION = 1
+#: 2 declares the input gate's fitted files (``[gate]``) and ``[[measurement_flags]]``;
+#: schema 1 files still load (they run with the tag and pixel checks only)
+TASK_SCHEMA_VERSION = 2
 
 #: MONAI networks a task may name, with the argument names it may pass
 NETWORK_ALLOW_LIST: dict[str, str] = {
@@ -50,11 +52,14 @@ class Acceptance(_Spec):
     photometric: list[str] = Field(default_factory=list)
     channels: list[int] = Field(default_factory=list)
     max_bits_stored: int | None = None
-    body_parts: list[str] = Field(default_factory=list)  # review
-    view_positions: list[str] = Field(default_factory=list)  # review
-    age_years: tuple[float, float] | None = None  # review
-    min_size: list[int] | None = None  # review, spatial (i, j[, k])
-    max_size: list[int] | None = None  # review
+    # input gate (medsight.gate): a known value outside these withholds the finding, an
+    # unknown one adds a review reason
+    body_parts: list[str] = Field(default_factory=list)
+    view_positions: list[str] = Field(default_factory=list)
+    sexes: list[Literal["M", "F", "O"]] = Field(default_factory=list)
+    age_years: tuple[float, float] | None = None
+    min_size: list[int] | None = None  # spatial (i, j[, k])
+    max_size: list[int] | None = None
 
 
 class Display(_Spec):
@@ -166,8 +171,60 @@ class Chain(_Spec):
     preprocessing: Preprocessing
 
 
+_SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class GateFile(_Spec):
+    """A fitted file of the input gate, inside the task folder, with its SHA-256."""
+
+    file: str
+    sha256: _SHA256
+
+    @model_validator(mode="after")
+    def _inside(self) -> GateFile:
+        if "/" in self.file or self.file.startswith("."):
+            raise ValueError(f"gate file must be a file name inside the task folder: {self.file}")
+        return self
+
+
+class OodGate(GateFile):
+    """Out-of-distribution score from the task's own network features (medsight.gate.ood)."""
+
+    method: Literal["mahalanobis"] = "mahalanobis"
+    threshold: Annotated[float, Field(gt=0.0)]
+    false_rejection_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.02
+    # measured on in-distribution images not used to set the threshold
+    false_rejection_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    fitted_on: str = ""
+
+
+class GateSpec(_Spec):
+    """The input gate's task-specific parts (the fixed tag and pixel checks need none)."""
+
+    # what an in-distribution image is, for the clinician's reason ("this image does not
+    # look like <expects>"), e.g. "a paediatric frontal chest radiograph"
+    expects: str = ""
+    photo: Literal["fundus", "skin"] | None = None  # photograph quality checks
+    # projection radiographs: when the OOD check fails, say whether the image looks rotated
+    # or inverted (the OOD score of the turned or inverted image is far lower)
+    orientation: bool = False
+    reference: GateFile | None = None  # reference.json: statistics and score distributions
+    ood: OodGate | None = None
+
+
+class MeasurementFlag(_Spec):
+    """A measurement that sets the study's priority, e.g. an ejection fraction below 35%."""
+
+    measurement: str
+    structure: str = ""  # the segment or group it is measured on ("" any)
+    threshold: float
+    direction: Literal["above", "below"]
+    level: Literal["STAT", "URGENT", "ROUTINE"]
+    reason: str = ""
+
+
 class TaskSpec(_Spec):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     version: str
     title: str
@@ -185,9 +242,17 @@ class TaskSpec(_Spec):
     chain: Chain | None = None
     # named unions of segments measured together, e.g. total = anterior + posterior
     segment_groups: dict[str, list[str]] = Field(default_factory=dict)
+    gate: GateSpec = GateSpec()
+    measurement_flags: list[MeasurementFlag] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
+        if self.schema_version < 2 and (
+            self.gate.ood or self.gate.reference or self.measurement_flags
+        ):
+            raise ValueError(
+                "gate files and measurement_flags need schema_version = 2 in task.toml"
+            )
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError("output names must be unique")

@@ -56,7 +56,38 @@ class Task:
         digest = hashlib.sha256(self.toml_sha256.encode())
         for network in self.spec.networks:
             digest.update(network.sha256.encode())
+        for declared in self.gate_files.values():
+            digest.update(declared.encode())
         return digest.hexdigest()
+
+    @property
+    def gate_files(self) -> dict[str, str]:
+        """Declared SHA-256 of each fitted gate file, by role (``reference``, ``ood``)."""
+        gate = self.spec.gate
+        return {
+            role: entry.sha256
+            for role, entry in (("reference", gate.reference), ("ood", gate.ood))
+            if entry is not None
+        }
+
+    def gate_path(self, role: str) -> Path:
+        """A verified gate file (``reference`` or ``ood``), checked like the weights."""
+        entry = getattr(self.spec.gate, role, None)
+        if entry is None:
+            raise TaskDefinitionError(f"task {self.id} declares no gate {role} file")
+        path = self.folder / entry.file
+        if not path.is_file():
+            raise ModelLoadError(f"gate {role} file missing for task {self.id}", path=path)
+        if self._verified.get(f"gate:{role}") != entry.sha256:
+            actual = sha256_file(path)
+            if actual != entry.sha256:
+                raise ModelLoadError(
+                    f"gate {role} file does not match its SHA-256 (expected "
+                    f"{entry.sha256[:12]}..., found {actual[:12]}...)",
+                    path=path,
+                )
+            self._verified[f"gate:{role}"] = actual
+        return path
 
     def weights_path(self, network_name: str) -> Path:
         """The verified weights file of a network (SHA-256 checked once per process)."""

@@ -168,6 +168,15 @@ def _functional(
     return None
 
 
+def _spacing_pair(value: Any) -> tuple[float, float] | None:
+    """A row/column spacing, or None when absent, malformed, zero or negative: a spacing of
+    ``0\\0`` (seen in de-identified radiographs) means unknown, never a real size."""
+    pair = _float_tuple(value, 2)
+    if pair is None or min(pair) <= 0:
+        return None
+    return pair[0], pair[1]
+
+
 def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
     """Pixel spacing of a 2D image and how it was obtained (PS3.3 C.8.11.4, 10.7.1.3).
 
@@ -175,10 +184,10 @@ def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, st
     detector and overstates sizes by the radiographic magnification, which is divided out when
     the header states it.
     """
-    pixel_spacing = _float_tuple(dataset.get("PixelSpacing"), 2)
+    pixel_spacing = _spacing_pair(dataset.get("PixelSpacing"))
     if pixel_spacing is not None:
-        return pixel_spacing, None  # type: ignore[return-value]
-    imager = _float_tuple(dataset.get("ImagerPixelSpacing"), 2)
+        return pixel_spacing, None
+    imager = _spacing_pair(dataset.get("ImagerPixelSpacing"))
     if imager is not None:
         magnification = _float_or_none(dataset.get("EstimatedRadiographicMagnificationFactor"))
         if magnification and magnification > 0:
@@ -189,7 +198,7 @@ def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, st
             )
         return (imager[0], imager[1]), "ImagerPixelSpacing (at the detector plane, not corrected "
         "for magnification)"
-    nominal = _float_tuple(dataset.get("NominalScannedPixelSpacing"), 2)
+    nominal = _spacing_pair(dataset.get("NominalScannedPixelSpacing"))
     if nominal is not None:
         return (nominal[0], nominal[1]), "NominalScannedPixelSpacing (scanned film)"
     return None, None
@@ -303,8 +312,8 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
                     )
             elif not is_multiframe or number_of_frames == 1:
                 position = base_position
-        spacing = _float_tuple(
-            _functional(shared, per_frame, "PixelMeasuresSequence", "PixelSpacing"), 2
+        spacing = _spacing_pair(
+            _functional(shared, per_frame, "PixelMeasuresSequence", "PixelSpacing")
         )
         slope = _float_or_none(
             _functional(shared, per_frame, "PixelValueTransformationSequence", "RescaleSlope")

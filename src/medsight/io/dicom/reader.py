@@ -69,6 +69,8 @@ _KEPT_ATTRIBUTES = (
     "PatientOrientation",
     "ContentDate",
     "ContentTime",
+    "AcquisitionDate",
+    "SeriesDate",
     "FrameTime",
     "CineRate",
 )

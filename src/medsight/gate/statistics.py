@@ -1,0 +1,144 @@
+"""Image statistics the pixel and photograph checks judge, and monitoring compares over time.
+
+All are computed on a small copy of the image (block means to at most ``_SIDE`` pixels a
+side, luminance for colour), so the gate costs milliseconds whatever the input size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medsight.image import Image
+
+__all__ = ["STATISTICS", "image_statistics", "nominal_range"]
+
+_SIDE = 128
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+#: name -> what it measures (monitoring shows these; the checks use a subset)
+STATISTICS: dict[str, str] = {
+    "nonfinite_fraction": "fraction of NaN or infinite values",
+    "uniform_fraction": "fraction of values equal to the most common value",
+    "structure": "neighbour correlation of the block-averaged image (noise is near 0)",
+    "contrast": "5th to 95th percentile spread over the nominal value range",
+    "clipped_high": "fraction of values at the top of the nominal range",
+    "clipped_low": "fraction of values at the bottom of the nominal range",
+    "brightness": "mean value over the nominal range",
+    "blank_slices": "fraction of slices of a volume that hold one value only",
+    "focus": "variance of the Laplacian of the normalised image (blur lowers it)",
+    "lit_fraction": "fraction of the image brighter than a tenth of its range (fundus field)",
+    "exposure": "mean brightness of the lit part, over the nominal range",
+    "size": "largest side in pixels",
+}
+
+
+def nominal_range(image: Image, values: np.ndarray) -> tuple[float, float]:
+    """The range the stored values can take: from the bit depth for integers, the values'
+    own range for floats (NIfTI, rescaled data)."""
+    array = image.array
+    if np.issubdtype(array.dtype, np.integer):
+        bits = image.metadata.get("BitsStored")
+        info = np.iinfo(array.dtype)
+        if bits and np.issubdtype(array.dtype, np.unsignedinteger):
+            return 0.0, float(min(2 ** int(bits) - 1, info.max))
+        if array.dtype == np.uint8:
+            return 0.0, 255.0
+        finite = values[np.isfinite(values)]
+        return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+
+
+def _luminance(image: Image) -> np.ndarray:
+    array = image.array
+    if image.is_sequence:
+        array = array[..., 0]
+    if array.shape[0] == 3:
+        weights = _LUMA.reshape(3, *([1] * (array.ndim - 1)))
+        return (array.astype(np.float64) * weights).sum(0)
+    return np.asarray(array[0], dtype=np.float64)
+
+
+def _block_mean(values: np.ndarray, side: int) -> np.ndarray:
+    """Means of blocks so that no axis (of the first two) exceeds ``side``."""
+    factors = [
+        max(1, int(np.ceil(n / side))) if axis < 2 else 1 for axis, n in enumerate(values.shape)
+    ]
+    if all(f == 1 for f in factors):
+        return values
+    trimmed = values[
+        tuple(slice(0, (n // f) * f) for n, f in zip(values.shape, factors, strict=True))
+    ]
+    if trimmed.size == 0:
+        return values
+    shape: list[int] = []
+    for n, f in zip(trimmed.shape, factors, strict=True):
+        shape += [n // f, f]
+    return trimmed.reshape(shape).mean(axis=tuple(range(1, 2 * values.ndim, 2)))
+
+
+def _neighbour_correlation(small: np.ndarray) -> float:
+    """The smaller of the lag-1 correlations along the first two axes (1: smooth, 0: noise)."""
+    correlations = []
+    for axis in (0, 1):
+        if small.shape[axis] < 3:
+            continue
+        a = np.take(small, range(small.shape[axis] - 1), axis=axis).ravel()
+        b = np.take(small, range(1, small.shape[axis]), axis=axis).ravel()
+        if a.std() == 0 or b.std() == 0:
+            correlations.append(1.0)  # flat: no noise (the uniform check speaks)
+            continue
+        correlations.append(float(np.corrcoef(a, b)[0, 1]))
+    return min(correlations) if correlations else 1.0
+
+
+def image_statistics(image: Image) -> dict[str, float]:
+    """Every statistic of ``STATISTICS`` for ``image`` (never raises on odd pixels)."""
+    values = _luminance(image)
+    finite_mask = np.isfinite(values)
+    stats: dict[str, Any] = {
+        "nonfinite_fraction": 1.0 - float(finite_mask.mean()) if values.size else 1.0
+    }
+    stats["size"] = float(max(image.shape))
+    if not finite_mask.any():
+        stats.update(dict.fromkeys(set(STATISTICS) - set(stats), 0.0))
+        stats["uniform_fraction"] = 1.0
+        return stats
+    if not finite_mask.all():
+        values = np.where(finite_mask, values, np.nanmin(np.where(finite_mask, values, np.nan)))
+    low, high = nominal_range(image, values)
+    span = high - low if high > low else 1.0
+    unit = np.clip((values - low) / span, 0.0, 1.0)
+
+    flat = values.ravel()
+    _, counts = np.unique(flat[:: max(1, flat.size // 200_000)], return_counts=True)
+    stats["uniform_fraction"] = float(counts.max() / counts.sum())
+    small = _block_mean(unit, _SIDE)
+    if small.ndim == 3:  # a volume: the middle slice's in-plane structure
+        small = small[:, :, small.shape[2] // 2]
+    stats["structure"] = _neighbour_correlation(small)
+    p5, p95 = np.percentile(unit, [5, 95])
+    stats["contrast"] = float(p95 - p5)
+    stats["clipped_high"] = float((unit >= 1.0 - 1e-6).mean()) if high > low else 1.0
+    stats["clipped_low"] = float((unit <= 1e-6).mean()) if high > low else 1.0
+    stats["brightness"] = float(unit.mean())
+    if unit.ndim == 3:
+        per_slice = unit.reshape(-1, unit.shape[2])
+        stats["blank_slices"] = float((per_slice.max(0) == per_slice.min(0)).mean())
+    else:
+        stats["blank_slices"] = 0.0
+    # photograph quality, on a fixed-size copy so that the scores do not depend on resolution
+    plane = unit if unit.ndim == 2 else unit[:, :, unit.shape[2] // 2]
+    fixed = _block_mean(plane, 256)
+    spread = float(fixed.max() - fixed.min()) or 1.0
+    norm = (fixed - fixed.min()) / spread
+    lit = ndimage.uniform_filter(norm, 5) > 0.1
+    stats["lit_fraction"] = float(lit.mean())
+    laplacian = ndimage.laplace(ndimage.uniform_filter(norm, 2))
+    inner = ndimage.binary_erosion(lit, iterations=4) if lit.any() else np.ones_like(lit)
+    stats["focus"] = float(laplacian[inner].var() * 1e3) if inner.any() else 0.0
+    stats["exposure"] = float(fixed[lit].mean()) if lit.any() else 0.0
+    return {k: float(v) for k, v in stats.items()}
