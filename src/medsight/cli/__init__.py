@@ -10,6 +10,7 @@ from medsight.cli import (
     analyze,
     convert,
     evaluate,
+    gate,
     info,
     report,
     select,
@@ -39,6 +40,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("select-for-labelling")(select.select_for_labelling)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
+app.add_typer(gate.gate_app, name="gate")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.audit_app, name="audit")
 

@@ -187,4 +187,15 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
                 f"image size {shape}; the task accepts at most {tuple(rules.max_size)}",
             )
         )
-    return checks
+    return _merge_tagless(checks) if image.modality is None else checks
+
+
+def _merge_tagless(checks: list[GateCheck]) -> list[GateCheck]:
+    """A file without DICOM tags (JPEG, PNG, NIfTI) leaves every tag unknown: one review
+    reason says so, instead of one per tag."""
+    unknown = [c for c in checks if c.outcome == "review"]
+    if len(unknown) < 2:
+        return checks
+    reason = "no DICOM tags (not a DICOM input): " + "; ".join(c.reason for c in unknown)
+    merged = GateCheck("tags_unknown", "tags", "review", reason)
+    return [c for c in checks if c.outcome != "review"] + [merged]

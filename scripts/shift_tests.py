@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Shifted-input tests of the input gate (not in CI: minutes per task).
+
+For each shipped task, builds at least 20 inputs of each kind of shift from ../shared/data
+(MEDSIGHT_DATA), upsampled where a source is smaller than the task's minimum size so that the
+pixels, not the size check, must catch them, and with the tags a task checks set to pass
+(modality, BodyPartExamined, ViewPosition, PatientAge as the task wants: only the pixels can
+tell). Each input goes through the same gate and predictor the analysis runs. Prints, per task
+and kind, how many ended NEEDS_REVIEW with the answer withheld, and the false rejection on the
+task's own held-back validation images; writes the table to --out (markdown and JSON).
+
+    python scripts/shift_tests.py [--tasks cxr-pneumonia ...] [--per-kind 20] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medsight.gate import InputGate
+from medsight.image import Image
+from medsight.inference import Predictor
+from medsight.io import read_image
+from medsight.tasks import Task, load_named_task
+from medsight.training import load_config
+from medsight.training.data import list_cases, read_case_image, split_by_patient
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__import__("os").environ.get("MEDSIGHT_DATA", ROOT.parent / "shared" / "data"))
+TASKS = ["cxr-pneumonia", "derm-melanoma", "derm-lesion", "fundus-vessels", "hippocampus-mr"]
+
+
+def files(pattern: str, count: int) -> list[Path]:
+    found = sorted(glob.glob(str(DATA / pattern), recursive=True))
+    step = max(1, len(found) // count)
+    return [Path(p) for p in found[::step][:count]]
+
+
+def as_task_input(image: Image, task: Task) -> Image:
+    """The image dressed with the tags ``task`` checks, grown to its minimum size, and in its
+    dimensionality (a 2D task gets the middle slice of a volume, a 3D task a stack)."""
+    spec = task.spec.acceptance
+    array = image.array.astype(np.float32) if image.array.dtype.kind == "f" else image.array
+    if image.spatial_dims == 3 and spec.spatial_dims == 2:
+        array = array[..., array.shape[-1] // 2]
+    if image.spatial_dims == 2 and spec.spatial_dims == 3:
+        array = np.repeat(array[..., None], 24, axis=-1)
+    wants_rgb = 3 in spec.channels or "RGB" in spec.photometric and 1 not in spec.channels
+    if array.shape[0] == 1 and wants_rgb and spec.photometric == ["RGB"]:
+        array = np.repeat(array, 3, axis=0)
+    if array.shape[0] == 3 and spec.photometric and "RGB" not in spec.photometric:
+        array = array.mean(0, keepdims=True).astype(array.dtype)
+    minimum = spec.min_size or [0] * spec.spatial_dims
+    factors = [max(1.0, m / s) for m, s in zip(minimum, array.shape[1:], strict=False)]
+    if any(f > 1 for f in factors):
+        array = ndimage.zoom(array, [1, *factors], order=1)
+    if (
+        array.dtype.kind == "f"
+        and spec.modalities
+        and spec.modalities[0] in ("DX", "CR", "XC", "OP")
+    ):
+        low, high = float(array.min()), float(array.max())
+        array = ((array - low) / max(high - low, 1e-6) * 255).astype(np.uint8)
+    metadata = {
+        "BodyPartExamined": (spec.body_parts or [None])[0],
+        "ViewPosition": (spec.view_positions or [None])[0],
+        "PatientAge": "003Y" if spec.age_years else None,
+    }
+    return Image(
+        array=np.ascontiguousarray(array),
+        affine=np.eye(4),
+        spatial_dims=spec.spatial_dims,
+        modality=(spec.modalities or [None])[0],
+        photometric_interpretation="RGB" if array.shape[0] == 3 else "MONOCHROME2",
+        metadata={k: v for k, v in metadata.items() if v is not None},
+    )
+
+
+def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+        shape = (1, 512, 512)
+        if kind == "noise":
+            array = rng.integers(0, 256, shape).astype(np.uint8)
+        else:
+            array = np.full(shape, int(rng.integers(0, 256)), np.uint8)
+        yield Image(array=array, affine=np.eye(4), spatial_dims=2)
+
+
+def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
+    config = load_config(ROOT / "recipes" / f"{task.id}.toml")
+    cases = list_cases(config.data)
+    if config.split.folds:
+        held = cases  # k-fold: the shipped network saw every image
+    else:
+        held = split_by_patient(cases, config.split)[1]
+    step = max(1, len(held) // count)
+    return [lambda c=c: read_case_image(c) for c in held[::step][:count]]
+
+
+def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
+    def read(paths: list[Path]) -> list[Callable[[], Image]]:
+        return [lambda p=p: read_image(p) for p in paths]
+
+    sources = {
+        "chest X-ray (Kermany)": read(files("kermany-cxr/train/*/*.jpeg", n)),
+        "dermoscopy (PH2)": read(files("ph2/images/*.jpg", n)),
+        "fundus (DR)": read(files("dr-fundus/images/*.jpg", n)),
+        "musculoskeletal X-ray (FracAtlas)": read(files("fracatlas/images/*.jpg", n)),
+        "pathology tile (GBM40)": read(files("pathology-gbm40/**/*.png", n)),
+        "hippocampus MR crop": read(files("hippocampus-mr/imagesTr/*.nii.gz", n)),
+        "cardiac MR (ACDC)": read(files("acdc/train/*_ED.nii.gz", n)),
+        "noise": [lambda im=im: im for im in synthetic("noise", n)],
+        "blank": [lambda im=im: im for im in synthetic("blank", n)],
+    }
+    own = {
+        "cxr-pneumonia": "chest X-ray (Kermany)",
+        "derm-melanoma": "dermoscopy (PH2)",
+        "derm-lesion": "dermoscopy (PH2)",
+        "fundus-vessels": "fundus (DR)",
+        "hippocampus-mr": "hippocampus MR crop",
+    }[task.id]
+    kinds = {k: v for k, v in sources.items() if k != own}
+    if task.id == "cxr-pneumonia":
+        chest = validation_images(task, n)
+        kinds["chest X-ray rotated 90"] = [lambda f=f: rotate(f(), 1) for f in chest]
+        kinds["chest X-ray rotated 180"] = [lambda f=f: rotate(f(), 2) for f in chest]
+        kinds["chest X-ray inverted"] = [lambda f=f: invert(f()) for f in chest]
+        kinds["adult chest X-ray"] = read(files("cxr-lung-masks-demo/**/*.png", n))
+    if task.id == "fundus-vessels":
+        fundus = read(files("dr-fundus/images/*.jpg", n))
+        kinds["fundus out of focus"] = [lambda f=f: blur(f()) for f in fundus]
+    return kinds
+
+
+def rotate(image: Image, k: int) -> Image:
+    return image.replace(array=np.ascontiguousarray(np.rot90(image.array, k, axes=(1, 2))))
+
+
+def invert(image: Image) -> Image:
+    array = image.array
+    return image.replace(
+        array=(int(array.max()) + int(array.min()) - array.astype(np.int32)).astype(array.dtype)
+    )
+
+
+def blur(image: Image) -> Image:
+    array = ndimage.gaussian_filter(image.array.astype(np.float32), (0, 6, 6))
+    return image.replace(array=array.round().astype(image.array.dtype))
+
+
+def judge(
+    task: Task, gate: InputGate, predictor: Predictor, image: Image
+) -> tuple[bool, bool, float | None]:
+    """(withheld, passed pixel and OOD checks, OOD score)."""
+    result, _ = gate.before_model(image)
+    prediction = predictor.predict(image)
+    gate.with_model(result, prediction, image, predictor)
+    ood = result.check("out_of_distribution")
+    content = [c for c in result.checks if c.stage in ("pixels", "photo", "ood")]
+    return (
+        result.withheld,
+        all(c.outcome == "pass" for c in content),
+        None if ood is None else ood.score,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=TASKS)
+    parser.add_argument("--per-kind", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("shift-tests"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for name in args.tasks:
+        task = load_named_task(name)
+        gate = InputGate(task)
+        predictor = Predictor(task, explain=False, backend="onnxruntime")
+        rows: dict[str, dict[str, float]] = {}
+        own = validation_images(task, 10_000)
+        passed = 0
+        for load in own:
+            image = load()
+            _, ok, _ = judge(task, gate, predictor, image)
+            passed += ok
+        rows["own validation images (pass rate)"] = {"n": len(own), "rate": passed / len(own)}
+        print(f"{name}: own validation images pass {passed}/{len(own)}", flush=True)
+        for kind, loaders in kinds_for(task, args.per_kind).items():
+            withheld = 0
+            scores = []
+            for load in loaders:
+                image = as_task_input(load(), task)
+                held, _, score = judge(task, gate, predictor, image)
+                withheld += held
+                scores.append(score)
+            if loaders:
+                rows[kind] = {"n": len(loaders), "rate": withheld / len(loaders)}
+                print(f"  {kind}: withheld {withheld}/{len(loaders)}", flush=True)
+        table[name] = rows
+    (args.out / "shift_tests.json").write_text(json.dumps(table, indent=2))
+    lines = ["| task | input kind | n | withheld (shifted) / passed (own) |", "|---|---|---|---|"]
+    for name, rows in table.items():
+        for kind, row in rows.items():
+            lines.append(f"| {name} | {kind} | {row['n']:.0f} | {row['rate']:.0%} |")
+    (args.out / "shift_tests.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
