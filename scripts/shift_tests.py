@@ -15,7 +15,6 @@ task's own held-back validation images; writes the table to --out (markdown and 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ TASKS = ["cxr-pneumonia", "derm-melanoma", "derm-lesion", "fundus-vessels", "hip
 
 
 def files(pattern: str, count: int) -> list[Path]:
-    found = sorted(glob.glob(str(DATA / pattern), recursive=True))
+    found = sorted(str(p) for p in DATA.glob(pattern))
     step = max(1, len(found) // count)
     return [Path(p) for p in found[::step][:count]]
 
@@ -52,7 +51,7 @@ def as_task_input(image: Image, task: Task) -> Image:
         array = array[..., array.shape[-1] // 2]
     if image.spatial_dims == 2 and spec.spatial_dims == 3:
         array = np.repeat(array[..., None], 24, axis=-1)
-    wants_rgb = 3 in spec.channels or "RGB" in spec.photometric and 1 not in spec.channels
+    wants_rgb = 3 in spec.channels or ("RGB" in spec.photometric and 1 not in spec.channels)
     if array.shape[0] == 1 and wants_rgb and spec.photometric == ["RGB"]:
         array = np.repeat(array, 3, axis=0)
     if array.shape[0] == 3 and spec.photometric and "RGB" not in spec.photometric:
@@ -85,7 +84,7 @@ def as_task_input(image: Image, task: Task) -> Image:
 
 def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
     rng = np.random.default_rng(seed)
-    for n in range(count):
+    for _ in range(count):
         shape = (1, 512, 512)
         if kind == "noise":
             array = rng.integers(0, 256, shape).astype(np.uint8)
@@ -97,10 +96,8 @@ def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
 def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
     config = load_config(ROOT / "recipes" / f"{task.id}.toml")
     cases = list_cases(config.data)
-    if config.split.folds:
-        held = cases  # k-fold: the shipped network saw every image
-    else:
-        held = split_by_patient(cases, config.split)[1]
+    # k-fold: the shipped network saw every image
+    held = cases if config.split.folds else split_by_patient(cases, config.split)[1]
     step = max(1, len(held) // count)
     return [lambda c=c: read_case_image(c) for c in held[::step][:count]]
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from medsight.datasets import repository_root
+from medsight.gate import InputGate
 from medsight.inference import Predictor
 from medsight.io import read_image
 from medsight.tasks import load_task
@@ -76,7 +77,18 @@ def test_shipped_model_reproduces_its_golden_result(task_id):
         path = _case_path(case)
         image = read_image(path) if path.is_file() else read_image(next(_series(path)))
         prediction = predictor.predict(image)
-        results[path.name] = {**_summary(prediction, task), "task_hash": task.task_hash}
+        gate = InputGate(task)
+        checked, _ = gate.before_model(image)
+        gate.with_model(checked, prediction, image, predictor)
+        ood = checked.check("out_of_distribution")
+        results[path.name] = {
+            **_summary(prediction, task),
+            "task_hash": task.task_hash,
+            "gate": {
+                "decision": checked.decision,
+                "ood_score": None if ood is None or ood.score is None else round(ood.score, 3),
+            },
+        }
     golden_path = GOLDEN / f"{task_id}.json"
     if os.environ.get("MEDSIGHT_UPDATE_GOLDEN") == "1":
         golden_path.write_text(json.dumps(results, indent=2) + "\n")
@@ -84,6 +96,11 @@ def test_shipped_model_reproduces_its_golden_result(task_id):
     for name, result in results.items():
         expected = golden[name]
         assert result["task_hash"] == expected["task_hash"], "the task changed: update golden"
+        assert result["gate"]["decision"] == expected["gate"]["decision"]
+        if expected["gate"]["ood_score"] is not None:
+            assert result["gate"]["ood_score"] == pytest.approx(
+                expected["gate"]["ood_score"], abs=0.05
+            )
         if "logits" in expected:
             np.testing.assert_allclose(result["logits"], expected["logits"], atol=1e-4)
             assert result["flags"] == expected["flags"]

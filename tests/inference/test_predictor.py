@@ -48,10 +48,12 @@ def test_classifier_probabilities_are_calibrated_and_flagged(tmp_path):
     assert prediction.task_hash == task.task_hash and len(prediction.task_hash) == 64
 
 
-def test_out_of_range_age_gives_needs_review_not_silence(tmp_path):
-    prediction = Predictor(classifier_task(tmp_path / "cls")).predict(cxr_image(age="045Y"))
-    assert prediction.state == "NEEDS_REVIEW"
-    assert any("patient age 45.0 years" in r for r in prediction.review_reasons)
+def test_features_come_with_the_prediction_on_both_backends(tmp_path):
+    task = classifier_task(tmp_path / "cls")
+    torch_features = Predictor(task).predict(cxr_image()).features
+    onnx_features = Predictor(task, backend="onnxruntime").predict(cxr_image()).features
+    assert torch_features is not None and onnx_features is not None
+    np.testing.assert_allclose(torch_features, onnx_features, rtol=1e-3, atol=1e-4)
 
 
 def test_wrong_inputs_are_refused_with_reasons(tmp_path):

@@ -39,7 +39,7 @@ class InputGate:
     @cached_property
     def bands(self) -> dict[str, Band]:
         statistics = self.reference.get("statistics", {})
-        return {name: tuple(entry["band"]) for name, entry in statistics.items()}  # type: ignore[misc]
+        return {name: (entry["band"][0], entry["band"][1]) for name, entry in statistics.items()}
 
     @cached_property
     def ood_model(self) -> MahalanobisModel | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,16 +58,14 @@ def patient_age(image: Image) -> tuple[float | None, str]:
     return None, "PatientBirthDate without a valid study date"
 
 
-def _listed(
-    name: str, found: str | None, allowed: list[str], what: str, unknown_reason: str = ""
-) -> GateCheck:
+def _listed(name: str, found: str | None, allowed: Sequence[str], what: str) -> GateCheck:
     allowed_text = ", ".join(allowed)
     if found is None or not str(found).strip():
         return GateCheck(
             name,
             "tags",
             "review",
-            unknown_reason or f"{what} unknown; the task is for {allowed_text}",
+            f"{what} unknown; the task is for {allowed_text}",
         )
     if str(found).strip().upper() in {v.upper() for v in allowed}:
         return GateCheck(name, "tags", "pass", f"{what} {found} is one of {allowed_text}")

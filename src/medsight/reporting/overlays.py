@@ -73,7 +73,7 @@ def overlay_png(
     rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
     if heatmap is not None:
         rgb = blend_heatmap(rgb, heatmap.T)
-    pixels = (rgb * 255).astype(np.uint8)
+    pixels = (np.nan_to_num(rgb) * 255).astype(np.uint8)
     if label_map is not None:
         for number, value in enumerate(v for v in np.unique(label_map) if v != 0):
             edge = _outline(value == label_map.T)

@@ -24,6 +24,7 @@ import re
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,11 @@ def fit_gate(
     cases = list_cases(config.data)
 
     def named(items: list[Case]) -> list[tuple[str, str, Callable[[], Image]]]:
-        return [(c.name, c.patient, (lambda c=c: read_case_image(c))) for c in items]
+        return [(c.name, c.patient, partial(read_case_image, c)) for c in items]
 
-    extras = [(p.name, _patient_of_file(p), (lambda p=p: read_image(p))) for p in extra]
+    extras: list[tuple[str, str, Callable[[], Image]]] = [
+        (p.name, _patient_of_file(p), partial(read_image, p)) for p in extra
+    ]
     total = len(cases) + len(extras)
     if config.split.folds:
         everything = _score_images(predictor, named(cases), progress)
@@ -227,7 +230,7 @@ def fit_gate(
     )
 
 
-def _quantiles(values: Sequence[float]) -> list[float]:
+def _quantiles(values: Sequence[float] | np.ndarray) -> list[float]:
     array = np.sort(np.asarray(values, dtype=np.float64))
     if len(array) > _KEPT_VALUES:  # evenly spaced order statistics: the same distribution
         array = array[np.linspace(0, len(array) - 1, _KEPT_VALUES).round().astype(int)]

@@ -334,7 +334,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
                 frame_index=index if is_multiframe else None,
                 orientation=orientation,
                 position=position,  # type: ignore[arg-type]
-                pixel_spacing=spacing or base_spacing,  # type: ignore[arg-type]
+                pixel_spacing=spacing or base_spacing,
                 spacing_note=None if spacing else spacing_note,
                 rescale_slope=1.0 if slope is None else slope,
                 rescale_intercept=0.0 if intercept is None else intercept,
