@@ -219,3 +219,15 @@ def test_hostile_inputs_end_as_refusal_or_needs_review(tmp_path, kind):
         (document,) = documents
         assert document["priority"]["level"] == "NEEDS_REVIEW"
         assert all(a["state"] == "NEEDS_REVIEW" for a in document["analyses"])
+
+
+def test_a_chest_film_given_to_the_melanoma_task_is_withheld_not_a_silent_no_finding(tmp_path):
+    from medsight.datasets import repository_root
+
+    sample = repository_root() / "src" / "medsight" / "samples" / "cxr"
+    result, (document,) = _analyze(sample / "normal_IM-0115-0001.jpeg", "derm-melanoma", tmp_path)
+    assert result.exit_code == 0, result.output
+    (analysis,) = document["analyses"]
+    assert analysis["withheld"] and analysis["findings"] == []
+    assert document["priority"]["level"] == "NEEDS_REVIEW"
+    assert any("this image is grey" in r for r in analysis["review_reasons"])

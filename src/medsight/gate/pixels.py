@@ -177,10 +177,27 @@ def pixel_checks(
     return checks, stats
 
 
+#: a colour photograph task needs colour: below this spread the image is grey
+_MIN_COLOURFULNESS = 0.02
+
+
 def _photo_checks(
     stats: Mapping[str, float], bands: Mapping[str, Band], photo: str
 ) -> list[GateCheck]:
     checks = []
+    colour_low = max(bands.get("colourfulness", (0.0, 1.0))[0], _MIN_COLOURFULNESS)
+    checks.append(
+        _check(
+            "colour",
+            "photo",
+            stats.get("colourfulness", 0.0),
+            colour_low,
+            "below",
+            f"a colour {photo} photograph is expected; this image is grey (colour spread "
+            f"{stats.get('colourfulness', 0.0):.3f}, at least {colour_low:.3f} expected)",
+            "colour photograph",
+        )
+    )
     focus_low = bands.get("focus", (0.05, 0.0))[0]
     checks.append(
         _check(

@@ -32,6 +32,7 @@ STATISTICS: dict[str, str] = {
     "lit_fraction": "fraction of the image brighter than a tenth of its range (fundus field)",
     "exposure": "mean brightness of the lit part, over the nominal range",
     "size": "largest side in pixels",
+    "colourfulness": "mean spread between the colour channels over the nominal range (0: grey)",
 }
 
 
@@ -95,6 +96,22 @@ def _neighbour_correlation(small: np.ndarray) -> float:
     return min(correlations) if correlations else 1.0
 
 
+def _colourfulness(image: Image) -> float:
+    """0 for a grey image (one channel, or three equal ones): a colour photograph task given
+    a radiograph or an MR slice sees exactly that."""
+    array = image.array[..., 0] if image.is_sequence else image.array
+    if array.shape[0] != 3:
+        return 0.0
+    small = np.stack([_block_mean(np.asarray(c, dtype=np.float64), _SIDE) for c in array])
+    small = small[np.isfinite(small).all(axis=0)[None].repeat(3, 0)].reshape(3, -1)
+    if small.size == 0:
+        return 0.0
+    span = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
+    if not np.issubdtype(array.dtype, np.integer):
+        span = float(small.max() - small.min()) or 1.0
+    return float((small.max(0) - small.min(0)).mean() / span)
+
+
 def image_statistics(image: Image) -> dict[str, float]:
     """Every statistic of ``STATISTICS`` for ``image`` (never raises on odd pixels)."""
     values = _luminance(image)
@@ -103,6 +120,7 @@ def image_statistics(image: Image) -> dict[str, float]:
         "nonfinite_fraction": 1.0 - float(finite_mask.mean()) if values.size else 1.0
     }
     stats["size"] = float(max(image.shape))
+    stats["colourfulness"] = _colourfulness(image)
     if not finite_mask.any():
         stats.update(dict.fromkeys(set(STATISTICS) - set(stats), 0.0))
         stats["uniform_fraction"] = 1.0
