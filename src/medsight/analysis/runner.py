@@ -422,16 +422,16 @@ def _write_study_result(
     def where(analysis: dict[str, Any]) -> str:
         return str(analysis["input"].get("modality") or analysis["input"]["kind"])
 
-    withheld_ids = {id(a) for a in outcome.analyses if a.get("withheld")}
-    withheld = [
-        f"{where(a)}: {a['review_reasons'][0]}"
-        for a in outcome.analyses
-        if id(a) in withheld_ids and a.get("review_reasons")
-    ]
+    def withholding(analysis: dict[str, Any]) -> list[str]:
+        checks = analysis.get("gate", {}).get("checks", [])
+        return [c["reason"] for c in checks if c["outcome"] == "withhold"]
+
+    withheld = [f"{where(a)}: {r}" for a in outcome.analyses for r in withholding(a)]
     review = [
         f"{where(a)}: {reason}"
         for a in outcome.analyses
-        for reason in a.get("review_reasons", [])[1 if id(a) in withheld_ids else 0 :]
+        for reason in a.get("review_reasons", [])
+        if reason not in withholding(a)
     ]
     priority = triage(
         all_findings,

@@ -53,10 +53,18 @@ def nominal_range(image: Image, values: np.ndarray) -> tuple[float, float]:
     return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
 
 
+#: values read at most: a larger image is read with an in-plane stride (a CT volume would
+#: otherwise cost float64 copies of the whole volume on the analysis path)
+_MAX_VALUES = 1 << 22
+
+
 def _luminance(image: Image) -> np.ndarray:
     array = image.array
     if image.is_sequence:
         array = array[..., 0]
+    step = int(np.ceil(np.sqrt(array[0].size / _MAX_VALUES))) if array[0].size > _MAX_VALUES else 1
+    if step > 1:
+        array = array[:, ::step, ::step]
     if array.shape[0] == 3:
         weights = _LUMA.reshape(3, *([1] * (array.ndim - 1)))
         return (array.astype(np.float64) * weights).sum(0)
@@ -102,6 +110,8 @@ def _colourfulness(image: Image) -> float:
     array = image.array[..., 0] if image.is_sequence else image.array
     if array.shape[0] != 3:
         return 0.0
+    step = int(np.ceil(np.sqrt(array[0].size / _MAX_VALUES))) if array[0].size > _MAX_VALUES else 1
+    array = array[:, ::step, ::step]
     small = np.stack([_block_mean(np.asarray(c, dtype=np.float64), _SIDE) for c in array])
     small = small[np.isfinite(small).all(axis=0)[None].repeat(3, 0)].reshape(3, -1)
     if small.size == 0:

@@ -78,16 +78,8 @@ class Task:
         path = self.folder / entry.file
         if not path.is_file():
             raise ModelLoadError(f"gate {role} file missing for task {self.id}", path=path)
-        if self._verified.get(f"gate:{role}") != entry.sha256:
-            actual = sha256_file(path)
-            if actual != entry.sha256:
-                raise ModelLoadError(
-                    f"gate {role} file does not match its SHA-256 (expected "
-                    f"{entry.sha256[:12]}..., found {actual[:12]}...)",
-                    path=path,
-                )
-            self._verified[f"gate:{role}"] = actual
-        return path
+        mismatch = f"gate {role} file does not match its SHA-256"
+        return self._verified_file(f"gate:{role}", path, entry.sha256, mismatch)
 
     def weights_path(self, network_name: str) -> Path:
         """The verified weights file of a network (SHA-256 checked once per process)."""
@@ -101,15 +93,20 @@ class Task:
                 f"{self.version}; train it or install the task's weights",
                 path=path,
             )
-        if self._verified.get(network.name) != network.sha256:
+        mismatch = "weights do not match their SHA-256"
+        return self._verified_file(network.name, path, network.sha256, mismatch)
+
+    def _verified_file(self, key: str, path: Path, declared: str, mismatch: str) -> Path:
+        """``path`` once its SHA-256 equals ``declared`` (hashed once per process)."""
+        if self._verified.get(key) != declared:
             actual = sha256_file(path)
-            if actual != network.sha256:
+            if actual != declared:
                 raise ModelLoadError(
-                    f"weights do not match their SHA-256 (expected {network.sha256[:12]}..., "
+                    f"{mismatch} (expected {declared[:12]}..., "
                     f"found {actual[:12]}...): the file is corrupted or was replaced",
                     path=path,
                 )
-            self._verified[network.name] = actual
+            self._verified[key] = actual
         return path
 
     @property
