@@ -54,7 +54,7 @@ def nominal_range(image: Image, values: np.ndarray) -> tuple[float, float]:
 
 
 #: values read at most: a larger image is read with an in-plane stride (a CT volume would
-#: otherwise cost float64 copies of the whole volume on the analysis path)
+#: otherwise cost float copies of the whole volume on the analysis path)
 _MAX_VALUES = 1 << 22
 
 
@@ -66,9 +66,13 @@ def _luminance(image: Image) -> np.ndarray:
     if step > 1:
         array = array[:, ::step, ::step]
     if array.shape[0] == 3:
-        weights = _LUMA.reshape(3, *([1] * (array.ndim - 1)))
-        return (array.astype(np.float64) * weights).sum(0)
-    return np.asarray(array[0], dtype=np.float64)
+        # float32: the statistics need no more, and it halves the copies' cost
+        red, green, blue = (np.float32(w) for w in _LUMA)
+        luma = np.asarray(array[0] * red, dtype=np.float32)
+        luma += array[1] * green
+        luma += array[2] * blue
+        return luma
+    return np.asarray(array[0], dtype=np.float32)
 
 
 def _block_mean(values: np.ndarray, side: int) -> np.ndarray:
@@ -142,7 +146,7 @@ def image_statistics(image: Image) -> dict[str, float]:
     unit = np.clip((values - low) / span, 0.0, 1.0)
 
     flat = values.ravel()
-    _, counts = np.unique(flat[:: max(1, flat.size // 200_000)], return_counts=True)
+    _, counts = np.unique(flat[:: max(1, flat.size // 50_000)], return_counts=True)
     stats["uniform_fraction"] = float(counts.max() / counts.sum())
     small = _block_mean(unit, _SIDE)
     if small.ndim == 3:  # a volume: the middle slice's in-plane structure
