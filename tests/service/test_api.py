@@ -63,6 +63,9 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
             == study["analyses"][0]["input"]["study_instance_uid"]
         )
         assert "high_sensitivity" in inference["detail"]["operating_points"]
+        gate = inference["detail"]["gate"]
+        assert gate["decision"] == study["analyses"][0]["gate"]["decision"]
+        assert "out_of_distribution" in {check["name"] for check in gate["checks"]}
         assert admin.json("/api/audit/verify")["ok"] is True
         assert AuditLog(store.engine).verify().ok
 

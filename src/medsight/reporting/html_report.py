@@ -82,6 +82,44 @@ def _measurements_table(findings: list[dict[str, Any]]) -> str:
     )
 
 
+def gate_html(analysis: dict[str, Any]) -> str:
+    """The input gate as a clinician reads it: a withheld answer said first, then every check
+    that did not pass with its score and threshold (the report and the viewer show this)."""
+    gate = analysis.get("gate")
+    if not gate:
+        return ""
+    lead = (
+        "<p><strong>AI answer withheld</strong>: the input gate found this image outside what "
+        "the model may judge. No finding is shown; the image needs a full read.</p>"
+        if analysis.get("withheld")
+        else ""
+    )
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.3g}"
+
+    rows = "".join(
+        f"<tr><td>{_e(c['name'])}</td><td>{_e(c['outcome'])}</td>"
+        f"<td>{number(c.get('score'))}</td><td>{number(c.get('threshold'))}</td>"
+        f"<td>{_e(c['reason'])}</td></tr>"
+        for c in gate.get("checks", [])
+        if c["outcome"] != "pass"
+    )
+    table = (
+        "<table><tr><th>check</th><th>outcome</th><th>score</th><th>threshold</th>"
+        f"<th>reason</th></tr>{rows}</table>"
+        if rows
+        else ""
+    )
+    notes = "".join(f"<p class=muted>{_e(n)}</p>" for n in gate.get("notes", []))
+    passed = sum(c["outcome"] == "pass" for c in gate.get("checks", []))
+    return (
+        f'<div class="gate"><h3>Input gate: {_e(gate["decision"])}</h3>{lead}{table}'
+        f"<p class=muted>{passed} of {len(gate.get('checks', []))} checks passed.</p>"
+        f"{notes}</div>"
+    )
+
+
 def _analysis_section(analysis: dict[str, Any]) -> str:
     task = analysis["task"]
     source = analysis["input"]
@@ -99,6 +137,7 @@ def _analysis_section(analysis: dict[str, Any]) -> str:
 <h2>{_e(task["id"])} {_e(task["version"])} on {_e(source.get("modality") or source["kind"])}
 image {_e("x".join(str(s) for s in source["shape"]))}</h2>
 <p>State: <strong>{_e(analysis["state"])}</strong>. {review}</p>
+{gate_html(analysis)}
 {images}
 <h3>Findings</h3>{_findings_table(analysis.get("findings", []))}
 {_measurements_table(analysis.get("findings", []))}

@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from medsight.image import Image
 from medsight.imaging import WINDOW_PRESETS, to_display
 from medsight.io import read_image
+from medsight.reporting.html_report import gate_html
 from medsight.reporting.overlays import blend_heatmap
 
 __all__ = ["Layers", "load_layers", "render_slice", "viewer_body"]
@@ -100,6 +101,7 @@ def viewer_body(study_key: str, document: dict[str, Any], index: int) -> tuple[s
     if not document["analyses"]:
         return header + _failures(document) + '<p><a href="/">worklist</a></p>', ""
     analysis = document["analyses"][index]
+    gate = gate_html(analysis)
     depth = analysis["input"]["shape"][2] if len(analysis["input"]["shape"]) == 3 else 1
     presets = "".join(
         f'<option value="{html.escape(name)}">{html.escape(name)}</option>'
@@ -140,6 +142,7 @@ def viewer_body(study_key: str, document: dict[str, Any], index: int) -> tuple[s
 <div><h2>{html.escape(analysis["task"]["id"])} {html.escape(analysis["task"]["version"])}</h2>
 <table><tr><th>finding</th><th>probability</th><th>flag</th><th>measurements</th>
 <th>your feedback</th></tr>{"".join(rows)}</table><p id="status"></p>
+{gate}
 {_failures(document)}
 <p><a href="report.html">full report</a> - <a href="/">worklist</a></p></div></div>"""
     script = f"""

@@ -34,7 +34,7 @@ __all__ = ["Worker"]
 
 
 def _inference_record(analysis: dict[str, Any], result: str) -> dict[str, Any]:
-    """What the audit keeps of one inference: inputs, model, operating point, outputs."""
+    """What the audit keeps of one inference: inputs, model, gate, operating point, outputs."""
     source = analysis["input"]
     folder = result.split("/", 1)[0]  # <study key>/result.json: outputs relative to results
     classification = analysis.get("classification", {})
@@ -53,6 +53,15 @@ def _inference_record(analysis: dict[str, Any], result: str) -> dict[str, Any]:
             for f in analysis.get("findings", [])
         ],
         "state": analysis.get("state"),
+        # the input gate: its decision and every check's outcome, score and threshold
+        "gate": {
+            "decision": analysis.get("gate", {}).get("decision"),
+            "withheld": analysis.get("withheld", False),
+            "checks": [
+                {k: check.get(k) for k in ("name", "outcome", "score", "threshold")}
+                for check in analysis.get("gate", {}).get("checks", [])
+            ],
+        },
         "outputs": [result, *(f"{folder}/{p}" for p in analysis.get("dicom_outputs", []))],
     }
 
