@@ -97,6 +97,15 @@ def test_train_writes_a_calibrated_task_with_a_locked_operating_point(tmp_path):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "Research use only, not for diagnostic use" in card and "ROC AUC" in card
     assert record["weights_sha256"] in card
+    # the last step of training: the input gate, declared with its hashes (schema 2)
+    assert task.spec.schema_version == 2 and task.spec.gate.ood is not None
+    assert task.gate_path("ood").is_file() and task.gate_path("reference").is_file()
+    refit = CliRunner().invoke(
+        app, ["gate", "fit", str(folder), str(config), "--tasks-dir", str(tmp_path / "tasks")]
+    )
+    assert refit.exit_code == 0, refit.output
+    patched = load_task(tmp_path / "tasks" / "test-cxr" / "1.0.1")
+    assert patched.spec.networks == task.spec.networks and patched.task_hash != task.task_hash
     analysed = CliRunner().invoke(
         app,
         [

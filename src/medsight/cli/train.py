@@ -46,8 +46,16 @@ def train(
             result = trainer(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
             )
+        # last step: the input gate, fitted on the same split (docs/gate.md)
+        from medsight.training.gate_fit import fit_gate, write_gated_task
+
+        with progress_bar(console) as progress:
+            job = progress.add_task("fitting the input gate", total=None)
+            gate = fit_gate(result.task, recipe, progress=lambda n: progress.advance(job, n))
+        gated = write_gated_task(result.task, gate, target, command, in_place=True)
         metrics = result.record["metrics"]
-        console.print(f"wrote {result.task.id} {result.task.version} to {result.task.folder}")
+        console.print(f"wrote {gated.id} {gated.version} to {gated.folder}")
+        console.print(f"input gate: {gate.fitted_on}")
         if segmentation:
             for segment, summary in metrics["validation"].items():
                 dice = summary["dice"]

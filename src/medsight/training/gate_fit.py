@@ -264,19 +264,27 @@ def _reference(
 
 
 def write_gated_task(
-    task: Task, fit: GateFit, tasks_dir: Path, command: str, target: float = 0.02
+    task: Task,
+    fit: GateFit,
+    tasks_dir: Path,
+    command: str,
+    target: float = 0.02,
+    *,
+    in_place: bool = False,
 ) -> Task:
-    """A new patch version of ``task`` with the fitted gate, in ``tasks_dir/<id>/<version>/``:
-    the same weights, task.toml schema 2 declaring the gate files with their SHA-256."""
+    """``task`` with the fitted gate: a new patch version in ``tasks_dir/<id>/<version>/``
+    (the same weights), or, ``in_place`` (``medsight train``'s last step), the version just
+    trained; task.toml becomes schema 2 and declares the gate files with their SHA-256."""
     import shutil
 
     import tomli_w
 
-    version = bump_patch(task.version)
-    folder = tasks_dir / task.id / version
+    version = task.version if in_place else bump_patch(task.version)
+    folder = task.folder if in_place else tasks_dir / task.id / version
     folder.mkdir(parents=True, exist_ok=True)
     for item in task.folder.iterdir():
-        if item.is_file() and item.name not in ("task.toml", "gate_ood.npz", "gate_reference.json"):
+        kept = item.name not in ("task.toml", "gate_ood.npz", "gate_reference.json")
+        if not in_place and item.is_file() and kept:
             shutil.copy2(item, folder / item.name)
     reference_path = folder / "gate_reference.json"
     reference_path.write_text(json.dumps(fit.reference, indent=1))
