@@ -47,6 +47,8 @@ class AnalysisOptions:
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     include_identifiers: bool = False  # patient identifiers in result.json / report.html
     threads: int | None = None  # ONNX Runtime threads per network (None: one per core)
+    # keys the device hash in result.json (input.device); empty: OUT/.device_key
+    device_key: bytes = b""
 
 
 @dataclass
@@ -118,9 +120,43 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:48] or "image"
 
 
-def _input_record(image: Image, source: ImageSource) -> dict[str, Any]:
+def device_key(out: Path) -> bytes:
+    """The secret that keys device hashes in results under ``out`` (created once, 0600):
+    monitoring can group by device without the names ever leaving the DICOM header."""
+    import os
+    import secrets
+
+    path = out / ".device_key"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(descriptor, "wb") as handle:
+        key = secrets.token_bytes(32)
+        handle.write(key)
+    return key
+
+
+def device_hash(image: Image, key: bytes) -> str | None:
+    """A keyed hash of Manufacturer, ManufacturerModelName and StationName; None when the
+    header names none of them (a JPEG, a NIfTI)."""
+    import hashlib
+    import hmac
+
+    names = [str(image.metadata.get(k) or "").strip() for k in _DEVICE_KEYWORDS]
+    if not any(names):
+        return None
+    return hmac.new(key, "|".join(names).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+_DEVICE_KEYWORDS = ("Manufacturer", "ManufacturerModelName", "StationName")
+
+
+def _input_record(image: Image, source: ImageSource, key: bytes = b"") -> dict[str, Any]:
     ids = image.identifiers
     return {
+        "device": device_hash(image, key) if key else None,
         "kind": source.kind,
         "path": source.relative_path,
         "file_sha256": sha256_file(source.path) if source.path is not None else None,
@@ -300,6 +336,10 @@ def analyze_study(
     study_dir = out / study.key
     outcome = StudyOutcome(study.key, study.label, None)
     superseded, previous_sr = _set_aside_previous(study_dir)
+
+    def key() -> bytes:
+        return device_key(out)
+
     all_findings: list[Finding] = []
     measurement_flags: dict[str, list[Any]] = {}
     identifiers = None
@@ -322,7 +362,7 @@ def analyze_study(
                 prediction.timings["gate"] = gate_time + time.perf_counter() - started
                 record = _prediction_record(prediction, task, image, study_dir, stem, gate_result)
                 record["gate"] = _gate_record(gate_result, statistics)
-                record["input"] = _input_record(image, source)
+                record["input"] = _input_record(image, source, options.device_key or key())
                 record["task"] = _task_record(task, predictor, mode, reasons)
                 # a withheld answer gives no finding: no flag, no measurement (kept above
                 # in the classification / segmentation block for audit only)
@@ -446,7 +486,7 @@ def _write_study_result(
         "schema_version": RESULT_SCHEMA_VERSION,
         "medsight_version": __version__,
         "disclaimer": DISCLAIMER,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "study_key": study_key,
         "result_id": result_id,
         "status": "final",

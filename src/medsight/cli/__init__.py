@@ -12,6 +12,7 @@ from medsight.cli import (
     evaluate,
     gate,
     info,
+    monitor,
     report,
     select,
     serve,
@@ -40,6 +41,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("select-for-labelling")(select.select_for_labelling)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
+app.command("monitor")(monitor.monitor)
 app.add_typer(gate.gate_app, name="gate")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.audit_app, name="audit")

@@ -121,6 +121,11 @@ _ANALYSIS = {
             "required": ["kind", "shape", "spacing_mm", "affine_lps"],
             "properties": {
                 "kind": {"enum": ["dicom", "nifti", "raster", "wsi"]},
+                "device": {
+                    "type": ["string", "null"],
+                    "description": "keyed hash of Manufacturer, ManufacturerModelName and "
+                    "StationName (monitoring groups by it; the names are never written)",
+                },
                 "path": {
                     "type": ["string", "null"],
                     "description": "relative to the path given; file names may identify a patient",
