@@ -127,15 +127,22 @@ def device_key(out: Path) -> bytes:
     import secrets
 
     path = out / ".device_key"
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.is_file():
         return path.read_bytes()
+    out.mkdir(parents=True, exist_ok=True)
+    # written whole under a private name, then linked into place: a concurrent worker
+    # either wins the link or reads the winner's complete key, never a half-written one
+    private = out / f".device_key.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        key = secrets.token_bytes(32)
-        handle.write(key)
-    return key
+        handle.write(secrets.token_bytes(32))
+    try:
+        os.link(private, path)
+    except FileExistsError:
+        pass
+    finally:
+        private.unlink()
+    return path.read_bytes()
 
 
 def device_hash(image: Image, key: bytes) -> str | None:

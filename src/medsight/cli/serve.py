@@ -66,6 +66,12 @@ def serve(
     max_associations: Annotated[
         int, typer.Option(min=1, help="Simultaneous DICOM associations.")
     ] = 10,
+    monitor_seconds: Annotated[
+        float, typer.Option(min=1.0, help="How often drift monitoring is recomputed.")
+    ] = 60.0,
+    monitor_window: Annotated[
+        int, typer.Option(min=5, help="Drift monitoring's rolling window (analyses).")
+    ] = 20,
     dev: Annotated[
         bool,
         typer.Option(
@@ -89,8 +95,9 @@ def serve(
         from medsight.service import InstanceStore
         from medsight.service.app import ServiceSettings, create_app
         from medsight.service.auth import Users
+        from medsight.service.drift_watch import DriftWatch
         from medsight.service.intake import DicomListener
-        from medsight.service.outbound import PacsTarget
+        from medsight.service.outbound import Outbound, PacsTarget
         from medsight.service.runtime import WorkerConfig, WorkerPool, check_secrets
         from medsight.tasks.selection import load_rules
 
@@ -150,6 +157,22 @@ def serve(
             )
         )
         threading.Thread(target=web.run, name="http", daemon=True).start()
+        watch = DriftWatch(
+            store,
+            Outbound(store.engine, store.data_dir, webhook_url=webhook_url, webhook_secret=secret),
+            tasks_dirs=list(tasks_dir or []),
+            window=monitor_window,
+        )
+
+        def watching() -> None:
+            while True:
+                time.sleep(monitor_seconds)
+                try:
+                    watch.refresh()
+                except Exception:  # monitoring never stops the service; the log says why
+                    logging.getLogger("medsight.monitoring").exception("monitoring failed")
+
+        threading.Thread(target=watching, name="monitoring", daemon=True).start()
         console.print(
             f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, HTTP http://{host}:"
             f"{http_port}/, {workers} worker(s), data in {data_dir}"

@@ -9,7 +9,7 @@ from medsight.monitoring.monitor import (
     collect,
     monitor,
 )
-from medsight.monitoring.report import monitor_html, write_monitor
+from medsight.monitoring.report import monitor_body, monitor_html, write_monitor
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -21,6 +21,7 @@ __all__ = [
     "collect",
     "compare",
     "monitor",
+    "monitor_body",
     "monitor_html",
     "write_monitor",
 ]

@@ -55,9 +55,7 @@ def _psi(reference: np.ndarray, window: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def compare(
-    reference: Sequence[float | None], window: Sequence[float | None]
-) -> Shift | None:
+def compare(reference: Sequence[float | None], window: Sequence[float | None]) -> Shift | None:
     """The shift of ``window`` from ``reference``; None when either is empty."""
     from scipy.stats import ks_2samp
 

@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["monitor_html", "write_monitor"]
+from medsight.monitoring.monitor import MIN_WINDOW
+
+__all__ = ["monitor_body", "monitor_html", "write_monitor"]
 
 _PLOTTED = (
     ("gate_rejection", "rate", "gate rejection rate"),
@@ -32,7 +34,10 @@ def _plot(series: list[dict[str, Any]]) -> str:
     figure, axes = plt.subplots(len(_PLOTTED), 1, figsize=(7, 1.4 * len(_PLOTTED)), sharex=True)
     positions = list(range(1, len(series) + 1))
     for axis, (check, key, label) in zip(axes, _PLOTTED, strict=True):
-        values = [w["checks"].get(check, {}).get(key) for w in series]
+        # a window too small to judge is not drawn (a PSI of 3 values means nothing)
+        values = [
+            w["checks"].get(check, {}).get(key) if w["n"] >= MIN_WINDOW else None for w in series
+        ]
         alerts = [n for n, w in zip(positions, series, strict=True) if check in w["alerts"]]
         axis.plot(positions, [v if v is not None else float("nan") for v in values], lw=1)
         if alerts:
@@ -57,12 +62,19 @@ def _plot(series: list[dict[str, Any]]) -> str:
 
 def monitor_html(report: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
-    parts = [
-        "<!doctype html><html><head><meta charset=utf-8><title>medsight monitoring</title>",
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>medsight monitoring</title>"
         "<style>body{font-family:sans-serif;margin:1.5em}.alert{color:#a00}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-        "</head><body>",
-        "<p><strong>Research use only, not for diagnostic use.</strong></p>",
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+        "</head><body><p><strong>Research use only, not for diagnostic use.</strong></p>"
+        + monitor_body(report)
+        + "</body></html>"
+    )
+
+
+def monitor_body(report: dict[str, Any]) -> str:
+    """The report's content (the service's admin page puts it in its own frame)."""
+    parts = [
         f"<h1>Drift and performance monitoring</h1><p>Created {html.escape(report['created'])};"
         f" rolling window of {report['window']} analyses.</p>",
     ]
@@ -100,7 +112,6 @@ def monitor_html(report: dict[str, Any]) -> str:
                 f'<img alt="monitoring plots" src="data:image/png;base64,'
                 f'{_plot(group["series"])}">'
             )
-    parts.append("</body></html>")
     return "\n".join(parts)
 
 

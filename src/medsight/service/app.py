@@ -15,10 +15,10 @@ from fastapi import Depends, Query, Request  # module level: FastAPI resolves ro
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from medsight.findings import Priority, WorklistEntry, order_worklist
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User, Users
 from medsight.service.store import InstanceStore
+from medsight.service.worklist import worklist_entries
 
 __all__ = ["DISCLAIMER", "SESSION_COOKIE", "ServiceSettings", "create_app"]
 
@@ -34,37 +34,6 @@ class ServiceSettings(BaseModel):
     max_upload_bytes: int = 256 * 1024 * 1024
     tasks_dirs: list[Path] = Field(default_factory=list)
     secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
-
-
-def _results(results_dir: Path) -> list[dict[str, Any]]:
-    documents = []
-    for path in sorted(results_dir.glob("*/result.json")):
-        try:
-            documents.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue  # a result being replaced right now; the next request sees it
-    return documents
-
-
-def worklist_entries(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry]:
-    entries = []
-    for document in _results(results_dir):
-        if document.get("status") == "withdrawn":
-            continue
-        priority = document["priority"]
-        entries.append(
-            WorklistEntry(
-                study_key=document["study_key"],
-                priority=Priority(
-                    priority["level"],
-                    float(priority["score"]),
-                    tuple(priority["reasons"]),
-                    priority["rules_version"],
-                ),
-                received=_dt.datetime.fromisoformat(document["created"]),
-            )
-        )
-    return order_worklist(entries, now=now)
 
 
 class Feedback(BaseModel):
@@ -132,29 +101,18 @@ class _BodyTooLargeError(Exception):
 def create_app(store: InstanceStore, settings: ServiceSettings | None = None) -> Any:
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
-    from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert, select
+    from sqlalchemy import insert, select
 
     import medsight
     from medsight.service import pages
+    from medsight.service.feedback import feedback_table as make_feedback_table
     from medsight.service.metrics import prometheus_text
 
     settings = settings or ServiceSettings()
     results_dir = store.data_dir / "results"
     users = Users(store.engine)
     audit = AuditLog(store.engine)
-    metadata = MetaData()
-    feedback_table = Table(
-        "feedback",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("study_key", String(64), nullable=False, index=True),
-        Column("finding", String(128), nullable=False),
-        Column("verdict", String(16), nullable=False),
-        Column("comment", Text),
-        Column("user", String(128), nullable=False),
-        Column("at", String(32), nullable=False),
-    )
-    metadata.create_all(store.engine)
+    feedback_table = make_feedback_table(store.engine)
 
     def now() -> _dt.datetime:
         return _dt.datetime.now(_dt.UTC)
@@ -334,6 +292,13 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         user: User = admin,
     ) -> list[dict[str, Any]]:
         return audit.query(subject=subject, actor=actor, action=action, limit=limit, offset=offset)
+
+    @app.get("/api/monitoring")
+    def monitoring(user: User = admin) -> dict[str, Any]:
+        """The latest drift and performance report (device groups by keyed hash only)."""
+        from medsight.service.drift_watch import latest_report
+
+        return latest_report(store.data_dir) or {"open_alerts": [], "tasks": []}
 
     @app.get("/api/audit/verify")
     def audit_verify(user: User = admin) -> dict[str, Any]:

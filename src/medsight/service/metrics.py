@@ -46,6 +46,27 @@ def _summary(name: str, help_text: str, values: list[float]) -> list[str]:
     return lines
 
 
+def _monitoring_lines(store: InstanceStore) -> list[str]:
+    from medsight.service.drift_watch import latest_report
+
+    report = latest_report(store.data_dir) or {"open_alerts": []}
+    alerts = report["open_alerts"]
+    lines = [
+        "# HELP medsight_monitoring_open_alerts Drift and performance alerts open now.",
+        "# TYPE medsight_monitoring_open_alerts gauge",
+        f"medsight_monitoring_open_alerts {len(alerts)}",
+        "# HELP medsight_monitoring_alert One open alert (task, version, group, check).",
+        "# TYPE medsight_monitoring_alert gauge",
+    ]
+    for alert in alerts:
+        labels = ",".join(
+            f'{k}="{str(alert[k]).replace(chr(34), "")}"'
+            for k in ("task", "version", "group", "check")
+        )
+        lines.append(f"medsight_monitoring_alert{{{labels}}} 1")
+    return lines
+
+
 def prometheus_text(store: InstanceStore) -> str:
     from sqlalchemy import func, inspect, select, text
 
@@ -81,6 +102,7 @@ def prometheus_text(store: InstanceStore) -> str:
         "# TYPE medsight_deliveries gauge",
     ]
     lines += [f'medsight_deliveries{{kind="{k}",state="{s}"}} {n}' for k, s, n in deliveries]
+    lines += _monitoring_lines(store)
     measured = latencies(store)
     lines += _summary(
         "medsight_result_latency_seconds",

@@ -161,6 +161,31 @@ class Outbound:
             except IntegrityError:  # planned already (a retried job): one delivery per key
                 continue
 
+    def plan_event(self, key: str, body: dict[str, Any]) -> bool:
+        """Plan one signed webhook event (e.g. a drift alert); False when none is configured
+        or the key was planned before (an event is sent once)."""
+        from sqlalchemy import insert
+        from sqlalchemy.exc import IntegrityError
+
+        if not self.webhook_url:
+            return False
+        row = {
+            "idempotency_key": key[:128],
+            "kind": "webhook",
+            "target": self.webhook_url,
+            "payload": json.dumps({**body, "idempotency_key": key}, sort_keys=True),
+        }
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(self.table).values(
+                        **row, state="pending", attempts=0, next_at=time.time()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
     # --- delivering ----------------------------------------------------------------------------
     def deliver_due(self, now: float | None = None) -> int:
         """Try every due delivery once; returns how many succeeded."""

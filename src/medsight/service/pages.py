@@ -16,6 +16,7 @@ from fastapi import Query  # module level: FastAPI resolves route annotations he
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User
 from medsight.service.store import InstanceStore
+from medsight.service.worklist import worklist_entries
 from medsight.tasks import Task
 
 __all__ = ["BANNER", "COLOURS", "add_pages", "page", "photo_task", "task_cards"]
@@ -43,7 +44,11 @@ td,th{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:to
 def page(title: str, body: str, *, user: User | None = None, script: str = "") -> str:
     nav = ""
     if user is not None:
-        admin = ' <a href="/audit">audit log</a>' if user.role == "admin" else ""
+        admin = (
+            ' <a href="/audit">audit log</a> <a href="/monitoring">monitoring</a>'
+            if user.role == "admin"
+            else ""
+        )
         nav = (
             f'<nav><a href="/">worklist</a> <a href="/models">models</a>{admin}'
             f" <span>signed in as {html.escape(user.name)} ({user.role})</span>"
@@ -130,8 +135,6 @@ def add_pages(
     from fastapi import HTTPException
     from fastapi.responses import FileResponse, HTMLResponse, Response
 
-    from medsight.service.app import worklist_entries
-
     results_dir = store.data_dir / "results"
 
     @app.get("/login", response_class=HTMLResponse)
@@ -194,6 +197,20 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
                 f"{markdown.render(card) if card else '<p>No model card.</p>'}</section>"
             )
         return page("models", "<h1>Models</h1>" + "".join(cards), user=user)
+
+    @app.get("/monitoring", response_class=HTMLResponse)
+    def monitoring_page(user: User = admin) -> str:
+        from medsight.monitoring import monitor_body
+        from medsight.service.drift_watch import latest_report
+
+        report = latest_report(store.data_dir)
+        body = (
+            monitor_body(report)
+            if report is not None
+            else "<h1>Drift and performance monitoring</h1><p>No report yet: the monitor "
+            "runs every --monitor-seconds once results exist.</p>"
+        )
+        return page("monitoring", body, user=user)
 
     @app.get("/audit", response_class=HTMLResponse)
     def audit_page(subject: str | None = None, user: User = admin) -> str:
