@@ -49,8 +49,10 @@ def as_task_input(image: Image, task: Task) -> Image:
     array = image.array.astype(np.float32) if image.array.dtype.kind == "f" else image.array
     if image.spatial_dims == 3 and spec.spatial_dims == 2:
         array = array[..., array.shape[-1] // 2]
-    if image.spatial_dims == 2 and spec.spatial_dims == 3:
-        array = np.repeat(array[..., None], 24, axis=-1)
+    if image.spatial_dims == 2 and spec.spatial_dims == 3:  # a stack at the task's scale
+        side = max(spec.max_size or [64])
+        zoom = [1, *(min(1.0, side / n) for n in array.shape[1:])]
+        array = np.repeat(ndimage.zoom(array, zoom, order=1)[..., None], 24, axis=-1)
     wants_rgb = 3 in spec.channels or ("RGB" in spec.photometric and 1 not in spec.channels)
     if array.shape[0] == 1 and wants_rgb and spec.photometric == ["RGB"]:
         array = np.repeat(array, 3, axis=0)
@@ -156,17 +158,16 @@ def blur(image: Image) -> Image:
 def judge(
     task: Task, gate: InputGate, predictor: Predictor, image: Image
 ) -> tuple[bool, bool, float | None]:
-    """(withheld, passed pixel and OOD checks, OOD score)."""
+    """(withheld, passed pixel and OOD checks, energy score of a classifier's logits)."""
     result, _ = gate.before_model(image)
     prediction = predictor.predict(image)
     gate.with_model(result, prediction, image, predictor)
-    ood = result.check("out_of_distribution")
     content = [c for c in result.checks if c.stage in ("pixels", "photo", "ood")]
-    return (
-        result.withheld,
-        all(c.outcome == "pass" for c in content),
-        None if ood is None else ood.score,
-    )
+    energy = None
+    if prediction.logits is not None:  # the alternative score, measured side by side
+        logits = np.asarray(prediction.logits, dtype=np.float64)
+        energy = -float(logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+    return result.withheld, all(c.outcome == "pass" for c in content), energy
 
 
 def main() -> int:
@@ -184,29 +185,50 @@ def main() -> int:
         rows: dict[str, dict[str, float]] = {}
         own = validation_images(task, 10_000)
         passed = 0
+        own_energy = []
         for load in own:
             image = load()
-            _, ok, _ = judge(task, gate, predictor, image)
+            _, ok, energy = judge(task, gate, predictor, image)
             passed += ok
+            own_energy.append(energy)
+        # the energy score's threshold at 1% false rejection of the same images
+        cut = (
+            float(np.quantile(own_energy, 0.99)) if all(e is not None for e in own_energy) else None
+        )
         rows["own validation images (pass rate)"] = {"n": len(own), "rate": passed / len(own)}
         print(f"{name}: own validation images pass {passed}/{len(own)}", flush=True)
         for kind, loaders in kinds_for(task, args.per_kind).items():
             withheld = 0
-            scores = []
+            energies = []
             for load in loaders:
                 image = as_task_input(load(), task)
-                held, _, score = judge(task, gate, predictor, image)
+                held, _, energy = judge(task, gate, predictor, image)
                 withheld += held
-                scores.append(score)
+                energies.append(energy)
             if loaders:
                 rows[kind] = {"n": len(loaders), "rate": withheld / len(loaders)}
-                print(f"  {kind}: withheld {withheld}/{len(loaders)}", flush=True)
+                if cut is not None:
+                    caught = sum(e is not None and e > cut for e in energies) / len(loaders)
+                    rows[kind]["energy_rate"] = caught
+                print(
+                    f"  {kind}: withheld {withheld}/{len(loaders)}"
+                    + (
+                        f" (energy alone: {rows[kind]['energy_rate']:.0%})"
+                        if cut is not None
+                        else ""
+                    ),
+                    flush=True,
+                )
         table[name] = rows
     (args.out / "shift_tests.json").write_text(json.dumps(table, indent=2))
-    lines = ["| task | input kind | n | withheld (shifted) / passed (own) |", "|---|---|---|---|"]
+    lines = [
+        "| task | input kind | n | withheld (shifted) / passed (own) | energy score alone |",
+        "|---|---|---|---|---|",
+    ]
     for name, rows in table.items():
         for kind, row in rows.items():
-            lines.append(f"| {name} | {kind} | {row['n']:.0f} | {row['rate']:.0%} |")
+            energy = f"{row['energy_rate']:.0%}" if "energy_rate" in row else ""
+            lines.append(f"| {name} | {kind} | {row['n']:.0f} | {row['rate']:.0%} | {energy} |")
     (args.out / "shift_tests.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

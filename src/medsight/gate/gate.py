@@ -86,12 +86,12 @@ class InputGate:
             )
             return result
         score = float(model.score(prediction.features)[0])
+        cause = self._cause(image, score, predictor) if np.isfinite(score) else None
         if not np.isfinite(score) or score > ood.threshold:
             reason = (
                 f"this image does not look like {self.expects} (out-of-distribution score "
                 f"{score:.1f}, threshold {ood.threshold:.1f})"
             )
-            cause = self._cause(image, score, predictor) if np.isfinite(score) else None
             if cause:
                 reason += f"; {cause}"
             result.checks.append(
@@ -111,6 +111,18 @@ class InputGate:
                     "above",
                 )
             )
+            if cause:  # typical enough as given, but far more typical turned or inverted
+                result.checks.append(
+                    GateCheck(
+                        "orientation",
+                        "ood",
+                        "withhold",
+                        f"this image does not look like {self.expects} as given: {cause}",
+                        score,
+                        ood.threshold,
+                        "above",
+                    )
+                )
         return result
 
     def _cause(self, image: Image, score: float, predictor: Predictor | None) -> str | None:
