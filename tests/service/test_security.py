@@ -88,7 +88,8 @@ def test_every_route_refuses_a_caller_without_credentials(service):
 def test_roles_are_enforced(service):
     base, tokens, key = service["base"], service["tokens"], service["key"]
     clinician, admin, robot = (Api(base, tokens[r]) for r in ("clinician", "admin", "service"))
-    for path in ("/api/audit", "/api/audit/verify", "/audit", "/metrics"):
+    admin_only = ["/api/audit", "/api/audit/verify", "/audit", "/metrics", "/monitoring"]
+    for path in [*admin_only, "/api/monitoring"]:
         assert clinician.call("GET", path)[0] == 403, path
         assert admin.call("GET", path)[0] == 200, path
     for path in (
