@@ -117,6 +117,16 @@ class TaskSource:
 
 
 def _slug(text: str) -> str:
+    """A file-name stem from an image's description, without its file suffix (the outputs
+    add their own: ``case.nii.gz`` gives ``masks/01_case.nii.gz``, not ``.nii.nii.gz``)."""
+    from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES
+    from medsight.io.slide import SLIDE_SUFFIXES
+
+    lowered = text.lower()
+    for suffix in (*NIFTI_SUFFIXES, *RASTER_SUFFIXES, *SLIDE_SUFFIXES, ".dcm"):
+        if lowered.endswith(suffix.lower()) and len(text) > len(suffix):
+            text = text[: -len(suffix)]
+            break
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:48] or "image"
 
 

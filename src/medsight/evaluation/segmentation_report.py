@@ -24,7 +24,7 @@ from medsight.evaluation.segmentation import segmentation_metrics
 from medsight.tasks.task import Task
 
 if TYPE_CHECKING:
-    from medsight.training.data import Case
+    from medsight.evaluation.cases import Case
 
 __all__ = ["evaluate_segmenter", "write_segmentation_report"]
 
@@ -37,8 +37,8 @@ def evaluate_segmenter(
 ) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
+    from medsight.evaluation.cases import read_case_image, read_case_mask
     from medsight.inference import Predictor
-    from medsight.training.data import read_case_image, read_case_mask
 
     predictor = Predictor(task, explain=False)
     segments = [o for o in task.spec.outputs if o.index > 0]

@@ -1,5 +1,7 @@
-"""The medsight service (issue in progress): durable intake of studies from a PACS. Built so
-far: the instance store (files + SQLite in WAL mode) and the DICOM listener."""
+"""The medsight service (`medsight serve`): durable DICOM and DICOMweb intake, a job queue
+that analyses each complete study in worker processes, a prioritised worklist with a viewer,
+feedback and an audit log, outbound delivery to a PACS and a webhook, and drift monitoring.
+Research use only, not for diagnostic use."""
 
 from medsight.service.store import InstanceStore, StoredInstance
 

@@ -1,0 +1,91 @@
+"""A labelled case (an image, its label or mask, its patient) and how to read it: shared by
+evaluation and training (training lists and splits cases: `medsight.training.data`)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medsight.errors import InvalidInputError
+from medsight.image import Image
+from medsight.io import read_image
+
+__all__ = ["Case", "read_case_image", "read_case_mask"]
+
+
+@dataclass(frozen=True)
+class Case:
+    path: Path
+    patient: str
+    label: int = -1  # classification: output index; -1 for segmentation cases
+    mask: Path | None = None
+    roi: Path | None = None
+    source: str = ""  # where the case was listed, for error messages ("labels.csv row 7")
+    split: str | None = None  # a predefined split ("train" / "validation")
+    attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns
+    npz_index: int | None = None  # position in an .npz array
+
+    @property
+    def name(self) -> str:
+        return self.source or self.path.name
+
+
+def read_case_image(case: Case) -> Image:
+    """The case's image; an ``.npz`` entry becomes an image with unknown geometry."""
+    if case.npz_index is None:
+        try:
+            return read_image(case.path)
+        except Exception as exc:
+            raise InvalidInputError(
+                f"{case.name}: cannot read image ({exc})", path=case.path
+            ) from exc
+    prefix = "train" if case.split == "train" else "val"
+    pixels = np.asarray(_npz_images(case.path, f"{prefix}_images")[case.npz_index])
+    color = pixels.ndim == 3 and pixels.shape[-1] == 3
+    dims = pixels.ndim - (1 if color else 0)
+    # rows, columns(, slices) -> i = column, j = row, as the raster reader does
+    array = np.swapaxes(pixels, 0, 1)[np.newaxis] if not color else pixels.transpose(2, 1, 0)
+    return Image(
+        array=np.ascontiguousarray(array),
+        affine=np.eye(4),
+        spatial_dims=dims,
+        photometric_interpretation="RGB" if color else "MONOCHROME2",
+        spacing_known=False,
+        orientation_known=False,
+        metadata={"source_format": "npz"},
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _npz_images(path: Path, key: str) -> np.ndarray:
+    """One image array of an .npz, loaded once (not once per case)."""
+    with np.load(path) as archive:
+        return np.asarray(archive[key])
+
+
+def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
+    """The case's mask (or roi) as an integer label map on the image's grid; a mask whose
+    geometry differs from its image is refused, naming the case."""
+    path = case.mask if which == "mask" else case.roi
+    assert path is not None
+    try:
+        mask = read_image(path)
+    except Exception as exc:
+        raise InvalidInputError(f"{case.name}: cannot read {which} ({exc})", path=path) from exc
+    if mask.shape != image.shape:
+        raise InvalidInputError(
+            f"{case.name}: {which} size {mask.shape} differs from its image {image.shape}",
+            path=path,
+        )
+    if not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InvalidInputError(
+            f"{case.name}: {which} geometry (affine) differs from its image's", path=path
+        )
+    values = mask.array[:1] if mask.array.shape[0] > 1 else mask.array
+    labels = np.rint(values).astype(np.int16)
+    if labels.max(initial=0) > 1 and set(np.unique(labels).tolist()) <= {0, 255}:
+        labels = (labels > 0).astype(np.int16)  # 0/255 binary images
+    return mask.replace(array=labels)
