@@ -19,8 +19,11 @@ from medsight.tasks.task import Task
 
 __all__ = ["InputGate"]
 
-#: the score of the image turned (or inverted) must be this much lower to be named the cause
-_EXPLAINING_RATIO = 0.6
+#: the score of the image turned (or inverted) must be this much lower to be named the cause.
+#: Measured on cxr-pneumonia: on 300 held-back films the lowest ratio of any turned or
+#: inverted copy to the film as given was 0.99; on 40 of them turned by 180 degrees the
+#: median was 0.52 and the highest 0.82.
+_EXPLAINING_RATIO = 0.9
 
 
 class InputGate:
@@ -60,7 +63,8 @@ class InputGate:
                 "checks only (fit one with `medsight gate fit`)"
             )
         result.checks += tag_checks(self.task.spec, image)
-        checks, statistics = pixel_checks(image, self.bands, self.spec.photo)
+        grey = self.task.spec.display.color == "grayscale"
+        checks, statistics = pixel_checks(image, self.bands, self.spec.photo, grey=grey)
         result.checks += checks
         return result, statistics
 

@@ -86,8 +86,11 @@ def pixel_checks(
     bands: Mapping[str, Band] | None = None,
     photo: Literal["fundus", "skin"] | None = None,
     statistics: Mapping[str, float] | None = None,
+    *,
+    grey: bool = False,
 ) -> tuple[list[GateCheck], dict[str, float]]:
-    """The pixel (and, for ``photo`` tasks, photograph quality) checks and the statistics."""
+    """The pixel (and, for ``photo`` tasks, photograph quality) checks and the statistics;
+    ``grey``: the task judges grey-scale images (a colour photograph is withheld)."""
     stats = dict(statistics or image_statistics(image))
     bands = bands or {}
     checks: list[GateCheck] = []
@@ -169,6 +172,19 @@ def pixel_checks(
                 "no blank slices beyond the limit",
             )
         )
+    if grey:
+        checks.append(
+            _check(
+                "grey_scale",
+                "pixels",
+                stats.get("colourfulness", 0.0),
+                _MAX_GREY_COLOURFULNESS,
+                "above",
+                f"a grey-scale image is expected; this one is in colour (colour spread "
+                f"{stats.get('colourfulness', 0.0):.3f})",
+                "grey-scale image",
+            )
+        )
     hu = _hu_check(image)
     if hu is not None:
         checks.append(hu)
@@ -179,6 +195,8 @@ def pixel_checks(
 
 #: a colour photograph task needs colour: below this spread the image is grey
 _MIN_COLOURFULNESS = 0.02
+#: a grey-scale task (radiographs) stored as RGB has equal channels (Kermany: spread 0.000)
+_MAX_GREY_COLOURFULNESS = 0.05
 
 
 def _photo_checks(
@@ -230,6 +248,20 @@ def _photo_checks(
     else:
         checks.append(
             GateCheck("exposure", "photo", "pass", "exposure in range", exposure, low, "below")
+        )
+    if photo == "skin" and "lit_fraction" in bands:  # a dermoscope's field fills the image
+        coverage_low = bands["lit_fraction"][0]
+        checks.append(
+            _check(
+                "field_of_view",
+                "photo",
+                stats["lit_fraction"],
+                coverage_low,
+                "below",
+                f"the lit area covers {stats['lit_fraction']:.0%} of the photograph; the "
+                f"task's photographs cover at least {coverage_low:.0%}",
+                "field of view covered",
+            )
         )
     if photo == "fundus":
         coverage_low = bands.get("lit_fraction", (0.3, 1.0))[0]

@@ -104,7 +104,9 @@ def _neighbour_correlation(small: np.ndarray) -> float:
         if a.std() == 0 or b.std() == 0:
             correlations.append(1.0)  # flat: no noise (the uniform check speaks)
             continue
-        correlations.append(float(np.corrcoef(a, b)[0, 1]))
+        with np.errstate(invalid="ignore", divide="ignore"):  # near-flat: handled below
+            correlation = float(np.corrcoef(a, b)[0, 1])
+        correlations.append(correlation if np.isfinite(correlation) else 1.0)
     return min(correlations) if correlations else 1.0
 
 
