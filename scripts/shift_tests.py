@@ -15,6 +15,7 @@ task's own held-back validation images; writes the table to --out (markdown and 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -104,6 +105,30 @@ def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
     return [lambda c=c: read_case_image(c) for c in held[::step][:count]]
 
 
+@functools.lru_cache(maxsize=2)
+def _volume(relative: str) -> Image:
+    return read_image(DATA / relative)
+
+
+def crops(
+    relative: str, count: int, size: tuple[int, int, int] = (48, 56, 40)
+) -> list[Callable[[], Image]]:
+    """``count`` crops of a volume at evenly spread positions (a 2D task gets the middle
+    slice of each)."""
+
+    def crop(number: int) -> Image:
+        volume = _volume(relative)
+        sides = [min(n, s) for n, s in zip(volume.shape, size, strict=True)]
+        starts = [
+            int((n - s) * ((number * 7 + axis * 3) % count) / max(count - 1, 1))
+            for axis, (n, s) in enumerate(zip(volume.shape, sides, strict=True))
+        ]
+        window = tuple(slice(a, a + s) for a, s in zip(starts, sides, strict=True))
+        return volume.replace(array=np.ascontiguousarray(volume.array[(slice(None), *window)]))
+
+    return [lambda k=k: crop(k) for k in range(count)]
+
+
 def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
     def read(paths: list[Path]) -> list[Callable[[], Image]]:
         return [lambda p=p: read_image(p) for p in paths]
@@ -116,6 +141,10 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         "pathology tile (GBM40)": read(files("pathology-gbm40/**/*.png", n)),
         "hippocampus MR crop": read(files("hippocampus-mr/imagesTr/*.nii.gz", n)),
         "cardiac MR (ACDC)": read(files("acdc/train/*_ED.nii.gz", n)),
+        "CT crop (TotalSegmentator)": crops("totalseg-ct/example_ct.nii.gz", n),
+        "MR crop of another region (TotalSegmentator)": crops(
+            "totalseg-ct/example_mr_sm.nii.gz", n
+        ),
         "noise": [lambda im=im: im for im in synthetic("noise", n)],
         "blank": [lambda im=im: im for im in synthetic("blank", n)],
     }
@@ -175,6 +204,7 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="*", default=TASKS)
     parser.add_argument("--per-kind", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("shift-tests"))
+    parser.add_argument("--kinds", nargs="*", help="only these kinds (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -198,6 +228,8 @@ def main() -> int:
         rows["own validation images (pass rate)"] = {"n": len(own), "rate": passed / len(own)}
         print(f"{name}: own validation images pass {passed}/{len(own)}", flush=True)
         for kind, loaders in kinds_for(task, args.per_kind).items():
+            if args.kinds and kind not in args.kinds:
+                continue
             withheld = 0
             energies = []
             for load in loaders:
