@@ -195,6 +195,8 @@ def pixel_checks(
 
 #: a colour photograph task needs colour: below this spread the image is grey
 _MIN_COLOURFULNESS = 0.02
+#: black pixels a photograph may hold whatever its reference (marker dots, hair shadows)
+_MIN_BLACK_ALERT = 0.05
 #: a grey-scale task (radiographs) stored as RGB has equal channels (Kermany: spread 0.000)
 _MAX_GREY_COLOURFULNESS = 0.05
 
@@ -249,18 +251,39 @@ def _photo_checks(
         checks.append(
             GateCheck("exposure", "photo", "pass", "exposure in range", exposure, low, "below")
         )
-    if photo == "skin" and "lit_fraction" in bands:  # a dermoscope's field fills the image
-        coverage_low = bands["lit_fraction"][0]
+    if photo == "skin":  # a fundus photograph is black around its field: not checked there
+        black_high = max(bands.get("clipped_low", (0.0, 0.0))[1], _MIN_BLACK_ALERT)
         checks.append(
             _check(
-                "field_of_view",
+                "black_area",
                 "photo",
-                stats["lit_fraction"],
-                coverage_low,
-                "below",
-                f"the lit area covers {stats['lit_fraction']:.0%} of the photograph; the "
-                f"task's photographs cover at least {coverage_low:.0%}",
-                "field of view covered",
+                stats["clipped_low"],
+                black_high,
+                "above",
+                f"{stats['clipped_low']:.0%} of the photograph is black (a masked or cropped "
+                f"field); the task's skin photographs have at most {black_high:.0%}",
+                "no black area beyond the task's range",
+            )
+        )
+    for share in ("red_share", "blue_share"):  # colour balance, against the fitted band only
+        if share not in bands or share not in stats:
+            continue
+        low, high = bands[share]
+        value = stats[share]
+        outside = value < low or value > high
+        colour = share.split("_")[0]
+        checks.append(
+            GateCheck(
+                f"colour_balance_{colour}",
+                "photo",
+                "withhold" if outside else "pass",
+                f"the colours are not those of a {photo} photograph ({colour} share "
+                f"{value:.2f}; the task's photographs lie in {low:.2f}-{high:.2f})"
+                if outside
+                else f"{colour} share within the task's range",
+                value,
+                low if value < low else high,
+                "below" if value < low else "above",
             )
         )
     if photo == "fundus":

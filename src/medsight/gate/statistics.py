@@ -33,6 +33,8 @@ STATISTICS: dict[str, str] = {
     "exposure": "mean brightness of the lit part, over the nominal range",
     "size": "largest side in pixels",
     "colourfulness": "mean spread between the colour channels over the nominal range (0: grey)",
+    "red_share": "mean red / (red + green + blue) of the lit pixels (1/3 for grey)",
+    "blue_share": "mean blue / (red + green + blue) of the lit pixels (1/3 for grey)",
 }
 
 
@@ -128,6 +130,23 @@ def _colourfulness(image: Image) -> float:
     return float((small.max(0) - small.min(0)).mean() / span)
 
 
+def _chromaticity(image: Image) -> tuple[float, float]:
+    """The colour balance of the lit part: skin is red-brown, H&E stain pink-purple, the
+    fundus orange-red. A grey image gives (1/3, 1/3)."""
+    array = image.array[..., 0] if image.is_sequence else image.array
+    if array.shape[0] != 3:
+        return 1 / 3, 1 / 3
+    step = int(np.ceil(np.sqrt(array[0].size / _MAX_VALUES))) if array[0].size > _MAX_VALUES else 1
+    channels = np.asarray(array[:, ::step, ::step], dtype=np.float64).reshape(3, -1)
+    channels = channels[:, np.isfinite(channels).all(axis=0)]
+    total = channels.sum(0)
+    if total.size == 0 or total.max() <= 0:
+        return 1 / 3, 1 / 3
+    lit = total > 0.1 * total.max()
+    shares = channels[:, lit] / total[lit]
+    return float(shares[0].mean()), float(shares[2].mean())
+
+
 def image_statistics(image: Image) -> dict[str, float]:
     """Every statistic of ``STATISTICS`` for ``image`` (never raises on odd pixels)."""
     values = _luminance(image)
@@ -137,6 +156,7 @@ def image_statistics(image: Image) -> dict[str, float]:
     }
     stats["size"] = float(max(image.shape))
     stats["colourfulness"] = _colourfulness(image)
+    stats["red_share"], stats["blue_share"] = _chromaticity(image)
     if not finite_mask.any():
         stats.update(dict.fromkeys(set(STATISTICS) - set(stats), 0.0))
         stats["uniform_fraction"] = 1.0

@@ -315,7 +315,7 @@ def write_gated_task(
     header = "".join(
         line + "\n"
         for line in (task.folder / "task.toml").read_text().splitlines()
-        if line.startswith("#")
+        if line.startswith("#") and not line.startswith("# gate fitted by")
     )
     (folder / "task.toml").write_text(
         header + f"# gate fitted by: {command}\n" + tomli_w.dumps(document)
