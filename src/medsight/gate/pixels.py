@@ -91,7 +91,7 @@ def pixel_checks(
 ) -> tuple[list[GateCheck], dict[str, float]]:
     """The pixel (and, for ``photo`` tasks, photograph quality) checks and the statistics;
     ``grey``: the task judges grey-scale images (a colour photograph is withheld)."""
-    stats = dict(statistics or image_statistics(image))
+    stats = dict(statistics or image_statistics(image, photo=photo is not None))
     bands = bands or {}
     checks: list[GateCheck] = []
     nonfinite = stats["nonfinite_fraction"]

@@ -137,18 +137,27 @@ def _chromaticity(image: Image) -> tuple[float, float]:
     if array.shape[0] != 3:
         return 1 / 3, 1 / 3
     step = int(np.ceil(np.sqrt(array[0].size / _MAX_VALUES))) if array[0].size > _MAX_VALUES else 1
-    channels = np.asarray(array[:, ::step, ::step], dtype=np.float64).reshape(3, -1)
-    channels = channels[:, np.isfinite(channels).all(axis=0)]
+    channels = np.asarray(array[:, ::step, ::step], dtype=np.float32).reshape(3, -1)
+    if not np.issubdtype(array.dtype, np.integer):
+        channels = channels[:, np.isfinite(channels).all(axis=0)]
     total = channels.sum(0)
     if total.size == 0 or total.max() <= 0:
         return 1 / 3, 1 / 3
     lit = total > 0.1 * total.max()
-    shares = channels[:, lit] / total[lit]
-    return float(shares[0].mean()), float(shares[2].mean())
+    lit_total = total[lit]
+    red = float((channels[0][lit] / lit_total).mean(dtype=np.float64))
+    blue = float((channels[2][lit] / lit_total).mean(dtype=np.float64))
+    return red, blue
 
 
-def image_statistics(image: Image) -> dict[str, float]:
-    """Every statistic of ``STATISTICS`` for ``image`` (never raises on odd pixels)."""
+#: computed only when asked (``photo=True``): the photograph checks read them
+PHOTO_STATISTICS = ("lit_fraction", "focus", "exposure", "red_share", "blue_share")
+
+
+def image_statistics(image: Image, *, photo: bool = True) -> dict[str, float]:
+    """Every statistic of ``STATISTICS`` for ``image`` (never raises on odd pixels);
+    without ``photo``, all but ``PHOTO_STATISTICS`` (the gate of a radiograph or a volume
+    task skips them on the analysis path)."""
     values = _luminance(image)
     finite_mask = np.isfinite(values)
     stats: dict[str, Any] = {
@@ -156,7 +165,8 @@ def image_statistics(image: Image) -> dict[str, float]:
     }
     stats["size"] = float(max(image.shape))
     stats["colourfulness"] = _colourfulness(image)
-    stats["red_share"], stats["blue_share"] = _chromaticity(image)
+    if photo:
+        stats["red_share"], stats["blue_share"] = _chromaticity(image)
     if not finite_mask.any():
         stats.update(dict.fromkeys(set(STATISTICS) - set(stats), 0.0))
         stats["uniform_fraction"] = 1.0
@@ -168,7 +178,7 @@ def image_statistics(image: Image) -> dict[str, float]:
     unit = np.clip((values - low) / span, 0.0, 1.0)
 
     flat = values.ravel()
-    _, counts = np.unique(flat[:: max(1, flat.size // 50_000)], return_counts=True)
+    _, counts = np.unique(flat[:: max(1, flat.size // 20_000)], return_counts=True)
     stats["uniform_fraction"] = float(counts.max() / counts.sum())
     small = _block_mean(unit, _SIDE)
     if small.ndim == 3:  # a volume: the middle slice's in-plane structure
@@ -184,6 +194,8 @@ def image_statistics(image: Image) -> dict[str, float]:
         stats["blank_slices"] = float((per_slice.max(0) == per_slice.min(0)).mean())
     else:
         stats["blank_slices"] = 0.0
+    if not photo:
+        return {k: float(v) for k, v in stats.items()}
     # photograph quality, on a fixed-size copy so that the scores do not depend on resolution
     plane = unit if unit.ndim == 2 else unit[:, :, unit.shape[2] // 2]
     fixed = _block_mean(plane, 256)
