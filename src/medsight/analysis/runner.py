@@ -12,21 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 
+from medsight.analysis.devices import device_key
 from medsight.analysis.inputs import ImageSource, StudyInput
 from medsight.analysis.outputs import DEFAULT_OUTPUTS, write_dicom_outputs
+from medsight.analysis.records import gate_record, input_record, prediction_record, task_record
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.findings import Finding, findings_from_prediction, triage
 from medsight.gate import GateResult, InputGate
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
-from medsight.io import write_nifti
-from medsight.reporting import RESULT_SCHEMA_VERSION, append_provenance, overlay_png
+from medsight.reporting import RESULT_SCHEMA_VERSION, append_provenance
 from medsight.reporting.html_report import write_html_report
 from medsight.tasks import Task, discover_tasks, load_named_task, select_task
 from medsight.tasks.selection import SelectionRule
-from medsight.tasks.task import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -130,164 +129,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:48] or "image"
 
 
-def device_key(out: Path) -> bytes:
-    """The secret that keys device hashes in results under ``out`` (created once, 0600):
-    monitoring can group by device without the names ever leaving the DICOM header."""
-    import os
-    import secrets
-
-    path = out / ".device_key"
-    if path.is_file():
-        return path.read_bytes()
-    out.mkdir(parents=True, exist_ok=True)
-    # written whole under a private name, then linked into place: a concurrent worker
-    # either wins the link or reads the winner's complete key, never a half-written one
-    private = out / f".device_key.{os.getpid()}.{secrets.token_hex(4)}"
-    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(secrets.token_bytes(32))
-    try:
-        os.link(private, path)
-    except FileExistsError:
-        pass
-    finally:
-        private.unlink()
-    return path.read_bytes()
-
-
-def device_hash(image: Image, key: bytes) -> str | None:
-    """A keyed hash of Manufacturer, ManufacturerModelName and StationName; None when the
-    header names none of them (a JPEG, a NIfTI)."""
-    import hashlib
-    import hmac
-
-    names = [str(image.metadata.get(k) or "").strip() for k in _DEVICE_KEYWORDS]
-    if not any(names):
-        return None
-    return hmac.new(key, "|".join(names).encode(), hashlib.sha256).hexdigest()[:16]
-
-
-_DEVICE_KEYWORDS = ("Manufacturer", "ManufacturerModelName", "StationName")
-
-
-def _input_record(image: Image, source: ImageSource, key: bytes = b"") -> dict[str, Any]:
-    ids = image.identifiers
-    return {
-        "device": device_hash(image, key) if key else None,
-        "kind": source.kind,
-        "path": source.relative_path,
-        "file_sha256": sha256_file(source.path) if source.path is not None else None,
-        "study_instance_uid": ids.study_instance_uid,
-        "series_instance_uid": ids.series_instance_uid,
-        "sop_instance_uids": list(image.sop_instance_uids),
-        "frame_of_reference_uid": ids.frame_of_reference_uid,
-        "modality": image.modality,
-        "shape": list(image.shape),
-        "spacing_mm": list(image.spacing),
-        "spacing_known": image.spacing_known,
-        "affine_lps": image.affine.tolist(),
-        "warnings": list(image.warnings),
-    }
-
-
-def _write_label_map(label_map: np.ndarray, image: Image, path_stem: Path) -> Path:
-    if label_map.ndim == 3:
-        return write_nifti(
-            image.replace(array=label_map[np.newaxis], is_sequence=False),
-            path_stem.with_suffix(".nii.gz"),
-        )
-    path = path_stem.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(label_map.T.astype(np.uint8)).save(path)  # (i, j) -> rows, columns
-    return path
-
-
-def _write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
-    """The heatmap on the input's grid: float NIfTI for volumes, an 8-bit PNG for 2D."""
-    if heatmap.ndim == 3:
-        return write_nifti(
-            image.replace(array=heatmap[np.newaxis].astype(np.float32), is_sequence=False),
-            path_stem.with_suffix(".nii.gz"),
-        )
-    path = path_stem.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scaled = np.round(np.clip(heatmap, 0.0, 1.0) * 255.0).astype(np.uint8)
-    PILImage.fromarray(scaled.T).save(path)  # (i, j) -> rows, columns
-    return path
-
-
-def _gate_record(gate: GateResult, statistics: dict[str, float]) -> dict[str, Any]:
-    return {**gate.as_dict(), "statistics": {k: round(v, 5) for k, v in statistics.items()}}
-
-
-def _prediction_record(
-    prediction: Prediction,
-    task: Task,
-    image: Image,
-    study_dir: Path,
-    stem: str,
-    gate: GateResult | None = None,
-) -> dict[str, Any]:
-    spec = task.spec
-    gate = gate or GateResult()
-    withheld = gate.withheld
-    review = gate.withhold_reasons + gate.review_reasons + prediction.review_reasons
-    record: dict[str, Any] = {
-        "state": "NEEDS_REVIEW" if review or prediction.state != "OK" else "OK",
-        "withheld": withheld,
-        "review_reasons": review,
-        "timings_s": {k: round(v, 4) for k, v in prediction.timings.items()},
-        "overlays": [],
-        "details": prediction.details,
-    }
-    overlay_label: np.ndarray | None = None
-    if prediction.probabilities is not None and prediction.logits is not None:
-        record["classification"] = {
-            "logits": {o.name: float(prediction.logits[o.index]) for o in spec.outputs},
-            "probabilities": prediction.probabilities,
-            "temperature": spec.calibration.temperature,
-            # a withheld answer is kept for audit only: no flag is presented from it
-            "audit_only": withheld,
-            "operating_points": {
-                name: {
-                    **flag,
-                    "sensitivity": spec.operating_points[name].sensitivity,
-                    "specificity": spec.operating_points[name].specificity,
-                }
-                for name, flag in prediction.flags.items()
-            },
-        }
-        if prediction.heatmap is not None:
-            heatmap = _write_heatmap(prediction.heatmap, image, study_dir / "heatmaps" / stem)
-            record["classification"]["heatmap"] = heatmap.relative_to(study_dir).as_posix()
-    if prediction.label_map is not None:
-        label_path = _write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
-        counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
-        record["segmentation"] = {
-            "audit_only": withheld,
-            "label_map": label_path.relative_to(study_dir).as_posix(),
-            "segments": [
-                {
-                    "name": o.name,
-                    "index": o.index,
-                    "code": o.code.model_dump(),
-                    "voxels": int(counts[o.index]) if o.index < len(counts) else 0,
-                }
-                for o in spec.outputs
-                if o.index != 0
-            ],
-        }
-        overlay_label = prediction.label_map
-    overlay = overlay_png(  # a withheld answer is not drawn over the image
-        image,
-        study_dir / "overlays" / f"{stem}.png",
-        label_map=None if withheld else overlay_label,
-        heatmap=None if withheld else prediction.heatmap,
-    )
-    record["overlays"].append(overlay.relative_to(study_dir).as_posix())
-    return record
-
-
 def _analyse_slide(
     source: ImageSource, tasks: TaskSource, options: AnalysisOptions, study_dir: Path, stem: str
 ) -> dict[str, Any]:
@@ -318,23 +159,11 @@ def _analyse_slide(
         details={"slide_level": level},
     )
     gate = GateResult(notes=["whole-slide images are not gated yet (issue 15)"])
-    record = _prediction_record(prediction, task, image, study_dir, stem, gate)
+    record = prediction_record(prediction, task, image, study_dir, stem, gate)
     record["gate"] = gate.as_dict()
-    record["input"] = _input_record(image, source)
-    record["task"] = _task_record(task, predictor, mode, reasons)
+    record["input"] = input_record(image, source)
+    record["task"] = task_record(task, predictor, mode, reasons)
     return record
-
-
-def _task_record(task: Task, predictor: Predictor, mode: str, reasons: list[str]) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "version": task.version,
-        "hash": task.task_hash,
-        "weights_sha256": task.weights_sha256,
-        "backend": predictor.backend_name,
-        "selection": {"mode": mode, "reasons": reasons},
-        "intended_use": task.spec.intended_use,
-    }
 
 
 def analyze_study(
@@ -354,9 +183,7 @@ def analyze_study(
     outcome = StudyOutcome(study.key, study.label, None)
     superseded, previous_sr = _set_aside_previous(study_dir)
 
-    def key() -> bytes:
-        return device_key(out)
-
+    key = options.device_key or device_key(out)
     all_findings: list[Finding] = []
     measurement_flags: dict[str, list[Any]] = {}
     identifiers = None
@@ -377,10 +204,10 @@ def analyze_study(
                 started = time.perf_counter()
                 gate.with_model(gate_result, prediction, image, predictor)
                 prediction.timings["gate"] = gate_time + time.perf_counter() - started
-                record = _prediction_record(prediction, task, image, study_dir, stem, gate_result)
-                record["gate"] = _gate_record(gate_result, statistics)
-                record["input"] = _input_record(image, source, options.device_key or key())
-                record["task"] = _task_record(task, predictor, mode, reasons)
+                record = prediction_record(prediction, task, image, study_dir, stem, gate_result)
+                record["gate"] = gate_record(gate_result, statistics)
+                record["input"] = input_record(image, source, key)
+                record["task"] = task_record(task, predictor, mode, reasons)
                 # a withheld answer gives no finding: no flag, no measurement (kept above
                 # in the classification / segmentation block for audit only)
                 findings = (

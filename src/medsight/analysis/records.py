@@ -1,0 +1,152 @@
+"""The records of one analysis in result.json: its input, task, gate and model output, and
+the label map, heatmap and overlay files they point to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from medsight.analysis.devices import device_hash
+from medsight.analysis.inputs import ImageSource
+from medsight.gate import GateResult
+from medsight.image import Image
+from medsight.inference import Prediction, Predictor
+from medsight.io import write_nifti
+from medsight.reporting import overlay_png
+from medsight.tasks import Task
+from medsight.tasks.task import sha256_file
+
+__all__ = ["gate_record", "input_record", "prediction_record", "task_record"]
+
+
+def input_record(image: Image, source: ImageSource, key: bytes = b"") -> dict[str, Any]:
+    ids = image.identifiers
+    return {
+        "device": device_hash(image, key) if key else None,
+        "kind": source.kind,
+        "path": source.relative_path,
+        "file_sha256": sha256_file(source.path) if source.path is not None else None,
+        "study_instance_uid": ids.study_instance_uid,
+        "series_instance_uid": ids.series_instance_uid,
+        "sop_instance_uids": list(image.sop_instance_uids),
+        "frame_of_reference_uid": ids.frame_of_reference_uid,
+        "modality": image.modality,
+        "shape": list(image.shape),
+        "spacing_mm": list(image.spacing),
+        "spacing_known": image.spacing_known,
+        "affine_lps": image.affine.tolist(),
+        "warnings": list(image.warnings),
+    }
+
+
+def write_label_map(label_map: np.ndarray, image: Image, path_stem: Path) -> Path:
+    if label_map.ndim == 3:
+        return write_nifti(
+            image.replace(array=label_map[np.newaxis], is_sequence=False),
+            path_stem.with_suffix(".nii.gz"),
+        )
+    path = path_stem.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(label_map.T.astype(np.uint8)).save(path)  # (i, j) -> rows, columns
+    return path
+
+
+def write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
+    """The heatmap on the input's grid: float NIfTI for volumes, an 8-bit PNG for 2D."""
+    if heatmap.ndim == 3:
+        return write_nifti(
+            image.replace(array=heatmap[np.newaxis].astype(np.float32), is_sequence=False),
+            path_stem.with_suffix(".nii.gz"),
+        )
+    path = path_stem.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scaled = np.round(np.clip(heatmap, 0.0, 1.0) * 255.0).astype(np.uint8)
+    PILImage.fromarray(scaled.T).save(path)  # (i, j) -> rows, columns
+    return path
+
+
+def gate_record(gate: GateResult, statistics: dict[str, float]) -> dict[str, Any]:
+    return {**gate.as_dict(), "statistics": {k: round(v, 5) for k, v in statistics.items()}}
+
+
+def prediction_record(
+    prediction: Prediction,
+    task: Task,
+    image: Image,
+    study_dir: Path,
+    stem: str,
+    gate: GateResult | None = None,
+) -> dict[str, Any]:
+    spec = task.spec
+    gate = gate or GateResult()
+    withheld = gate.withheld
+    review = gate.withhold_reasons + gate.review_reasons + prediction.review_reasons
+    record: dict[str, Any] = {
+        "state": "NEEDS_REVIEW" if review or prediction.state != "OK" else "OK",
+        "withheld": withheld,
+        "review_reasons": review,
+        "timings_s": {k: round(v, 4) for k, v in prediction.timings.items()},
+        "overlays": [],
+        "details": prediction.details,
+    }
+    overlay_label: np.ndarray | None = None
+    if prediction.probabilities is not None and prediction.logits is not None:
+        record["classification"] = {
+            "logits": {o.name: float(prediction.logits[o.index]) for o in spec.outputs},
+            "probabilities": prediction.probabilities,
+            "temperature": spec.calibration.temperature,
+            # a withheld answer is kept for audit only: no flag is presented from it
+            "audit_only": withheld,
+            "operating_points": {
+                name: {
+                    **flag,
+                    "sensitivity": spec.operating_points[name].sensitivity,
+                    "specificity": spec.operating_points[name].specificity,
+                }
+                for name, flag in prediction.flags.items()
+            },
+        }
+        if prediction.heatmap is not None:
+            heatmap = write_heatmap(prediction.heatmap, image, study_dir / "heatmaps" / stem)
+            record["classification"]["heatmap"] = heatmap.relative_to(study_dir).as_posix()
+    if prediction.label_map is not None:
+        label_path = write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
+        counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
+        record["segmentation"] = {
+            "audit_only": withheld,
+            "label_map": label_path.relative_to(study_dir).as_posix(),
+            "segments": [
+                {
+                    "name": o.name,
+                    "index": o.index,
+                    "code": o.code.model_dump(),
+                    "voxels": int(counts[o.index]) if o.index < len(counts) else 0,
+                }
+                for o in spec.outputs
+                if o.index != 0
+            ],
+        }
+        overlay_label = prediction.label_map
+    overlay = overlay_png(  # a withheld answer is not drawn over the image
+        image,
+        study_dir / "overlays" / f"{stem}.png",
+        label_map=None if withheld else overlay_label,
+        heatmap=None if withheld else prediction.heatmap,
+    )
+    record["overlays"].append(overlay.relative_to(study_dir).as_posix())
+    return record
+
+
+def task_record(task: Task, predictor: Predictor, mode: str, reasons: list[str]) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "version": task.version,
+        "hash": task.task_hash,
+        "weights_sha256": task.weights_sha256,
+        "backend": predictor.backend_name,
+        "selection": {"mode": mode, "reasons": reasons},
+        "intended_use": task.spec.intended_use,
+    }
