@@ -174,3 +174,8 @@ def test_import_model_command_then_analyze(tmp_path):
     )
     assert analysed.exit_code == 0, analysed.output
     assert list((tmp_path / "out").glob("*/masks/*.nii.gz"))
+    # no fitted gate: the tag and pixel checks run, and the result says the OOD check did not
+    (result,) = (tmp_path / "out").glob("*/result.json")
+    gate = json.loads(result.read_text())["analyses"][0]["gate"]
+    assert not gate["ood_fitted"] and "tag and pixel checks only" in gate["notes"][0]
+    assert "out_of_distribution" not in {c["name"] for c in gate["checks"]}
