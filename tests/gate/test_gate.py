@@ -194,10 +194,14 @@ def test_noise_given_to_the_chest_model_is_needs_review_without_a_flag(tmp_path)
     assert "withheld" in report.lower()
 
 
-@pytest.mark.parametrize("kind", ["nan_nifti", "4d_nifti", "one_slice", "photo16"])
+@pytest.mark.parametrize("kind", ["nan_nifti", "4d_nifti", "one_slice", "photo16", "one_pixel"])
 def test_hostile_inputs_end_as_refusal_or_needs_review(tmp_path, kind):
     rng = np.random.default_rng(0)
-    if kind == "photo16":
+    if kind == "one_pixel":
+        path = tmp_path / "one.png"
+        PILImage.fromarray(np.full((1, 1), 9, np.uint8)).save(path)
+        task = "cxr-pneumonia"
+    elif kind == "photo16":
         path = tmp_path / "photo16.png"
         PILImage.fromarray(rng.integers(0, 65535, (300, 300)).astype(np.uint16)).save(path)
         task = "derm-lesion"
