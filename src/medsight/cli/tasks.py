@@ -27,7 +27,7 @@ def list_tasks(tasks_dir: TASKS_DIR_OPTION = None, debug: DEBUG_OPTION = False) 
         catalog = discover_tasks(tasks_dir or [])
         table = Table(title="tasks", title_justify="left")
         for column in ("id", "version", "kind", "inputs", "weights", "gate", "source"):
-            table.add_column(column, overflow="fold", no_wrap=column != "source")
+            table.add_column(column, overflow="fold", no_wrap=column == "id")
         for task in catalog.tasks:
             accept = task.spec.acceptance
             inputs = f"{accept.spatial_dims}D {'/'.join(accept.modalities) or 'any modality'}"
