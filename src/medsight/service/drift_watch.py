@@ -18,14 +18,12 @@ from typing import Any
 from medsight.monitoring import DEFAULT_WINDOW, collect, monitor
 from medsight.service.audit import AuditLog
 from medsight.service.feedback import feedback_rows
-from medsight.service.outbound import Outbound
+from medsight.service.outbound import DISCLAIMER, Outbound
 from medsight.service.store import InstanceStore
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DriftWatch", "latest_report"]
-
-DISCLAIMER = "research use only, not for diagnostic use"
 
 
 def _report_path(data_dir: Path) -> Path:
