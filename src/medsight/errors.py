@@ -97,6 +97,13 @@ class MissingIdentifiersError(InvalidInputError):
     """The source lacks the identifiers (UIDs, DICOM header) a DICOM output must reference."""
 
 
+class InsufficientEvidenceError(MedsightError):
+    """The data cannot demonstrate what was asked (e.g. a target sensitivity); nothing is
+    written (exit code 1, as a failed evaluation)."""
+
+    exit_code = 1
+
+
 class ConfigurationError(MedsightError):
     """Configuration, settings, task or model files are invalid (exit code 3)."""
 

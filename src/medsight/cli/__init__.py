@@ -8,6 +8,7 @@ import typer
 
 from medsight.cli import (
     analyze,
+    calibrate,
     convert,
     evaluate,
     gate,
@@ -38,6 +39,7 @@ app.command("export")(tasks.export)
 app.command("import-model")(tasks.import_model)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
+app.command("calibrate")(calibrate.calibrate)
 app.command("select-for-labelling")(select.select_for_labelling)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)

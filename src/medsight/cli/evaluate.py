@@ -102,8 +102,9 @@ def evaluate(
     tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
-    """Classifiers: ROC AUC with CI, each locked operating point re-checked (holds / fails),
-    calibration, subgroups. Segmentation: Dice, IoU, HD95, surface Dice with CIs and the
+    """Classifiers: ROC AUC with CI, each locked operating point and each model-card claim
+    re-checked (holds / FAILS, by how much), calibration, subgroups, where the heatmaps
+    lie (border band share, gallery). Segmentation: Dice, IoU, HD95, surface Dice with CIs and the
     worst cases. A JSON of all numbers and an HTML report."""
 
     def action() -> None:
@@ -150,19 +151,41 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
 def _evaluate_classifier(
     task: Task, cases: list[Case], prevalence: float | None, out: Path
 ) -> None:
+    from medsight.evaluation.attention import AttentionSummary
+    from medsight.evaluation.gallery import Gallery
     from medsight.evaluation.report import evaluate_classifier, write_report
+    from medsight.findings.finding import BORDER_BAND
     from medsight.inference import Predictor
+    from medsight.inference.preprocess import display_values
     from medsight.training.data import read_case_image
 
-    predictor = Predictor(task, explain=False)
+    positive = task.spec.outputs[1].name
+    threshold = _flag_threshold(task)
+    explain = task.spec.explanation == "gradcam" and task.spec.chain is None
+    predictor = Predictor(task, explain=explain, explain_output=positive)
+    attention = AttentionSummary(BORDER_BAND)
+    gallery = Gallery(band_fraction=BORDER_BAND)
+    grid: tuple[int, ...] | None = None
     probabilities: list[float] = []
     with progress_bar(console) as bar:
         job = bar.add_task("evaluating", total=len(cases))
         for first in range(0, len(cases), 32):
             chunk = cases[first : first + 32]
-            for prediction in predictor.predict_many([read_case_image(c) for c in chunk]):
+            images = [read_case_image(c) for c in chunk]
+            for case, image, prediction in zip(
+                chunk, images, predictor.predict_many(images), strict=True
+            ):
                 assert prediction.probabilities is not None
-                probabilities.append(prediction.probabilities[task.spec.outputs[1].name])
+                probability = prediction.probabilities[positive]
+                probabilities.append(probability)
+                if prediction.heatmap is None or image.spatial_dims != 2:
+                    continue
+                grid = prediction.heatmap_grid or grid
+                attention.add(prediction.heatmap)
+                kind = _outcome(case.label, probability, threshold)
+                confidence = probability if kind != "false_negative" else 1 - probability
+                picture = display_values(image, task.spec.display)[0]
+                gallery.offer(kind, confidence, case.name, picture, prediction.heatmap)
             bar.advance(job, len(chunk))
     labels = [c.label for c in cases]
     columns = sorted({key for case in cases for key in case.attributes})
@@ -173,12 +196,40 @@ def _evaluate_classifier(
         prevalence=prevalence,
         subgroups={column: [c.attributes.get(column) for c in cases] for column in columns},
     )
-    json_path, html_path = write_report(results, labels, probabilities, out)
+    if attention.shares:
+        results["attention"] = attention.as_dict() | {"grid": "x".join(str(n) for n in grid or ())}
+    json_path, html_path = write_report(results, labels, probabilities, out, gallery=gallery)
     auc = results["roc_auc"]
     console.print(f"ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
     for name, point in results["operating_points"].items():
         console.print(f"{name}: {'holds' if point['holds'] else 'FAILS'} - {point['note']}")
+    for claim in results["claims"]:
+        console.print(claim["words"])
+    if "attention" in results and "border" in results["attention"]:
+        border = results["attention"]["border"]
+        console.print(
+            f"heatmap mass in the outer {BORDER_BAND:.0%} border band: mean {border['mean']:.1%}"
+            f" (an even map: {results['attention']['band_area_share']:.1%})"
+        )
     console.print(f"wrote {json_path} and {html_path}")
     console.print("research use only, not for diagnostic use")
-    if any(not point["holds"] for point in results["operating_points"].values()):
+    failed = any(not point["holds"] for point in results["operating_points"].values())
+    if failed or any(claim["holds"] is False for claim in results["claims"]):
         raise typer.Exit(1)
+
+
+def _flag_threshold(task: Task) -> float:
+    """The threshold findings use for the positive output (high_sensitivity if present)."""
+    points = {
+        n: p for n, p in task.spec.operating_points.items() if p.output == task.spec.outputs[1].name
+    }
+    if not points:
+        return 0.5
+    return points.get("high_sensitivity", points[sorted(points)[0]]).threshold
+
+
+def _outcome(label: int, probability: float, threshold: float) -> str:
+    flagged = probability >= threshold
+    if label == 1:
+        return "true_positive" if flagged else "false_negative"
+    return "false_positive" if flagged else "true_negative"

@@ -1,7 +1,8 @@
 """Evaluate a classification task on labelled images: numbers (JSON) and a report (HTML).
 
 For each locked operating point the report says whether it still holds on this data
-(sensitivity's lower 95% bound at or above the sensitivity it was locked at).
+(sensitivity's lower 95% bound at or above the target it was locked for), and each claim of
+the model card (task.toml ``[[claims]]``) whether it held, in words.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from medsight.errors import InvalidInputError
 from medsight.evaluation.calibration import brier_score, expected_calibration_error, reliability
+from medsight.evaluation.claims import check_claims
 from medsight.evaluation.classification import (
     check_operating_point,
     confusion,
@@ -56,9 +58,11 @@ def evaluate_classifier(
     )
     points = {}
     for name, point in task.spec.operating_points.items():
-        target = point.sensitivity if point.sensitivity is not None else 0.95
+        target = next(
+            t for t in (point.target_sensitivity, point.sensitivity, 0.95) if t is not None
+        )
         check = check_operating_point(y, p, point.threshold, target)
-        entry = {
+        entry: dict[str, Any] = {
             **check.as_dict(),
             "holds": check.demonstrated,
             "confusion": confusion(y, p, point.threshold),
@@ -87,6 +91,14 @@ def evaluate_classifier(
                     ).as_dict(),
                 }
             groups[f"{column}={value}"] = row
+    ece = expected_calibration_error(y, p)
+    observed: dict[tuple[str, str | None], dict[str, Any]] = {
+        ("roc_auc", None): auc.as_dict(),
+        ("ece", None): {"value": ece},
+    }
+    for name, entry in points.items():
+        for measure in ("sensitivity", "specificity"):
+            observed[(measure, name)] = entry[measure]
     return {
         "task": {"id": task.id, "version": task.version, "hash": task.task_hash},
         "cases": len(y),
@@ -95,11 +107,12 @@ def evaluate_classifier(
         "roc_auc_bootstrap": auc_bootstrap.as_dict(),
         "operating_points": points,
         "calibration": {
-            "ece": expected_calibration_error(y, p),
+            "ece": ece,
             "brier": brier_score(y, p),
             "reliability": reliability(y, p),
         },
         "subgroups": groups,
+        "claims": [c.as_dict() for c in check_claims(task.spec.claims, observed)],
     }
 
 
@@ -177,10 +190,66 @@ def _plots(labels: np.ndarray, probabilities: np.ndarray, results: dict[str, Any
     return images
 
 
+def _estimate(estimate: dict[str, Any]) -> str:
+    """An estimate with its CI, or a dash where the group has no such cases."""
+    if estimate["value"] != estimate["value"]:  # NaN: no cases
+        return "-"
+    return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
+
+
+def claims_html(claims: list[dict[str, Any]]) -> str:
+    """The card's claims re-checked, in words; empty when the task states none."""
+    if not claims:
+        return ""
+    items = "".join(
+        f'<li class="{"fails" if c["holds"] is False else "holds"}">{html.escape(c["words"])}'
+        f"<br><small>claimed on: {html.escape(c['claim']['measured_on'])}</small></li>"
+        for c in claims
+    )
+    return f"<h2>The model card's claims on these data</h2><ul>{items}</ul>"
+
+
+def _attention_html(attention: dict[str, Any] | None, gallery: Any) -> str:
+    if not attention:
+        return ""
+    border = attention.get("border")
+    text = (
+        f"<p>Share of the Grad-CAM heatmap mass (positive output) in the outer "
+        f"{attention['band_fraction']:.0%} border band, over {attention['cases']} images: "
+        f"mean {border['mean']:.1%}, median {border['median']:.1%}; {border['over_half']} "
+        f"images put more than half there. A map spread evenly over the image would put "
+        f"{attention['band_area_share']:.1%} there. Heatmap grid: "
+        f"{html.escape(attention.get('grid', 'unknown'))}.</p>"
+        if border
+        else "<p>No heatmap had any mass.</p>"
+    )
+    if "outside_body" in attention:
+        outside = attention["outside_body"]
+        text += (
+            f"<p>Outside the body mask: mean {outside['mean']:.1%}, median "
+            f"{outside['median']:.1%}.</p>"
+        )
+    figures = ""
+    for title, cases in gallery.sections() if gallery is not None else []:
+        tiles = "".join(
+            f'<figure><img alt="heatmap" src="data:image/png;base64,{png}">'
+            f"<figcaption>{html.escape(name)}</figcaption></figure>"
+            for name, png in cases
+        )
+        figures += f'<h3>{html.escape(title)}</h3><div class="gallery">{tiles}</div>'
+    return f"<h2>Where the model looks</h2>{text}{figures}"
+
+
 def write_report(
-    results: dict[str, Any], labels: Sequence[int], probabilities: Sequence[float], out: Path
+    results: dict[str, Any],
+    labels: Sequence[int],
+    probabilities: Sequence[float],
+    out: Path,
+    *,
+    gallery: Any = None,
 ) -> tuple[Path, Path]:
-    """``evaluation.json`` (every number) and ``report.html`` (plots and tables)."""
+    """``evaluation.json`` (every number) and ``report.html`` (plots and tables; a section
+    with nothing to show is left out)."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "evaluation.json"
     json_path.write_text(json.dumps(results, indent=2, default=float))
@@ -199,26 +268,40 @@ def write_report(
     group_rows = []
     for group, row in results["subgroups"].items():
         for name in results["operating_points"]:
-            s = row[name]["sensitivity"]
+            shown = [_estimate(row[name][m]) for m in ("sensitivity", "specificity")]
             group_rows.append(
                 f"<tr><td>{html.escape(group)}</td><td>{row['cases']}</td>"
-                f"<td>{html.escape(name)}</td><td>{s['value']:.3f} "
-                f"({s['low']:.3f}-{s['high']:.3f})</td></tr>"
+                f"<td>{html.escape(name)}</td><td>{shown[0]}</td><td>{shown[1]}</td></tr>"
             )
     task = results["task"]
+    subgroups = (
+        "<h2>Subgroups</h2><table><tr><th>group</th><th>cases</th><th>point</th>"
+        f"<th>sensitivity</th><th>specificity</th></tr>{''.join(group_rows)}</table>"
+        if group_rows
+        else ""
+    )
+    points = (
+        "<h2>Operating points</h2><table><tr><th>point</th><th>threshold</th>"
+        "<th>sensitivity</th><th>specificity</th><th>on this data</th><th>note</th></tr>"
+        f"{''.join(rows)}</table>"
+        if rows
+        else ""
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>medsight evaluation {html.escape(task["id"])} {html.escape(task["version"])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} .banner{{background:#b00;color:#fff;
 padding:.5em;font-weight:bold}} td,th{{border:1px solid #ccc;padding:.3em}}
-table{{border-collapse:collapse}}</style></head><body>
+table{{border-collapse:collapse}} li.fails{{color:#b00;font-weight:bold}}
+.gallery{{display:flex;flex-wrap:wrap;gap:.5em}} figure{{margin:0}}
+figcaption{{font-size:.75em;max-width:12em;overflow-wrap:anywhere}}</style></head><body>
 <div class="banner">{BANNER}</div>
 <h1>{html.escape(task["id"])} {html.escape(task["version"])}</h1>
 <p>{results["cases"]} cases, {results["positives"]} positive. ROC AUC {auc["value"]:.3f}
 (95% CI {auc["low"]:.3f}-{auc["high"]:.3f}, {html.escape(auc["method"])}).</p>
-<h2>Operating points</h2><table><tr><th>point</th><th>threshold</th><th>sensitivity</th>
-<th>specificity</th><th>on this data</th><th>note</th></tr>{"".join(rows)}</table>
-<h2>Subgroups</h2><table><tr><th>group</th><th>cases</th><th>point</th><th>sensitivity</th>
-</tr>{"".join(group_rows)}</table>
+{claims_html(results.get("claims", []))}
+{points}
+{subgroups}
+{_attention_html(results.get("attention"), gallery)}
 <h2>Plots</h2>{"".join(f'<img alt="plot" src="data:image/png;base64,{p}">' for p in plots)}
 <p>Brier score {results["calibration"]["brier"]:.4f}. Task hash
 <code>{html.escape(task["hash"])}</code>.</p></body></html>"""

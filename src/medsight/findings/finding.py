@@ -92,15 +92,35 @@ def _box(image: Image, mask: np.ndarray) -> dict[str, Any]:
     }
 
 
+#: the outer share of each side where a heatmap maximum is not a credible finding location
+#: (collimation edges, burnt-in text and markers: where shortcut learning shows)
+BORDER_BAND = 0.10
+
+
+def _heatmap_location(prediction: Prediction, image: Image) -> tuple[dict[str, Any] | None, str]:
+    """The Grad-CAM maximum as the finding's location, unless it lies in the border band."""
+    from medsight.inference.preprocess import border_band
+
+    if prediction.heatmap is None:
+        return None, ""
+    heat = prediction.heatmap
+    peak = tuple(int(v) for v in np.unravel_index(np.argmax(heat), heat.shape))
+    if border_band(heat.shape, BORDER_BAND)[peak]:
+        return None, (
+            f"; no location reported: the heatmap maximum lies in the outer "
+            f"{BORDER_BAND:.0%} border band, not a credible finding location"
+        )
+    point = _point(image, peak)
+    grid = "x".join(str(n) for n in prediction.heatmap_grid or ())
+    point["method"] = "maximum of the Grad-CAM heatmap" + (f" ({grid} grid)" if grid else "")
+    return point, ""
+
+
 def _classification_findings(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
     assert prediction.probabilities is not None
     spec = task.spec
     findings = []
-    heatmap_point = None
-    if prediction.heatmap is not None:
-        peak = np.unravel_index(np.argmax(prediction.heatmap), prediction.heatmap.shape)
-        heatmap_point = _point(image, tuple(int(v) for v in peak))
-        heatmap_point["method"] = "maximum of the Grad-CAM heatmap"
+    heatmap_point, location_note = _heatmap_location(prediction, image)
     for output in spec.outputs:
         points = {n: p for n, p in spec.operating_points.items() if p.output == output.name}
         if not points:
@@ -133,7 +153,7 @@ def _classification_findings(prediction: Prediction, task: Task, image: Image) -
                 evidence=(
                     f"calibrated probability {probability:.3f} "
                     f"{'>=' if flag else '<'} threshold {point.threshold:.3f} of operating "
-                    f"point {name}{locked}"
+                    f"point {name}{locked}" + (location_note if flag else "")
                 ),
             )
         )

@@ -58,8 +58,11 @@ class InputGate:
     def expects(self) -> str:
         return self.spec.expects or f"the images task {self.task.id} was trained on"
 
-    def before_model(self, image: Image) -> tuple[GateResult, dict[str, float]]:
-        """Tag and pixel (and photograph) checks, and the image statistics they read."""
+    def before_model(
+        self, image: Image, *, use_reference: bool = True
+    ) -> tuple[GateResult, dict[str, float]]:
+        """Tag and pixel (and photograph) checks, and the image statistics they read; without
+        ``use_reference`` only the fixed checks (not the bands fitted on training images)."""
         result = GateResult(ood_fitted=self.ood_model is not None)
         if self.ood_model is None:
             result.notes.append(
@@ -68,7 +71,8 @@ class InputGate:
             )
         result.checks += tag_checks(self.task.spec, image)
         grey = self.task.spec.display.color == "grayscale"
-        checks, statistics = pixel_checks(image, self.bands, self.spec.photo, grey=grey)
+        bands = self.bands if use_reference else {}
+        checks, statistics = pixel_checks(image, bands, self.spec.photo, grey=grey)
         result.checks += checks
         return result, statistics
 

@@ -40,6 +40,7 @@ class Prediction:
     segment_probabilities: np.ndarray | None = None
     label_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None
+    heatmap_grid: tuple[int, ...] | None = None  # the explained layer's grid (its resolution)
     # the network's pooled features (mean over the windows of a sliding window): what the
     # input gate's out-of-distribution score reads; None for a network without a known layer
     features: np.ndarray | None = None

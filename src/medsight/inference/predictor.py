@@ -17,7 +17,9 @@ from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
     MappedVolume,
     display_values,
+    equalize,
     from_network_grid,
+    mask_border,
     normalize,
     resample,
     to_network_grid,
@@ -64,9 +66,14 @@ def network_input(
 def _grid_values(
     work: Image, size: tuple[int, ...], display: Display, preprocessing: Preprocessing
 ) -> np.ndarray:
-    values = normalize(display_values(work, display), preprocessing.normalize)
+    values = display_values(work, display)
+    if preprocessing.equalize:
+        values = equalize(values)
+    values = normalize(values, preprocessing.normalize)
     if values.shape[1:] != size:
         values = resample(values, size)
+    if preprocessing.border_mask:
+        values = mask_border(values, preprocessing.border_mask)
     return np.ascontiguousarray(values, dtype=np.float32)
 
 
@@ -94,9 +101,12 @@ class Predictor:
         deterministic: bool = True,
         tta: bool = False,
         explain: bool = True,
+        explain_output: str | None = None,
         threads: int | None = None,
     ) -> None:
         self.task = task
+        # the output Grad-CAM explains; None: the most probable one
+        self.explain_output = explain_output
         self.threads = threads
         self.backend_name = backend if isinstance(backend, str) else "custom"
         self._custom = None if isinstance(backend, str) else backend
@@ -329,10 +339,20 @@ class Predictor:
         spec = self.task.spec
         assert prediction.probabilities is not None
         probabilities = prediction.probabilities
-        target = max(spec.outputs, key=lambda o: probabilities[o.name]).index
+        if self.explain_output is not None:
+            target = next(o.index for o in spec.outputs if o.name == self.explain_output)
+        else:
+            target = max(spec.outputs, key=lambda o: probabilities[o.name]).index
         architecture = spec.networks[self._index(network)].architecture
-        heat = gradcam(self._torch(network), architecture, torch.from_numpy(values)[None], target)
-        if heat is not None:
+        explained = gradcam(
+            self._torch(network),
+            architecture,
+            torch.from_numpy(values)[None],
+            target,
+            layer=spec.explanation_layer,
+        )
+        if explained is not None:
+            heat, prediction.heatmap_grid = explained
             prediction.heatmap = resample(heat[None], image.shape)[0]
         prediction.timings["explain"] = time.perf_counter() - started
 

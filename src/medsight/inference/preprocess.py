@@ -19,8 +19,11 @@ from medsight.tasks.spec import Display, Preprocessing
 
 __all__ = [
     "MappedVolume",
+    "border_band",
     "display_values",
+    "equalize",
     "from_network_grid",
+    "mask_border",
     "normalize",
     "to_network_grid",
     "voxelwise_display",
@@ -138,6 +141,35 @@ def normalize(values: np.ndarray, mode: str) -> np.ndarray:
         mean, std = float(values[inside].mean()), max(float(values[inside].std()), 1e-6)
         return np.where(inside, (values - mean) / std, 0).astype(np.float32)
     return values
+
+
+def equalize(values: np.ndarray) -> np.ndarray:
+    """Histogram equalisation of each channel to [0, 1] (scikit-image): every image gets the
+    same grey-level distribution, so exposure and contrast stop telling batches apart."""
+    from skimage.exposure import equalize_hist
+
+    return np.stack([equalize_hist(channel, nbins=256) for channel in values]).astype(np.float32)
+
+
+def border_band(shape: tuple[int, ...], fraction: float) -> np.ndarray:
+    """True in the outer ``fraction`` of each side of a spatial grid."""
+    band = np.zeros(shape, dtype=bool)
+    for axis, length in enumerate(shape):
+        width = round(length * fraction)
+        if width:
+            index: list[slice] = [slice(None)] * len(shape)
+            index[axis] = slice(0, width)
+            band[tuple(index)] = True
+            index[axis] = slice(length - width, length)
+            band[tuple(index)] = True
+    return band
+
+
+def mask_border(values: np.ndarray, fraction: float) -> np.ndarray:
+    """(c, *spatial) values with the outer band set to zero (burnt-in text, markers)."""
+    masked = values.copy()
+    masked[:, border_band(values.shape[1:], fraction)] = 0
+    return masked
 
 
 def _resize(values: np.ndarray, size: tuple[int, ...], *, mode: str) -> np.ndarray:

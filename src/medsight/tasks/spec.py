@@ -91,6 +91,17 @@ class Preprocessing(_Spec):
     overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     batch_size: Annotated[int, Field(ge=1)] = 4
     pad_to_multiple: int | None = None
+    # whole-image networks: per-image histogram equalisation (exposure and contrast of each
+    # acquisition batch stop telling classes apart), and the outer band (fraction of each
+    # side) set to zero, where burnt-in text and markers sit
+    equalize: bool = False
+    border_mask: Annotated[float, Field(ge=0.0, lt=0.25)] = 0.0
+
+    @model_validator(mode="after")
+    def _whole_image_only(self) -> Preprocessing:
+        if (self.equalize or self.border_mask) and self.resize is None:
+            raise ValueError("equalize and border_mask need a whole-image network (resize)")
+        return self
 
 
 class Network(_Spec):
@@ -147,9 +158,40 @@ class PostProcessing(_Spec):
 class OperatingPoint(_Spec):
     output: str
     threshold: float = Field(ge=0.0, le=1.0)
+    # the sensitivity asked for when the point was locked; ``sensitivity`` is what was achieved
+    target_sensitivity: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
     sensitivity: float | None = None
     specificity: float | None = None
     note: str = ""
+
+
+ClaimMetric = Literal["roc_auc", "sensitivity", "specificity", "ece", "dice", "f1", "pixel_auc"]
+#: metrics where lower is better; every other claim is a floor
+LOWER_IS_BETTER = frozenset({"ece"})
+
+
+class Claim(_Spec):
+    """A figure the model card states, re-checked by ``medsight evaluate`` on new data."""
+
+    metric: ClaimMetric
+    value: float
+    low: float | None = None  # the 95% CI, where the card gives one
+    high: float | None = None
+    operating_point: str | None = None  # sensitivity / specificity: at which locked point
+    segment: str | None = None  # dice / f1 / pixel_auc: of which output
+    measured_on: str  # the data and how it was held out
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Claim:
+        if (
+            self.low is not None
+            and self.high is not None
+            and not (self.low <= self.value <= self.high)
+        ):
+            raise ValueError(f"claim {self.metric}: value {self.value} outside its CI")
+        if self.metric in ("sensitivity", "specificity") and not self.operating_point:
+            raise ValueError(f"claim {self.metric}: name its operating_point")
+        return self
 
 
 class Calibration(_Spec):
@@ -239,11 +281,14 @@ class TaskSpec(_Spec):
     calibration: Calibration = Calibration()
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
     explanation: Literal["gradcam", "none"] = "none"
+    # the layer Grad-CAM weighs; default per architecture (medsight.inference.explain)
+    explanation_layer: str | None = None
     chain: Chain | None = None
     # named unions of segments measured together, e.g. total = anterior + posterior
     segment_groups: dict[str, list[str]] = Field(default_factory=dict)
     gate: GateSpec = GateSpec()
     measurement_flags: list[MeasurementFlag] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
@@ -261,6 +306,11 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"operating point {point_name!r} names unknown output {point.output!r}"
                 )
+        for claim in self.claims:
+            if claim.operating_point and claim.operating_point not in self.operating_points:
+                raise ValueError(f"claim names unknown operating point {claim.operating_point!r}")
+            if claim.segment and claim.segment not in names:
+                raise ValueError(f"claim names unknown output {claim.segment!r}")
         for group, members in self.segment_groups.items():
             unknown = [m for m in members if m not in names]
             if unknown:

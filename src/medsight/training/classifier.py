@@ -15,6 +15,7 @@ import numpy as np
 from medsight.errors import ConfigurationError
 from medsight.evaluation import (
     brier_score,
+    check_operating_point,
     choose_operating_point,
     expected_calibration_error,
     fit_temperature,
@@ -26,7 +27,7 @@ from medsight.models import build_network, load_network
 from medsight.tasks import Task, load_named_task
 from medsight.training.common import (
     TrainingResult,
-    config_hash,
+    base_task,
     interval,
     load_checkpoint,
     save_checkpoint,
@@ -40,6 +41,7 @@ from medsight.training.data import (
     kfold_by_patient,
     list_cases,
     read_case_image,
+    split_by_group,
     split_by_patient,
 )
 
@@ -68,21 +70,33 @@ def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarr
     return stacked
 
 
-def _augmenter(seed: int, spatial_dims: int) -> Any:
-    from monai.transforms import Compose, RandAdjustContrast, RandAffine
-
-    transform = Compose(
-        [
-            RandAffine(
-                prob=0.8,
-                rotate_range=0.17 if spatial_dims == 2 else (0.17, 0.17, 0.17),
-                scale_range=0.1,
-                translate_range=6,
-                padding_mode="zeros",
-            ),
-            RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
-        ]
+def _augmenter(seed: int, spatial_dims: int, strength: str = "standard") -> Any:
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrast,
+        RandAffine,
+        RandGaussianNoise,
+        RandScaleIntensity,
     )
+
+    strong = strength == "strong"
+    angle = 0.26 if strong else 0.17
+    steps: list[Any] = [
+        RandAffine(
+            prob=0.9 if strong else 0.8,
+            rotate_range=angle if spatial_dims == 2 else (angle, angle, angle),
+            scale_range=0.2 if strong else 0.1,
+            shear_range=0.1 if strong and spatial_dims == 2 else None,
+            translate_range=16 if strong else 6,
+            padding_mode="zeros",
+        ),
+        RandAdjustContrast(
+            prob=0.5 if strong else 0.3, gamma=(0.6, 1.6) if strong else (0.8, 1.25)
+        ),
+    ]
+    if strong:
+        steps += [RandScaleIntensity(factors=0.2, prob=0.3), RandGaussianNoise(prob=0.3, std=0.03)]
+    transform = Compose(steps)
     transform.set_random_state(seed=seed)
     return transform
 
@@ -191,7 +205,9 @@ def _fit(
             batch = torch.from_numpy(train_x[index].astype(np.float32))
             if options.augment:
                 augment = _augmenter(
-                    step_seed(options.seed, fold, epoch, step), spec.acceptance.spatial_dims
+                    step_seed(options.seed, fold, epoch, step),
+                    spec.acceptance.spatial_dims,
+                    options.augment_strength,
                 )
                 batch = torch.stack([torch.as_tensor(augment(sample)) for sample in batch])
             optimizer.zero_grad()
@@ -238,7 +254,7 @@ def train_classifier(
 ) -> TrainingResult:
     import torch
 
-    base = load_named_task(config.base_task)
+    base = base_task(config)
     spec = base.spec
     if spec.kind != "classification" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network classifier")
@@ -250,9 +266,18 @@ def train_classifier(
     cases = list_cases(config.data)
     if any(case.mask is not None for case in cases):
         raise ConfigurationError("the dataset has masks; a classifier needs labels")
-    key = config_hash(config)[:12]
+    key = _cache_key(config, base)
+    if config.split.grouped:
+        held_out = split_by_group(cases, config.split)
+        return _train_held_out(
+            config, base, cases, held_out, "group", tasks_dir, work_dir, key, command, progress
+        )
     if config.split.folds:
-        return _train_kfold(config, base, cases, tasks_dir, work_dir, key, command, progress)
+        folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
+        held_out = [(str(n + 1), fold) for n, fold in enumerate(folds)]
+        return _train_held_out(
+            config, base, cases, held_out, "fold", tasks_dir, work_dir, key, command, progress
+        )
     train_cases, validation_cases = split_by_patient(cases, config.split)
     train_x = _cache(train_cases, base, work_dir / f"train-{key}.npy", progress)
     validation_x = _cache(validation_cases, base, work_dir / f"validation-{key}.npy", progress)
@@ -278,53 +303,78 @@ def train_classifier(
     return _write_task(config, base, fit.model, evidence, tasks_dir, command)
 
 
-def _train_kfold(
+def _cache_key(config: TrainConfig, base: Task) -> str:
+    """Cached inputs depend on the data and on the task's display and preprocessing."""
+    import hashlib
+
+    text = config.data.model_dump_json() + base.spec.display.model_dump_json()
+    text += base.spec.preprocessing.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _train_held_out(
     config: TrainConfig,
     base: Task,
     cases: list[Case],
+    held_out: list[tuple[str, list[Case]]],
+    kind: str,
     tasks_dir: Path,
     work_dir: Path,
     key: str,
     command: str,
     progress: Any,
 ) -> TrainingResult:
-    """k models give out-of-fold predictions for every case (temperature and operating
-    point are chosen on them); the shipped model is refitted on all cases for the median
-    best epoch count. Each finished fold is saved, so an interrupted run resumes."""
-    assert config.split.folds is not None
-    folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
-    ordered = [case for fold in folds for case in fold]
-    inputs = _cache(ordered, base, work_dir / f"all-{key}.npy", progress)
-    labels = np.array([c.label for c in ordered])
-    bounds = np.cumsum([0] + [len(f) for f in folds])
-    out_of_fold = np.zeros((len(ordered), len(base.spec.outputs)))
+    """Each fold (a patient k-fold or a group) is held out in turn. Its model chooses its
+    epoch on a random patient split of the *training* part (``validation_fraction``), never
+    on the held-out fold, so the pooled held-out predictions, on which the temperature and
+    the operating point are locked, are free of every choice made in training; the pooled
+    internal predictions give the internal (random patient split) figures beside them. The
+    shipped model is refitted on all cases for the median best epoch count. Each finished
+    fold is saved, so an interrupted run resumes."""
+    inputs = _cache(cases, base, work_dir / f"all-{key}.npy", progress)
+    labels = np.array([c.label for c in cases])
+    position = {id(case): number for number, case in enumerate(cases)}
+    out_of_fold = np.zeros((len(cases), len(base.spec.outputs)))
+    internal_index: list[np.ndarray] = []
+    internal_logits: list[np.ndarray] = []
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
-    for number in range(len(folds)):
-        inside = np.zeros(len(ordered), dtype=bool)
-        inside[bounds[number] : bounds[number + 1]] = True
-        result_path = work_dir / f"fold-{number}" / "out_of_fold.npz"
+    for number, (name, fold) in enumerate(held_out):
+        inside = np.zeros(len(cases), dtype=bool)
+        inside[[position[id(c)] for c in fold]] = True
+        rest = [c for c in cases if not inside[position[id(c)]]]
+        if len({c.label for c in rest}) < 2:
+            raise ConfigurationError(f"holding out {kind} {name} leaves one class to train on")
+        fit_cases, check_cases = split_by_patient(rest, config.split)
+        fit_index = np.array([position[id(c)] for c in fit_cases])
+        check_index = np.array([position[id(c)] for c in check_cases])
+        result_path = work_dir / f"{kind}-{name}" / "held_out.npz"
         if not result_path.is_file():
             fit = _fit(
                 config,
                 base,
-                (inputs[~inside], labels[~inside]),
-                (inputs[inside], labels[inside]),
-                work_dir / f"fold-{number}" / "checkpoint.pt",
+                (inputs[fit_index], labels[fit_index]),
+                (inputs[check_index], labels[check_index]),
+                work_dir / f"{kind}-{name}" / "checkpoint.pt",
                 progress,
-                label=f"fold {number + 1}/{len(folds)}",
+                label=f"{kind} {name} held out ({number + 1}/{len(held_out)})",
                 fold=number + 1,
             )
-            logits = _logits(fit.model, inputs[inside], config.train.batch_size)
             partial = result_path.with_suffix(".partial.npz")
             np.savez(
-                partial, logits=logits, best_epoch=fit.best_epoch, history=json.dumps(fit.history)
+                partial,
+                held_out=_logits(fit.model, inputs[inside], config.train.batch_size),
+                internal=_logits(fit.model, inputs[check_index], config.train.batch_size),
+                best_epoch=fit.best_epoch,
+                history=json.dumps(fit.history),
             )
             partial.replace(result_path)
         with np.load(result_path) as saved:
-            out_of_fold[inside] = saved["logits"]
+            out_of_fold[inside] = saved["held_out"]
+            internal_index.append(check_index)
+            internal_logits.append(saved["internal"])
             best_epochs.append(int(saved["best_epoch"]))
-            histories.append({"fold": number + 1, "epochs": json.loads(str(saved["history"]))})
+            histories.append({"fold": name, "epochs": json.loads(str(saved["history"]))})
     epochs = max(1, int(np.median(best_epochs)))
     final = _fit(
         config,
@@ -336,15 +386,24 @@ def _train_kfold(
         label=f"final model on all cases ({epochs} epochs)",
         epochs=epochs,
     )
+    pooled = np.concatenate(internal_index)
+    if kind == "group":
+        names = ", ".join(f"{n} ({len(f)} images)" for n, f in held_out)
+        method = f"group-held-out: each of the groups {names} held out in turn"
+    else:
+        method = f"out-of-fold predictions of {len(held_out)}-fold patient-level cross-validation"
     evidence = _Evidence(
         out_of_fold,
         labels,
-        ordered,
-        ordered,
-        f"out-of-fold predictions of {len(folds)}-fold patient-level cross-validation; the "
-        f"shipped model is refitted on all cases for {epochs} epochs (median best epoch)",
+        cases,
+        cases,
+        f"{method}; each model chose its epoch on a {config.split.validation_fraction:.0%} "
+        f"random patient split of its training part, never on the held-out part; the shipped "
+        f"model is refitted on all cases for {epochs} epochs (median best epoch)",
         final.history,
         folds=histories,
+        internal=(np.concatenate(internal_logits), labels[pooled], [cases[i] for i in pooled]),
+        held_out_kind=kind,
     )
     return _write_task(config, base, final.model, evidence, tasks_dir, command)
 
@@ -360,6 +419,9 @@ class _Evidence:
     method: str
     history: list[dict[str, Any]]
     folds: list[dict[str, Any]] = field(default_factory=list)
+    # pooled predictions on each fold's internal (random patient) split: the internal figures
+    internal: tuple[np.ndarray, np.ndarray, list[Case]] | None = None
+    held_out_kind: str | None = None  # "group" or "fold"; None: the split chose the epoch
 
 
 def _subgroups(
@@ -384,6 +446,48 @@ def _subgroups(
     return groups
 
 
+def _figures(
+    logits: np.ndarray, labels: np.ndarray, temperature: float, threshold: float, target: float
+) -> dict[str, Any]:
+    """AUC, the locked point's sensitivity and specificity, and calibration on one set."""
+    probabilities = calibrated_probabilities(logits, temperature)[:, 1]
+    check = check_operating_point(labels, probabilities, threshold, target)
+    return {
+        "cases": len(labels),
+        "positives": int(labels.sum()),
+        "roc_auc": roc_auc(labels, probabilities).as_dict(),
+        "sensitivity": check.sensitivity.as_dict(),
+        "specificity": check.specificity.as_dict(),
+        "ece": expected_calibration_error(labels, probabilities),
+    }
+
+
+def _claims(metrics: dict[str, Any], measured_on: str) -> list[dict[str, Any]]:
+    """The card's headline figures as task.toml claims that `medsight evaluate` re-checks."""
+    claims = [{"metric": "roc_auc", **_ci(metrics["roc_auc"]), "measured_on": measured_on}]
+    for measure in ("sensitivity", "specificity"):
+        claims.append(
+            {
+                "metric": measure,
+                **_ci(metrics["operating_point"][measure]),
+                "operating_point": "high_sensitivity",
+                "measured_on": measured_on,
+            }
+        )
+    claims.append(
+        {
+            "metric": "ece",
+            "value": round(metrics["ece_after"], 4),
+            "measured_on": f"{measured_on}; after the temperature fitted on the same predictions",
+        }
+    )
+    return claims
+
+
+def _ci(estimate: dict[str, Any]) -> dict[str, float]:
+    return {key: round(float(estimate[key]), 4) for key in ("value", "low", "high")}
+
+
 def _write_task(
     config: TrainConfig,
     base: Task,
@@ -397,7 +501,7 @@ def _write_task(
     probabilities = calibrated_probabilities(logits, temperature)[:, 1]
     target = config.evaluation.target_sensitivity
     point = choose_operating_point(labels, probabilities, target)
-    metrics = {
+    metrics: dict[str, Any] = {
         "evidence": evidence.method,
         "validation_cases": len(evidence.cases),
         "validation_patients": len({c.patient for c in evidence.cases}),
@@ -416,21 +520,31 @@ def _write_task(
         "history": evidence.history,
         "folds": evidence.folds,
     }
+    if evidence.internal is not None and evidence.held_out_kind is not None:
+        internal_logits, internal_labels, _ = evidence.internal
+        metrics["internal"] = _figures(
+            internal_logits, internal_labels, temperature, point.threshold, target
+        )
+        metrics["held_out"] = _figures(logits, labels, temperature, point.threshold, target)
+        metrics["held_out_kind"] = evidence.held_out_kind
+    measured_on = evidence.method.split(";")[0]
     positive = base.spec.outputs[1].name
     updates = {
         "calibration": {
             "temperature": round(temperature, 6),
-            "fitted_on": f"{evidence.method.split(';')[0]} (NLL)",
+            "fitted_on": f"{measured_on} (NLL)",
         },
         "operating_points": {
             "high_sensitivity": {
                 "output": positive,
                 "threshold": round(point.threshold, 6),
+                "target_sensitivity": target,
                 "sensitivity": round(point.sensitivity.value, 4),
                 "specificity": round(point.specificity.value, 4),
                 "note": point.note,
             }
         },
+        "claims": _claims(metrics, measured_on),
     }
     folder, digest = write_task_version(base, config, model, tasks_dir, command, updates)
     return write_record(
@@ -438,12 +552,32 @@ def _write_task(
     )
 
 
+def _side_by_side(metrics: dict[str, Any]) -> list[str]:
+    """Internal (random patient split) and held-out figures in one table."""
+    internal, held = metrics["internal"], metrics["held_out"]
+    title = "group-held-out" if metrics["held_out_kind"] == "group" else "out-of-fold"
+    lines = [
+        f"| figure (95% CI) | internal: random patient split | {title} |",
+        "|---|---|---|",
+        f"| images (positive) | {internal['cases']} ({internal['positives']}) | "
+        f"{held['cases']} ({held['positives']}) |",
+    ]
+    for key, label in (
+        ("roc_auc", "ROC AUC"),
+        ("sensitivity", "sensitivity at the locked point"),
+        ("specificity", "specificity at the locked point"),
+    ):
+        lines.append(f"| {label} | {interval(internal[key])} | {interval(held[key])} |")
+    lines.append(f"| ECE after calibration | {internal['ece']:.3f} | {held['ece']:.3f} |")
+    return lines
+
+
 def _model_card(
     base: Task, config: TrainConfig, metrics: dict[str, Any], record: dict[str, Any]
 ) -> str:
     auc = metrics["roc_auc"]
     point = metrics["operating_point"]
-
+    held_out = "held_out" in metrics
     source = config.data_source or getattr(config.data, "root", None) or str(config.data)
     lines = [
         f"# {base.id} {config.version}: model card",
@@ -462,11 +596,23 @@ def _model_card(
         f"patients (seed {config.split.seed}, class counts "
         f"{metrics['class_counts_validation']})",
         f"- evidence: {metrics['evidence']}",
+    ]
+    if config.split.groups_note:
+        lines.append(f"- what the groups simulate: {config.split.groups_note}")
+    lines.append(
         "- the evaluated cases come from the same source as the training data, so these "
-        "figures flatter: expect lower performance on data from another site or device",
-        "",
-        "## Validation results (95% confidence intervals)",
-        "",
+        "figures flatter: expect lower performance on data from another site or device"
+    )
+    lines += ["", "## Validation results (95% confidence intervals)", ""]
+    if held_out:
+        lines += [
+            *_side_by_side(metrics),
+            "",
+            "The temperature and the operating point were locked on the held-out predictions "
+            "(right column); the internal column uses them unchanged.",
+            "",
+        ]
+    lines += [
         f"- ROC AUC {interval(auc)} ({auc['method']})",
         f"- operating point `high_sensitivity` at calibrated probability "
         f"{point['threshold']:.4f}: sensitivity {interval(point['sensitivity'])}, specificity "
@@ -492,6 +638,13 @@ def _model_card(
 
     lines += [
         "",
+        "## Claims (re-checked by `medsight evaluate`)",
+        "",
+        "Each figure above that `medsight evaluate` re-checks on new data is listed in "
+        "task.toml `[[claims]]`: ROC AUC, sensitivity and specificity at the locked point "
+        "(a claim fails when the new data's 95% CI lies wholly below the claimed lower "
+        "bound) and the ECE.",
+        "",
         "## Training",
         "",
         f"- command: `{record['command']}`",
@@ -499,15 +652,26 @@ def _model_card(
         f"- epochs run: {len(metrics['history'])}; history: {epochs(metrics['history'])}",
     ]
     for fold in metrics["folds"]:
-        lines.append(f"- fold {fold['fold']}: {epochs(fold['epochs'])}")
+        lines.append(f"- held out {fold['fold']}: {epochs(fold['epochs'])}")
     lines += [
         f"- weights SHA-256: `{record['weights_sha256']}`",
         "",
         "## Known limitations",
         "",
-        "- internal validation only; no external test set was available",
-        "- the best epoch, the temperature and the operating point were all chosen on the "
-        "evaluated cases, which makes these figures optimistic",
+        "- no external test set was available to development",
+    ]
+    if held_out:
+        lines.append(
+            "- the temperature and the operating point were locked on the held-out "
+            "predictions, so the held-out ECE, sensitivity and specificity are in-sample for "
+            "those two choices (but not for the epochs, chosen on internal splits)"
+        )
+    else:
+        lines.append(
+            "- the best epoch, the temperature and the operating point were all chosen on the "
+            "evaluated cases, which makes these figures optimistic"
+        )
+    lines += [
         "- inputs outside the intended use (age, view, modality) are flagged "
         "NEEDS_REVIEW by the task's acceptance checks, never silently scored",
         "",

@@ -23,6 +23,7 @@ from medsight.training.config import TrainConfig
 __all__ = [
     "TrainingResult",
     "atomic_save",
+    "base_task",
     "config_hash",
     "interval",
     "load_checkpoint",
@@ -112,6 +113,47 @@ def interval(estimate: dict[str, Any]) -> str:
     return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
 
 
+def _merge(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(document)
+    for key, value in overrides.items():
+        if key == "network_arguments":
+            first = dict(merged["networks"][0])
+            first["arguments"] = {**first.get("arguments", {}), **value}
+            merged["networks"] = [first, *merged["networks"][1:]]
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _document(base: Task, config: TrainConfig) -> dict[str, Any]:
+    return _merge(tomllib.loads((base.folder / "task.toml").read_text()), config.task)
+
+
+def base_task(config: TrainConfig) -> Task:
+    """The recipe's base task with the recipe's ``task`` tables merged in: what this version
+    will be (preprocessing, network), so training sees what the Predictor will."""
+    from pydantic import ValidationError
+
+    from medsight.tasks import load_named_task
+    from medsight.tasks.spec import TaskSpec
+
+    base = load_named_task(config.base_task)
+    if not config.task:
+        return base
+    try:
+        spec = TaskSpec.model_validate(_document(base, config))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(
+            f"the recipe's [task] tables give an invalid task: {problems}"
+        ) from exc
+    return Task(spec=spec, folder=base.folder, toml_sha256=base.toml_sha256)
+
+
 def write_task_version(
     base: Task,
     config: TrainConfig,
@@ -129,7 +171,7 @@ def write_task_version(
     folder = tasks_dir / base.id / config.version
     folder.mkdir(parents=True, exist_ok=True)
     digest = save_weights(model, folder / base.spec.networks[0].weights)
-    document = tomllib.loads((base.folder / "task.toml").read_text())
+    document = _document(base, config)
     document["version"] = config.version
     document["networks"][0]["sha256"] = digest
     document.update(updates or {})

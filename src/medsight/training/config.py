@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from medsight.errors import ConfigurationError
 
 __all__ = [
     "ClassFolders",
     "DataConfig",
+    "GroupRule",
     "ImageMaskFolders",
     "Manifest",
     "Npz",
@@ -96,12 +106,51 @@ DataConfig = Annotated[
 ]
 
 
+class GroupRule(_Config):
+    """Cases whose file name matches ``pattern`` (and whose number, the pattern's group 1,
+    lies in ``numbers``) form the group ``name``; the first matching rule wins."""
+
+    name: str = Field(min_length=1)
+    pattern: str
+    numbers: tuple[int, int] | None = None  # inclusive range of the pattern's group 1
+
+    @model_validator(mode="after")
+    def _compiles(self) -> GroupRule:
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"group {self.name}: invalid pattern ({exc})") from exc
+        if self.numbers is not None and compiled.groups < 1:
+            raise ValueError(f"group {self.name}: numbers need a pattern with a group")
+        return self
+
+
 class SplitConfig(_Config):
+    # the random patient-level validation share; with folds or groups, the share of each
+    # fold's training patients kept aside to choose the epoch (never the held-out fold)
     validation_fraction: Annotated[float, Field(gt=0.0, lt=0.9)] = 0.15
     seed: int = 0
-    # k-fold cross-validation (classification): operating point and temperature from the
-    # out-of-fold predictions, then one model refitted on every case
+    # k-fold cross-validation: operating point and temperature from the out-of-fold
+    # predictions, then one model refitted on every case
     folds: Annotated[int, Field(ge=3, le=20)] | None = None
+    # group-held-out validation: each group is held out in turn (acquisition batch, site,
+    # device), by file-name rules or a manifest column; the operating point and temperature
+    # are locked on the pooled held-out predictions
+    groups: list[GroupRule] = Field(default_factory=list)
+    group_column: str | None = None
+    groups_note: str = ""  # for the model card: what the groups do and do not simulate
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> SplitConfig:
+        if self.groups and self.group_column:
+            raise ValueError("give groups (file-name rules) or group_column, not both")
+        if (self.groups or self.group_column) and self.folds:
+            raise ValueError("give folds or groups, not both")
+        return self
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.groups or self.group_column)
 
 
 class OptimConfig(_Config):
@@ -115,6 +164,8 @@ class OptimConfig(_Config):
     early_stopping_patience: Annotated[int, Field(ge=1)] = 3
     max_steps_per_epoch: Annotated[int, Field(ge=1)] | None = None  # for smoke tests
     augment: bool = True
+    # "strong": wider rotation/scale/shift, gamma, contrast and noise (shortcut-resistant)
+    augment_strength: Literal["standard", "strong"] = "standard"
     # segmentation: patches per epoch, share centred on foreground, axes safe to mirror
     # (never an axis whose sides carry different labels, e.g. anterior/posterior)
     steps_per_epoch: Annotated[int, Field(ge=1)] = 100
@@ -141,6 +192,10 @@ class TrainConfig(_Config):
     train: OptimConfig = OptimConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     data_source: str = ""  # for the model card: source, licence, citation
+    # tables merged into the base task's task.toml for this version, e.g.
+    # [task.preprocessing] resize = [192, 192] or [task] explanation_layer = "..."; the key
+    # network_arguments merges into the first network's arguments
+    task: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_config(path: str | Path) -> TrainConfig:

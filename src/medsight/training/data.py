@@ -27,10 +27,12 @@ from medsight.training.config import (
 
 __all__ = [
     "Case",
+    "group_of",
     "kfold_by_patient",
     "list_cases",
     "read_case_image",
     "read_case_mask",
+    "split_by_group",
     "split_by_patient",
 ]
 
@@ -282,3 +284,47 @@ def _strata(cases: list[Case]) -> dict[int, list[str]]:
         # a patient with any image of the rarer, higher classes counts in that stratum
         strata.setdefault(max(labels), []).append(patient)
     return strata
+
+
+def group_of(case: Case, config: SplitConfig) -> str | None:
+    """The case's validation group: a manifest column's value, or the first file-name rule
+    that matches (and whose number range holds the pattern's group 1)."""
+    if config.group_column:
+        return case.attributes.get(config.group_column)
+    for rule in config.groups:
+        match = re.search(rule.pattern, case.path.name)
+        if match is None:
+            continue
+        if rule.numbers is None:
+            return rule.name
+        low, high = rule.numbers
+        if low <= int(match.group(1)) <= high:
+            return rule.name
+    return None
+
+
+def split_by_group(cases: list[Case], config: SplitConfig) -> list[tuple[str, list[Case]]]:
+    """One held-out fold per group, in name order. Every case must fall in a group, and no
+    patient in two: a case in no group, a patient split between groups, or a single group
+    is refused, naming the cases."""
+    groups: dict[str, list[Case]] = {}
+    missing: list[str] = []
+    for case in cases:
+        name = group_of(case, config)
+        if name is None:
+            missing.append(case.name)
+        else:
+            groups.setdefault(name, []).append(case)
+    what = f"column {config.group_column!r}" if config.group_column else "the group rules"
+    _refuse(missing, f"case(s) in no group of {what}")
+    where: dict[str, set[str]] = {}
+    for name, members in groups.items():
+        for case in members:
+            where.setdefault(case.patient, set()).add(name)
+    _refuse(
+        [f"patient {p!r} in {sorted(g)}" for p, g in sorted(where.items()) if len(g) > 1],
+        "patient(s) in two groups",
+    )
+    if len(groups) < 2:
+        raise InvalidInputError(f"group-held-out validation needs two groups; {what} give one")
+    return sorted(groups.items())

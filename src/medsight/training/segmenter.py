@@ -24,6 +24,7 @@ from medsight.tasks import Task, load_named_task, load_task
 from medsight.training.common import (
     TrainingResult,
     atomic_save,
+    base_task,
     config_hash,
     interval,
     load_checkpoint,
@@ -204,7 +205,7 @@ def train_segmenter(
     import torch
     from monai.losses import DiceCELoss
 
-    base = load_named_task(config.base_task)
+    base = base_task(config)
     spec = base.spec
     if spec.kind != "segmentation" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network segmentation task")
