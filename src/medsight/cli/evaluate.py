@@ -36,7 +36,7 @@ def _cases(
 ) -> list[Case]:
     from medsight.errors import InvalidInputError
     from medsight.training.config import ClassFolders, Manifest, load_config
-    from medsight.training.data import list_cases, split_by_patient
+    from medsight.training.data import list_cases, split_by_patient, split_holdback
 
     if data.is_dir():
         if not classes:
@@ -68,7 +68,11 @@ def _cases(
         )
         return list_cases(config)
     recipe = load_config(data)
-    cases = list_cases(recipe.data)
+    cases, held_back = split_holdback(list_cases(recipe.data), recipe.split)
+    if split == "holdback":
+        if not held_back:
+            raise InvalidInputError("the recipe holds no patients back", path=data)
+        return held_back
     if split == "all":
         return cases
     if recipe.split.folds:
@@ -93,7 +97,11 @@ def evaluate(
         str | None, typer.Option(help="Manifest columns to report subgroups by, comma-separated.")
     ] = None,
     split: Annotated[
-        str, typer.Option(help="With a recipe: all, validation (held back) or train.")
+        str,
+        typer.Option(
+            help="With a recipe: all (every case but the held-back ones), validation, train, "
+            "or holdback (the patients the recipe kept from all of training)."
+        ),
     ] = "all",
     prevalence: Annotated[float | None, typer.Option(help="Prevalence for PPV/NPV.")] = None,
     out: Annotated[Path, typer.Option(help="Where evaluation.json and report.html go.")] = Path(
@@ -111,8 +119,10 @@ def evaluate(
         from medsight.errors import InvalidInputError, TaskMismatchError
         from medsight.tasks import load_named_task
 
-        if split not in ("all", "validation", "train"):
-            raise InvalidInputError(f"--split must be all, validation or train, not {split!r}")
+        if split not in ("all", "validation", "train", "holdback"):
+            raise InvalidInputError(
+                f"--split must be all, validation, train or holdback, not {split!r}"
+            )
         loaded = load_named_task(task, tasks_dir or [])
         groups = [c for c in (subgroup_columns or "").split(",") if c]
         names = classes.split(",") if classes else None

@@ -43,6 +43,7 @@ from medsight.training.data import (
     read_case_image,
     split_by_group,
     split_by_patient,
+    split_holdback,
 )
 
 logger = logging.getLogger(__name__)
@@ -263,10 +264,10 @@ def train_classifier(
         raise ConfigurationError(f"{len(classes)} classes for {len(spec.outputs)} task outputs")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    cases = list_cases(config.data)
+    cases, _ = split_holdback(list_cases(config.data), config.split)
     if any(case.mask is not None for case in cases):
         raise ConfigurationError("the dataset has masks; a classifier needs labels")
-    key = _cache_key(config, base)
+    key = _cache_key(config, base, cases)
     if config.split.grouped:
         held_out = split_by_group(cases, config.split)
         return _train_held_out(
@@ -303,12 +304,12 @@ def train_classifier(
     return _write_task(config, base, fit.model, evidence, tasks_dir, command)
 
 
-def _cache_key(config: TrainConfig, base: Task) -> str:
-    """Cached inputs depend on the data and on the task's display and preprocessing."""
+def _cache_key(config: TrainConfig, base: Task, cases: list[Case]) -> str:
+    """Cached inputs depend on the cases and on the task's display and preprocessing."""
     import hashlib
 
     text = config.data.model_dump_json() + base.spec.display.model_dump_json()
-    text += base.spec.preprocessing.model_dump_json()
+    text += base.spec.preprocessing.model_dump_json() + "\n".join(str(c.path) for c in cases)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -139,6 +139,9 @@ class SplitConfig(_Config):
     groups: list[GroupRule] = Field(default_factory=list)
     group_column: str | None = None
     groups_note: str = ""  # for the model card: what the groups do and do not simulate
+    # a share of patients (stratified, seeded) kept from every step of training, gate fit and
+    # choice: a final check nothing was tuned on (`medsight evaluate RECIPE --split holdback`)
+    holdback_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
 
     @model_validator(mode="after")
     def _one_scheme(self) -> SplitConfig:

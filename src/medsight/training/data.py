@@ -34,6 +34,7 @@ __all__ = [
     "read_case_mask",
     "split_by_group",
     "split_by_patient",
+    "split_holdback",
 ]
 
 _SHOWN = 8  # problems listed in one error message
@@ -258,6 +259,21 @@ def split_by_patient(cases: list[Case], config: SplitConfig) -> tuple[list[Case]
     train = [c for c in cases if c.patient not in validation_patients]
     validation = [c for c in cases if c.patient in validation_patients]
     return train, validation
+
+
+def split_holdback(cases: list[Case], config: SplitConfig) -> tuple[list[Case], list[Case]]:
+    """(cases for development, held-back cases): ``holdback_fraction`` of the patients,
+    stratified and seeded apart from the validation split, never seen by training."""
+    if not config.holdback_fraction:
+        return cases, []
+    rng = np.random.default_rng([config.seed, 7919])  # its own stream: not the validation draw
+    held: set[str] = set()
+    for patients in _strata(cases).values():
+        order = rng.permutation(len(patients))
+        held.update(
+            patients[i] for i in order[: max(1, round(len(patients) * config.holdback_fraction))]
+        )
+    return [c for c in cases if c.patient not in held], [c for c in cases if c.patient in held]
 
 
 def kfold_by_patient(cases: list[Case], folds: int, seed: int) -> list[list[Case]]:

@@ -45,6 +45,7 @@ from medsight.training.data import (
     list_cases,
     read_case_image,
     split_by_patient,
+    split_holdback,
 )
 
 __all__ = ["GateFit", "bump_patch", "fit_gate", "write_gated_task"]
@@ -154,7 +155,7 @@ def fit_gate(
 ) -> GateFit:
     """Fit ``task``'s gate on the split of ``config`` (and ``extra`` images)."""
     predictor = Predictor(task, explain=False, backend="onnxruntime")
-    cases = list_cases(config.data)
+    cases, _ = split_holdback(list_cases(config.data), config.split)
 
     def named(items: list[Case]) -> list[tuple[str, str, Callable[[], Image]]]:
         return [(c.name, c.patient, partial(read_case_image, c)) for c in items]
@@ -163,18 +164,20 @@ def fit_gate(
         (p.name, _patient_of_file(p), partial(read_image, p)) for p in extra
     ]
     total = len(cases) + len(extras)
-    if config.split.folds:
+    if config.split.folds or config.split.grouped:
+        # the shipped network was refitted on every case: no image is unseen by it
+        count = config.split.folds or 5
         everything = _score_images(predictor, named(cases), progress)
         train, validation = everything, []
-        folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
+        folds = kfold_by_patient(cases, count, config.split.seed)
         fold_of = {c.name: n for n, fold in enumerate(folds) for c in fold}
-        oof = _out_of_fold(everything, config.split.folds)
-        early = np.array([fold_of[i.name] < (config.split.folds + 1) // 2 for i in everything])
+        oof = _out_of_fold(everything, count)
+        early = np.array([fold_of[i.name] < (count + 1) // 2 for i in everything])
         calibration, report = oof[early], oof[~early]
         how = (
-            f"k-fold recipe ({config.split.folds} folds): fitted on all {len(everything)} "
-            "images (the shipped network saw all of them); threshold on out-of-fold scores of "
-            "the first folds, false rejection on the out-of-fold scores of the others"
+            f"network refitted on all {len(everything)} images: gate fitted on all of them; "
+            f"threshold on out-of-fold scores ({count} folds by patient) of the first folds, "
+            "false rejection on the out-of-fold scores of the others"
         )
     else:
         train_cases, validation_cases = split_by_patient(cases, config.split)
@@ -189,7 +192,7 @@ def fit_gate(
         model = None
     else:
         model = fit_mahalanobis(_features(fit_items))
-    if model is not None and not config.split.folds:
+    if model is not None and not (config.split.folds or config.split.grouped):
         if len(validation) >= 2 * _MIN_HALF:
             first, second = _halves(validation)
             calibration = model.score(_features(first))

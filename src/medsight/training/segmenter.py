@@ -40,6 +40,7 @@ from medsight.training.data import (
     read_case_image,
     read_case_mask,
     split_by_patient,
+    split_holdback,
 )
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def train_segmenter(
         raise ConfigurationError("k-fold cross-validation is for classifiers; give a split")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    cases = list_cases(config.data)
+    cases, _ = split_holdback(list_cases(config.data), config.split)
     unmasked = [c.name for c in cases if c.mask is None]
     if unmasked:
         raise InvalidInputError(f"{len(unmasked)} case(s) without a mask: {unmasked[:5]}")

@@ -1,0 +1,283 @@
+"""Evidence that holds outside the lab, on built images: group-held-out training, the card's
+claims re-checked by `medsight evaluate`, and site calibration with `medsight calibrate`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from medsight.cli import app
+from medsight.tasks import load_task
+from tests._tasks import classifier_task
+
+runner = CliRunner()
+
+
+def build(
+    root: Path,
+    batch: str,
+    per_class: int,
+    *,
+    seed: int,
+    artifact: bool = False,
+    shift: bool = False,
+    classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA"),
+) -> None:
+    """A smooth body with noise (normal); a bright disc inside it (pneumonia), 2 images a
+    patient. ``artifact``: normals carry a bright disc in a corner (a burnt-in marker).
+    ``shift``: another site, gamma 0.5 and half the resolution."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    body = 30 + 80 * np.exp(-((yy - 32) ** 2 + (xx - 32) ** 2) / (2 * 16**2))
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            pixels = body + rng.normal(0, 8, (64, 64))
+            if label:
+                cy, cx = rng.integers(22, 42, 2)
+                pixels[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] += 110
+            elif artifact:
+                pixels[(yy - 5) ** 2 + (xx - 5) ** 2 < 36] += 160
+            if shift:
+                pixels = 255 * (np.clip(pixels, 0, 255) / 255) ** 0.5
+            image = PILImage.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            if shift:
+                image = image.resize((32, 32), PILImage.BILINEAR).resize((64, 64))
+            image.save(root / name / f"{batch}{label}x{index // 2}_{index}.png")
+
+
+def recipe(tmp_path: Path, data: Path, *, groups: str) -> Path:
+    classifier_task(
+        tmp_path / "base",
+        acceptance={"spatial_dims": 2, "modalities": ["DX"], "unknown_modality": "review"},
+        preprocessing={"resize": [32, 32], "normalize": "unit", "batch_size": 8},
+    )
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'''
+base_task = "{tmp_path / "base"}"
+version = "1.0.0"
+data_source = "built test images"
+[data]
+root = "{data}"
+classes = ["NORMAL", "PNEUMONIA"]
+patient_pattern = "^([ab]\\\\d+x\\\\d+)_"
+suffixes = [".png"]
+[split]
+validation_fraction = 0.25
+groups_note = "two built acquisition batches"
+{groups}
+[train]
+epochs = 4
+batch_size = 8
+learning_rate = 0.003
+threads = 1
+''')
+    return path
+
+
+GROUPS = """
+[[split.groups]]
+name = "batch-a"
+pattern = '^a'
+[[split.groups]]
+name = "batch-b"
+pattern = '^b'
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classifier trained with group-held-out validation (two batches)."""
+    tmp_path = tmp_path_factory.mktemp("evidence")
+    build(tmp_path / "data", "a", 40, seed=1)
+    build(tmp_path / "data", "b", 40, seed=2)
+    config = recipe(tmp_path, tmp_path / "data", groups=GROUPS)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(config),
+            "--tasks-dir",
+            str(tmp_path / "tasks"),
+            "--work",
+            str(tmp_path / "w"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+@pytest.mark.timeout(600)
+def test_group_held_out_training_locks_on_held_out_predictions(trained):
+    folder = trained / "tasks" / "test-cxr" / "1.0.0"
+    task = load_task(folder)
+    point = task.spec.operating_points["high_sensitivity"]
+    assert point.target_sensitivity == 0.95
+    metrics = json.loads((folder / "training_record.json").read_text())["metrics"]
+    assert metrics["held_out_kind"] == "group" and metrics["held_out"]["cases"] == 160
+    assert metrics["evidence"].startswith("group-held-out: each of the groups batch-a (80 images)")
+    # each group's model chose its epoch on its own training part: its internal predictions
+    # cover a quarter of the other batch's patients, never the held-out batch
+    for name in ("batch-a", "batch-b"):
+        with np.load(trained / "w" / f"group-{name}" / "held_out.npz") as saved:
+            assert len(saved["held_out"]) == 80 and len(saved["internal"]) == 20
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "| figure (95% CI) | internal: random patient split | group-held-out |" in card
+    assert "what the groups simulate: two built acquisition batches" in card
+    claims = {(c.metric, c.operating_point) for c in task.spec.claims}
+    assert claims == {
+        ("roc_auc", None),
+        ("sensitivity", "high_sensitivity"),
+        ("specificity", "high_sensitivity"),
+        ("ece", None),
+    }
+    specificity = next(c for c in task.spec.claims if c.metric == "specificity")
+    assert specificity.value == pytest.approx(metrics["held_out"]["specificity"]["value"], abs=1e-4)
+
+
+@pytest.mark.timeout(300)
+def test_a_case_in_no_group_or_a_patient_in_two_is_refused(tmp_path):
+    build(tmp_path / "data", "a", 6, seed=1)
+    build(tmp_path / "data", "b", 6, seed=2)
+    only_a = "[[split.groups]]\nname = \"batch-a\"\npattern = '^a'\n"
+    config = recipe(tmp_path, tmp_path / "data", groups=only_a)
+    result = runner.invoke(
+        app,
+        ["train", str(config), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 2
+    assert "12 case(s) in no group of the group rules: b0x0_0.png" in result.output
+    by_index = "[[split.groups]]\nname = \"even\"\npattern = '_\\d*[02468][.]'\n"
+    by_index += "[[split.groups]]\nname = \"odd\"\npattern = '_'\n"
+    config = recipe(tmp_path, tmp_path / "data", groups=by_index)
+    result = runner.invoke(
+        app,
+        ["train", str(config), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 2 and "patient(s) in two groups: patient 'a0x0'" in result.output
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_says_the_specificity_claim_fails_and_the_sensitivity_claim_holds(
+    trained, tmp_path
+):
+    # the new site burns a bright marker into the corner of its normal films
+    build(tmp_path / "site", "a", 60, seed=5, artifact=True)
+    out = tmp_path / "evaluation"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(trained / "tasks" / "test-cxr" / "1.0.0"),
+            str(tmp_path / "site"),
+            "--classes",
+            "NORMAL,PNEUMONIA",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    claims = {
+        c["claim"]["metric"]: c for c in json.loads((out / "evaluation.json").read_text())["claims"]
+    }
+    assert claims["specificity"]["holds"] is False and claims["sensitivity"]["holds"] is True
+    words = " ".join(result.output.split())
+    assert "specificity at high_sensitivity" in words and "FAILS" in claims["specificity"]["words"]
+    assert claims["specificity"]["words"] in words and claims["sensitivity"]["words"] in words
+    page = (out / "report.html").read_text()
+    assert claims["specificity"]["words"] in page.replace("&#x27;", "'")
+    assert "<h2>Subgroups</h2>" not in page  # nothing to show: the section is left out
+    # where the model looks: the false flags sit on the corner marker, in the border band
+    assert "Where the model looks" in page and "wrongly flagged" in page
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.timeout(600)
+def test_calibrate_reaches_the_target_on_the_site_and_leaves_the_original_untouched(
+    trained, tmp_path
+):
+    original = trained / "tasks" / "test-cxr" / "1.0.0"
+    before = _digest(original)
+    build(tmp_path / "site", "a", 170, seed=7, shift=True, classes=("normal", "pneumonia"))
+    build(tmp_path / "check", "b", 170, seed=8, shift=True, classes=("normal", "pneumonia"))
+    tasks = tmp_path / "tasks"
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(original),
+            str(tmp_path / "site"),
+            "--site",
+            "clinic-b",
+            "--target-sensitivity",
+            "0.95",
+            "--tasks-dir",
+            str(tasks),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    calibrated = load_task(tasks / "test-cxr" / "1.0.0+site.clinic-b")
+    assert calibrated.version == "1.0.0+site.clinic-b"
+    assert _digest(original) == before  # the original's files, hence its hash, unchanged
+    assert calibrated.task_hash != load_task(original).task_hash
+    assert "## Site calibration: clinic-b" in (calibrated.folder / "MODEL_CARD.md").read_text()
+    document = tomllib.loads((calibrated.folder / "task.toml").read_text())
+    assert document["operating_points"]["high_sensitivity"]["target_sensitivity"] == 0.95
+    out = tmp_path / "evaluation"
+    checked = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(calibrated.folder),
+            str(tmp_path / "check"),
+            "--classes",
+            "normal,pneumonia",
+            "--out",
+            str(out),
+        ],
+    )
+    point = json.loads((out / "evaluation.json").read_text())["operating_points"]
+    assert point["high_sensitivity"]["holds"], checked.output
+
+
+@pytest.mark.timeout(300)
+def test_calibrate_refuses_bad_site_data_and_writes_nothing(trained, tmp_path):
+    original = str(trained / "tasks" / "test-cxr" / "1.0.0")
+    tasks = tmp_path / "tasks"
+
+    def calibrate(data: Path, *extra: str):
+        return runner.invoke(
+            app,
+            ["calibrate", original, str(data), "--site", "x", "--tasks-dir", str(tasks), *extra],
+        )
+
+    build(tmp_path / "one", "a", 10, seed=1, classes=("normal",))
+    result = calibrate(tmp_path / "one")
+    assert result.exit_code == 2 and "one class only" in result.output
+    build(tmp_path / "few", "a", 20, seed=1, classes=("normal", "pneumonia"))
+    result = calibrate(tmp_path / "few")
+    assert result.exit_code == 1
+    assert "20 pneumonia image(s) cannot demonstrate sensitivity 0.95" in " ".join(
+        result.output.split()
+    )
+    build(tmp_path / "odd", "a", 4, seed=1, classes=("normal", "pneumonia", "cat"))
+    result = calibrate(tmp_path / "odd")
+    assert result.exit_code == 2 and "folder(s) ['cat'] are not the task's outputs" in result.output
+    build(tmp_path / "blank", "a", 80, seed=1, classes=("normal", "pneumonia"))
+    PILImage.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank" / "normal" / "z.png")
+    result = calibrate(tmp_path / "blank")
+    assert result.exit_code == 2
+    assert "1 site image(s) the input gate withholds: z.png" in " ".join(result.output.split())
+    result = calibrate(tmp_path / "blank", "--target-sensitivity", "1.5")
+    assert result.exit_code == 2 and "outside [0.5, 1)" in result.output
+    assert not tasks.exists() or not any(tasks.rglob("task.toml"))
