@@ -68,6 +68,31 @@ def write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
     return path
 
 
+def write_probability_maps(
+    probabilities: np.ndarray, task: Task, image: Image, masks_dir: Path, stem: str
+) -> dict[str, dict[str, str]]:
+    """Each segment's probability on the input's grid: ``<stem>_prob_<segment>.nii.gz``
+    (float32, the image's geometry) and, for a 2D source, an 8-bit PNG to look at."""
+    written: dict[str, dict[str, str]] = {}
+    for output in task.spec.outputs:
+        if output.index == 0 or output.index >= len(probabilities):
+            continue
+        values = np.asarray(probabilities[output.index], dtype=np.float32)
+        base = masks_dir / f"{stem}_prob_{output.name}"
+        nifti = write_nifti(
+            image.replace(array=values[np.newaxis], is_sequence=False, frames=()),
+            base.with_name(base.name + ".nii.gz"),
+        )
+        entry = {"nifti": nifti.name}
+        if values.ndim == 2:
+            png = base.with_name(base.name + ".png")
+            scaled = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+            PILImage.fromarray(scaled.T).save(png)  # (i, j) -> rows, columns
+            entry["png"] = png.name
+        written[output.name] = entry
+    return written
+
+
 def gate_record(gate: GateResult, statistics: dict[str, float]) -> dict[str, Any]:
     return {**gate.as_dict(), "statistics": {k: round(v, 5) for k, v in statistics.items()}}
 
@@ -129,6 +154,14 @@ def prediction_record(
                 if o.index != 0
             ],
         }
+        if prediction.segment_probabilities is not None:
+            maps = write_probability_maps(
+                prediction.segment_probabilities, task, image, study_dir / "masks", stem
+            )
+            record["segmentation"]["probability_maps"] = {
+                name: {kind: f"masks/{file}" for kind, file in files.items()}
+                for name, files in maps.items()
+            }
         overlay_label = prediction.label_map
     overlay = overlay_png(  # a withheld answer is not drawn over the image
         image,

@@ -199,6 +199,16 @@ _ANALYSIS = {
             "required": ["label_map", "segments"],
             "properties": {
                 "label_map": {"type": "string"},
+                "probability_maps": {
+                    "type": "object",
+                    "description": "per segment: float32 NIfTI (and, for a 2D source, an "
+                    "8-bit PNG) of its probability on the input's grid, relative paths",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["nifti"],
+                        "properties": {"nifti": {"type": "string"}, "png": {"type": "string"}},
+                    },
+                },
                 "segments": {
                     "type": "array",
                     "items": {
