@@ -25,6 +25,7 @@ from medsight.evaluation import (
 from medsight.inference.predictor import calibrated_probabilities, network_input
 from medsight.models import build_network, load_network
 from medsight.tasks import Task, load_named_task
+from medsight.training.augment import augment_batch
 from medsight.training.common import (
     TrainingResult,
     base_task,
@@ -69,37 +70,6 @@ def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarr
     np.save(partial, stacked)
     partial.replace(path)
     return stacked
-
-
-def _augmenter(seed: int, spatial_dims: int, strength: str = "standard") -> Any:
-    from monai.transforms import (
-        Compose,
-        RandAdjustContrast,
-        RandAffine,
-        RandGaussianNoise,
-        RandScaleIntensity,
-    )
-
-    strong = strength == "strong"
-    angle = 0.26 if strong else 0.17
-    steps: list[Any] = [
-        RandAffine(
-            prob=0.9 if strong else 0.8,
-            rotate_range=angle if spatial_dims == 2 else (angle, angle, angle),
-            scale_range=0.2 if strong else 0.1,
-            shear_range=0.1 if strong and spatial_dims == 2 else None,
-            translate_range=16 if strong else 6,
-            padding_mode="zeros",
-        ),
-        RandAdjustContrast(
-            prob=0.5 if strong else 0.3, gamma=(0.6, 1.6) if strong else (0.8, 1.25)
-        ),
-    ]
-    if strong:
-        steps += [RandScaleIntensity(factors=0.2, prob=0.3), RandGaussianNoise(prob=0.3, std=0.03)]
-    transform = Compose(steps)
-    transform.set_random_state(seed=seed)
-    return transform
 
 
 def _logits(model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
@@ -205,12 +175,9 @@ def _fit(
             index = order[step * options.batch_size : (step + 1) * options.batch_size]
             batch = torch.from_numpy(train_x[index].astype(np.float32))
             if options.augment:
-                augment = _augmenter(
-                    step_seed(options.seed, fold, epoch, step),
-                    spec.acceptance.spatial_dims,
-                    options.augment_strength,
+                batch = augment_batch(
+                    batch, step_seed(options.seed, fold, epoch, step), options.augment_strength
                 )
-                batch = torch.stack([torch.as_tensor(augment(sample)) for sample in batch])
             optimizer.zero_grad()
             loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
             loss.backward()
