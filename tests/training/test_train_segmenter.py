@@ -110,6 +110,12 @@ def test_segmentation_training_writes_an_evaluated_task(tmp_path):
     numbers = json.loads((out / "evaluation.json").read_text())
     assert numbers["summary"]["vessel"]["dice"]["value"] == pytest.approx(dice["value"])
     assert numbers["task"]["hash"] == task.task_hash
+    # the card's Dice is a claim; on the very cases it was measured on, it holds
+    (claim,) = [c for c in numbers["claims"] if c["claim"]["metric"] == "dice"]
+    assert claim["holds"] is True and claim["claim"]["value"] == pytest.approx(
+        dice["value"], abs=1e-4
+    )
+    assert claim["words"].startswith("dice of vessel ")
 
     # subgroups by a manifest column, with CIs
     manifest_cases = tmp_path / "data" / "manifest.csv"

@@ -154,8 +154,12 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
     for segment, summary in results["summary"].items():
         dice = summary["dice"]
         console.print(f"{segment}: Dice {dice['value']:.3f} ({dice['low']:.3f}-{dice['high']:.3f})")
+    for claim in results["claims"]:
+        console.print(claim["words"])
     console.print(f"wrote {json_path} and {html_path}")
     console.print("research use only, not for diagnostic use")
+    if any(claim["holds"] is False for claim in results["claims"]):
+        raise typer.Exit(1)
 
 
 def _evaluate_classifier(

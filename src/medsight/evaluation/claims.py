@@ -8,12 +8,13 @@ card gives no CI); for the ECE, the new ECE exceeds the claim by more than
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any
 
 from medsight.tasks.spec import LOWER_IS_BETTER, Claim
 
-__all__ = ["ECE_TOLERANCE", "ClaimCheck", "check_claims", "claim_label"]
+__all__ = ["ECE_TOLERANCE", "ClaimCheck", "check_claims", "claim_label", "claims_html"]
 
 #: how far above its claim a new ECE may lie before the claim fails (ECE has no CI here)
 ECE_TOLERANCE = 0.05
@@ -75,3 +76,15 @@ def check_claims(
         )
         checks.append(ClaimCheck(claim, found, holds, words))
     return checks
+
+
+def claims_html(claims: list[dict[str, Any]]) -> str:
+    """The card's claims re-checked, in words; empty when the task states none."""
+    if not claims:
+        return ""
+    items = "".join(
+        f'<li class="{"fails" if c["holds"] is False else "holds"}">{html.escape(c["words"])}'
+        f"<br><small>claimed on: {html.escape(c['claim']['measured_on'])}</small></li>"
+        for c in claims
+    )
+    return f"<h2>The model card's claims on these data</h2><ul>{items}</ul>"

@@ -19,7 +19,7 @@ import numpy as np
 
 from medsight.errors import InvalidInputError
 from medsight.evaluation.calibration import brier_score, expected_calibration_error, reliability
-from medsight.evaluation.claims import check_claims
+from medsight.evaluation.claims import check_claims, claims_html
 from medsight.evaluation.classification import (
     check_operating_point,
     confusion,
@@ -195,18 +195,6 @@ def _estimate(estimate: dict[str, Any]) -> str:
     if estimate["value"] != estimate["value"]:  # NaN: no cases
         return "-"
     return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
-
-
-def claims_html(claims: list[dict[str, Any]]) -> str:
-    """The card's claims re-checked, in words; empty when the task states none."""
-    if not claims:
-        return ""
-    items = "".join(
-        f'<li class="{"fails" if c["holds"] is False else "holds"}">{html.escape(c["words"])}'
-        f"<br><small>claimed on: {html.escape(c['claim']['measured_on'])}</small></li>"
-        for c in claims
-    )
-    return f"<h2>The model card's claims on these data</h2><ul>{items}</ul>"
 
 
 def _attention_html(attention: dict[str, Any] | None, gallery: Any) -> str:

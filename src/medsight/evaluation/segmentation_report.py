@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medsight.evaluation.claims import check_claims, claims_html
 from medsight.evaluation.intervals import bootstrap_ci
 from medsight.evaluation.segmentation import segmentation_metrics
 from medsight.tasks.task import Task
@@ -97,7 +98,15 @@ def evaluate_segmenter(
                 for s in segments
             }
     worst = sorted(range(len(views)), key=lambda i: views[i][0])[:_GALLERY]
+    observed: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for name, entry in summary.items():
+        for metric in ("dice", "pixel_auc"):
+            if metric in entry:
+                observed[(metric, name)] = entry[metric]
+        if "dice" in entry:
+            observed[("f1", name)] = entry["dice"]  # for one binary segment F1 is Dice
     return {
+        "claims": [c.as_dict() for c in check_claims(task.spec.claims, observed)],
         "task": {"id": task.id, "version": task.version, "hash": task.task_hash},
         "cases": len(per_case),
         "units": units,
@@ -234,6 +243,12 @@ def write_segmentation_report(evaluation: dict[str, Any], out: Path) -> tuple[Pa
     images = "".join(
         f'<img alt="worst case" src="data:image/png;base64,{encode(png)}">' for png in gallery
     )
+    subgroups = (
+        "<h2>Subgroups</h2><table><tr><th>group</th><th>segment</th><th>cases</th>"
+        f"<th>mean Dice (95% CI)</th></tr>{''.join(group_rows)}</table>"
+        if group_rows
+        else ""
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>medsight evaluation {html.escape(task["id"])} {html.escape(task["version"])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} .banner{{background:#b00;color:#fff;
@@ -245,8 +260,8 @@ table{{border-collapse:collapse}}</style></head><body>
 surface Dice at {evaluation["tolerance"]} {unit}.</p>
 <table><tr><th>segment</th><th>metric</th><th>mean</th><th>95% CI</th></tr>
 {"".join(summary_rows)}</table>
-<h2>Subgroups</h2><table><tr><th>group</th><th>segment</th><th>cases</th>
-<th>mean Dice (95% CI)</th></tr>{"".join(group_rows)}</table>
+{claims_html(evaluation.get("claims", []))}
+{subgroups}
 <h2>Per-case Dice</h2><img alt="Dice distribution" src="data:image/png;base64,{histogram}">
 <h2>Worst cases</h2><p>Reference outline green, prediction red.</p>{images}
 <h2>Every case</h2><table><tr><th>case</th>{headers}</tr>{"".join(case_rows)}</table>

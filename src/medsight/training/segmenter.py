@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,7 @@ def _write_task(
     # the held-back cases through the real Predictor, in their original geometry
     evaluation = evaluate_segmenter(task, validation_cases, progress=progress)
     write_segmentation_report(evaluation, work_dir / "validation-report")
+    _write_claims(folder, evaluation["summary"], len(validation_cases))
     metrics = {
         "train_cases": len(train_cases),
         "train_patients": len({c.patient for c in train_cases}),
@@ -349,6 +351,28 @@ def _write_task(
     return write_record(
         folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
     )
+
+
+def _write_claims(folder: Path, summary: dict[str, Any], cases: int) -> None:
+    """Each segment's Dice (and pixel AUC) as task.toml claims `medsight evaluate` re-checks;
+    the weights are unchanged, so only task.toml is rewritten."""
+    import tomli_w
+
+    measured_on = f"{cases} held-back cases of a random patient split (which also chose the epoch)"
+    claims = []
+    for segment, entry in summary.items():
+        for metric in ("dice", "pixel_auc"):
+            if metric in entry:
+                estimate = {k: round(float(entry[metric][k]), 4) for k in ("value", "low", "high")}
+                claims.append(
+                    {"metric": metric, **estimate, "segment": segment, "measured_on": measured_on}
+                )
+    path = folder / "task.toml"
+    text = path.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    document = tomllib.loads(text)
+    document["claims"] = claims
+    path.write_text(header + tomli_w.dumps(document))
 
 
 def _model_card(
