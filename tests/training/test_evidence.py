@@ -281,3 +281,37 @@ def test_calibrate_refuses_bad_site_data_and_writes_nothing(trained, tmp_path):
     result = calibrate(tmp_path / "blank", "--target-sensitivity", "1.5")
     assert result.exit_code == 2 and "outside [0.5, 1)" in result.output
     assert not tasks.exists() or not any(tasks.rglob("task.toml"))
+
+
+@pytest.mark.timeout(600)
+def test_fold_models_ship_as_one_averaged_ensemble_on_both_backends(tmp_path):
+    import torch
+
+    from medsight.inference import Predictor
+    from medsight.inference.backends import TorchBackend
+    from medsight.inference.predictor import network_input
+    from medsight.io import read_image
+
+    build(tmp_path / "data", "a", 12, seed=1)
+    build(tmp_path / "data", "b", 12, seed=2)
+    config = recipe(tmp_path, tmp_path / "data", groups=GROUPS + 'ship = "ensemble"\n')
+    text = config.read_text().replace('\nship = "ensemble"\n', "\n")
+    config.write_text(text.replace("[split]\n", '[split]\nship = "ensemble"\n'))
+    result = runner.invoke(
+        app,
+        ["train", str(config), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 0, result.output
+    task = load_task(tmp_path / "t" / "test-cxr" / "1.0.0")
+    assert task.spec.ensemble == ["main-1", "main-2"] and len(task.spec.networks) == 2
+    assert "ensemble of the 2 fold models" in (task.folder / "MODEL_CARD.md").read_text()
+    image = read_image(next((tmp_path / "data" / "PNEUMONIA").iterdir()))
+    values = torch.from_numpy(network_input(image, task.spec.display, task.spec.preprocessing)[1])
+    with torch.no_grad():
+        members = [TorchBackend(task, i)(values[None])[0].numpy() for i in range(2)]
+    assert not np.allclose(members[0], members[1])  # two different models
+    expected = np.mean(members, axis=0)
+    for backend in ("torch", "onnxruntime"):
+        prediction = Predictor(task, backend=backend, explain=False).predict(image)
+        np.testing.assert_allclose(prediction.logits, expected, atol=1e-4)
+        assert prediction.features is not None

@@ -27,6 +27,7 @@ from medsight.tasks.task import Task
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EnsembleBackend",
     "FeatureCollector",
     "OnnxBackend",
     "TorchBackend",
@@ -107,6 +108,42 @@ class TorchBackend(FeatureCollector):
             output, features = self._features.forward_with_features(batch)
         self.add(features)
         return output
+
+
+class EnsembleBackend(FeatureCollector):
+    """Several backends run on the same batch; their outputs (logits) and pooled features are
+    averaged. Each member is its own torch module or ONNX session."""
+
+    name = "ensemble"
+
+    def __init__(self, members: list[Any]) -> None:
+        super().__init__()
+        self.members = members
+        self.streams = getattr(members[0], "streams", 1)
+
+    def start(self) -> None:
+        for member in self.members:
+            if isinstance(member, FeatureCollector):
+                member.start()
+
+    def stop(self) -> list[np.ndarray]:
+        rows = [m.stop() for m in self.members if isinstance(m, FeatureCollector)]
+        if not rows or any(len(r) != len(rows[0]) for r in rows):
+            return []
+        return [np.mean(parts, axis=0) for parts in zip(*rows, strict=True)]
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for member in self.members:
+                if isinstance(member, FeatureCollector):
+                    stack.enter_context(member.paused())
+            yield
+
+    def __call__(self, batch: Any) -> Any:
+        import torch
+
+        return torch.stack([member(batch) for member in self.members]).mean(0)
 
 
 #: bumped when the exported graph changes, so cached exports of an older form are not reused

@@ -12,7 +12,12 @@ import numpy as np
 
 from medsight.errors import InvalidInputError, TaskMismatchError
 from medsight.image import Image
-from medsight.inference.backends import FeatureCollector, OnnxBackend, TorchBackend
+from medsight.inference.backends import (
+    EnsembleBackend,
+    FeatureCollector,
+    OnnxBackend,
+    TorchBackend,
+)
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
     MappedVolume,
@@ -126,6 +131,16 @@ class Predictor:
         name = self.task.spec.networks[index].name
         if self._custom is not None:
             return self._custom
+        ensemble = self.task.spec.ensemble
+        if ensemble and name == ensemble[0]:
+            if "<ensemble>" not in self._backends:
+                members = [self._single_backend(self._index(n)) for n in ensemble]
+                self._backends["<ensemble>"] = EnsembleBackend(members)
+            return self._backends["<ensemble>"]
+        return self._single_backend(index)
+
+    def _single_backend(self, index: int) -> Any:
+        name = self.task.spec.networks[index].name
         if name not in self._backends:
             if self.backend_name == "onnxruntime":
                 self._backends[name] = OnnxBackend(

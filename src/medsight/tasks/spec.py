@@ -284,6 +284,9 @@ class TaskSpec(_Spec):
     # the layer Grad-CAM weighs; default per architecture (medsight.inference.explain)
     explanation_layer: str | None = None
     chain: Chain | None = None
+    # networks whose outputs are averaged (logits: the geometric mean of their probabilities),
+    # e.g. the k fold models of a cross-validation; the first is the one Grad-CAM explains
+    ensemble: list[str] = Field(default_factory=list)
     # named unions of segments measured together, e.g. total = anterior + posterior
     segment_groups: dict[str, list[str]] = Field(default_factory=dict)
     gate: GateSpec = GateSpec()
@@ -318,6 +321,13 @@ class TaskSpec(_Spec):
         network_names = [n.name for n in self.networks]
         if len(set(network_names)) != len(network_names):
             raise ValueError("network names must be unique")
+        if self.ensemble:
+            unknown = [n for n in self.ensemble if n not in network_names]
+            if unknown or len(set(self.ensemble)) < 2 or self.chain is not None:
+                raise ValueError(
+                    "ensemble must name two or more of the task's networks, without a chain"
+                    + (f" (unknown: {unknown})" if unknown else "")
+                )
         if self.chain is not None:
             for role in (self.chain.segmenter, self.chain.classifier):
                 if role not in network_names:

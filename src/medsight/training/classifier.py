@@ -28,6 +28,7 @@ from medsight.tasks import Task, load_named_task
 from medsight.training.augment import augment_batch
 from medsight.training.common import (
     TrainingResult,
+    atomic_save,
     base_task,
     interval,
     load_checkpoint,
@@ -299,6 +300,8 @@ def _train_held_out(
     internal predictions give the internal (random patient split) figures beside them. The
     shipped model is refitted on all cases for the median best epoch count. Each finished
     fold is saved, so an interrupted run resumes."""
+    import torch
+
     inputs = _cache(cases, base, work_dir / f"all-{key}.npy", progress)
     labels = np.array([c.label for c in cases])
     position = {id(case): number for number, case in enumerate(cases)}
@@ -328,6 +331,7 @@ def _train_held_out(
                 label=f"{kind} {name} held out ({number + 1}/{len(held_out)})",
                 fold=number + 1,
             )
+            atomic_save(fit.model.state_dict(), result_path.with_name("model.pt"))
             partial = result_path.with_suffix(".partial.npz")
             np.savez(
                 partial,
@@ -344,16 +348,35 @@ def _train_held_out(
             best_epochs.append(int(saved["best_epoch"]))
             histories.append({"fold": name, "epochs": json.loads(str(saved["history"]))})
     epochs = max(1, int(np.median(best_epochs)))
-    final = _fit(
-        config,
-        base,
-        (inputs, labels),
-        None,
-        work_dir / "final" / "checkpoint.pt",
-        progress,
-        label=f"final model on all cases ({epochs} epochs)",
-        epochs=epochs,
-    )
+    shipped: Any
+    if config.split.ship == "ensemble":
+        shipped = []
+        for name, _ in held_out:
+            member = build_network(base.spec.networks[0])
+            member.load_state_dict(
+                torch.load(work_dir / f"{kind}-{name}" / "model.pt", weights_only=True)
+            )
+            shipped.append(member)
+        ending = (
+            f"the shipped model is the ensemble of the {len(held_out)} fold models (mean "
+            "logits); the held-out figures are of single fold models"
+        )
+        history: list[dict[str, Any]] = []
+    else:
+        final = _fit(
+            config,
+            base,
+            (inputs, labels),
+            None,
+            work_dir / "final" / "checkpoint.pt",
+            progress,
+            label=f"final model on all cases ({epochs} epochs)",
+            epochs=epochs,
+        )
+        shipped, history = final.model, final.history
+        ending = (
+            f"the shipped model is refitted on all cases for {epochs} epochs (median best epoch)"
+        )
     pooled = np.concatenate(internal_index)
     if kind == "group":
         names = ", ".join(f"{n} ({len(f)} images)" for n, f in held_out)
@@ -366,14 +389,13 @@ def _train_held_out(
         cases,
         cases,
         f"{method}; each model chose its epoch on a {config.split.validation_fraction:.0%} "
-        f"random patient split of its training part, never on the held-out part; the shipped "
-        f"model is refitted on all cases for {epochs} epochs (median best epoch)",
-        final.history,
+        f"random patient split of its training part, never on the held-out part; {ending}",
+        history,
         folds=histories,
         internal=(np.concatenate(internal_logits), labels[pooled], [cases[i] for i in pooled]),
         held_out_kind=kind,
     )
-    return _write_task(config, base, final.model, evidence, tasks_dir, command)
+    return _write_task(config, base, shipped, evidence, tasks_dir, command)
 
 
 @dataclass

@@ -170,10 +170,27 @@ def write_task_version(
 
     folder = tasks_dir / base.id / config.version
     folder.mkdir(parents=True, exist_ok=True)
-    digest = save_weights(model, folder / base.spec.networks[0].weights)
     document = _document(base, config)
     document["version"] = config.version
-    document["networks"][0]["sha256"] = digest
+    if isinstance(model, list):  # an ensemble: one network entry and weights file a member
+        first = document["networks"][0]
+        members = []
+        for number, member in enumerate(model, start=1):
+            weights = f"{Path(first['weights']).stem}-{number}.pt"
+            members.append(
+                {
+                    **first,
+                    "name": f"{first['name']}-{number}",
+                    "weights": weights,
+                    "sha256": save_weights(member, folder / weights),
+                }
+            )
+        document["networks"] = members
+        document["ensemble"] = [m["name"] for m in members]
+        digest = members[0]["sha256"]
+    else:
+        digest = save_weights(model, folder / base.spec.networks[0].weights)
+        document["networks"][0]["sha256"] = digest
     document.update(updates or {})
     (folder / "task.toml").write_text(
         f"# trained by: {command or 'medsight train'}\n" + tomli_w.dumps(document)

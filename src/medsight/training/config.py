@@ -142,6 +142,9 @@ class SplitConfig(_Config):
     # a share of patients (stratified, seeded) kept from every step of training, gate fit and
     # choice: a final check nothing was tuned on (`medsight evaluate RECIPE --split holdback`)
     holdback_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0
+    # with folds or groups: ship one model refitted on all cases, or the fold models as an
+    # ensemble whose logits are averaged (no refit; each member exported to ONNX on its own)
+    ship: Literal["refit", "ensemble"] = "refit"
 
     @model_validator(mode="after")
     def _one_scheme(self) -> SplitConfig:
@@ -149,6 +152,8 @@ class SplitConfig(_Config):
             raise ValueError("give groups (file-name rules) or group_column, not both")
         if (self.groups or self.group_column) and self.folds:
             raise ValueError("give folds or groups, not both")
+        if self.ship == "ensemble" and not (self.folds or self.groups or self.group_column):
+            raise ValueError("ship = 'ensemble' needs folds or groups")
         return self
 
     @property
