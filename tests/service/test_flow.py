@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 
 from medsight.service import InstanceStore
 from medsight.service.outbound import Outbound
+from medsight.tasks import load_named_task
 from tests._net import free_port
 from tests.reporting._sources import totalseg_ct_with_uids
 from tests.reporting.test_dicom_seg import ct_task
@@ -118,6 +119,8 @@ def test_modality_and_pacs_to_worklist_and_back_to_the_pacs(orthanc, tmp_path): 
         for item in worklist["items"]:
             assert item["priority"] == "URGENT"  # the sample's pneumonia, in both studies
             assert any("Pneumonia" in reason for reason in item["reasons"])
+            # the worklist names the task version that answered (a site version shows here)
+            assert item["models"] == [f"cxr-pneumonia {load_named_task('cxr-pneumonia').version}"]
         results = {}
         for item in worklist["items"]:
             document = clinician.json(f"/api/studies/{item['study_key']}")

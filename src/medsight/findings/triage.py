@@ -160,6 +160,7 @@ class WorklistEntry:
     effective_level: Level = "NO_AI_FINDING"
     effective_score: float = 0.0
     reasons: list[str] = field(default_factory=list)
+    models: tuple[str, ...] = ()  # "task version" of each analysis (site versions show here)
 
 
 def _escalate(entry: WorklistEntry, now: _dt.datetime) -> None:

@@ -233,6 +233,7 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
                     "priority": e.effective_level,
                     "score": e.effective_score,
                     "reasons": e.reasons,
+                    "models": list(e.models),
                     "waiting_seconds": round((current - e.received).total_seconds(), 1),
                 }
                 for e in page

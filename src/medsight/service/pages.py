@@ -112,9 +112,10 @@ async function refresh() {{
     `${{esc(i.priority)}}</span></td><td><a href="/studies/${{esc(i.study_key)}}/viewer">` +
     `${{esc(i.study_key)}}</a> (<a href="/studies/${{esc(i.study_key)}}/report.html">` +
     `report</a>)</td><td>${{Math.round(i.waiting_seconds / 60)}} min</td>` +
-    `<td>${{i.reasons.map(esc).join("<br>")}}</td></tr>`);
+    `<td>${{i.reasons.map(esc).join("<br>")}}</td>` +
+    `<td>${{(i.models || []).map(esc).join("<br>")}}</td></tr>`);
   document.getElementById("rows").innerHTML = rows.join("") ||
-    '<tr><td colspan="4">No analysed studies yet.</td></tr>';
+    '<tr><td colspan="5">No analysed studies yet.</td></tr>';
   document.getElementById("updated").textContent =
     `updated ${{new Date().toLocaleTimeString()}}`;
 }}
@@ -170,14 +171,16 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
                 f"{entry.effective_level}</span></td>"
                 f'<td><a href="/studies/{key}/viewer">{key}</a> '
                 f'(<a href="/studies/{key}/report.html">report</a>)</td>'
-                f"<td>{waited:.0f} min</td><td>{reasons}</td></tr>"
+                f"<td>{waited:.0f} min</td><td>{reasons}</td>"
+                f"<td>{'<br>'.join(html.escape(m) for m in entry.models)}</td></tr>"
             )
-        body = "".join(rows) or '<tr><td colspan="4">No analysed studies yet.</td></tr>'
+        body = "".join(rows) or '<tr><td colspan="5">No analysed studies yet.</td></tr>'
         return page(
             "worklist",
             f"""<h1>Worklist</h1><p>Most urgent first, then longest waiting.
 <span id="updated"></span></p><table><thead><tr><th>priority</th><th>study</th>
-<th>waiting</th><th>reasons</th></tr></thead><tbody id="rows">{body}</tbody></table>""",
+<th>waiting</th><th>reasons</th><th>model</th></tr></thead>
+<tbody id="rows">{body}</tbody></table>""",
             user=user,
             script=_worklist_script(),
         )

@@ -22,6 +22,17 @@ def _results(results_dir: Path) -> list[dict[str, Any]]:
     return documents
 
 
+def _models(document: dict[str, Any]) -> tuple[str, ...]:
+    """Each task version that answered, once, in order: the worklist names what was used."""
+    names = []
+    for analysis in document.get("analyses", []):
+        task = analysis.get("task") or {}
+        name = f"{task.get('id', '?')} {task.get('version', '?')}"
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def worklist_entries(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry]:
     entries = []
     for document in _results(results_dir):
@@ -38,6 +49,7 @@ def worklist_entries(results_dir: Path, now: _dt.datetime) -> list[WorklistEntry
                     priority["rules_version"],
                 ),
                 received=_dt.datetime.fromisoformat(document["created"]),
+                models=_models(document),
             )
         )
     return order_worklist(entries, now=now)
