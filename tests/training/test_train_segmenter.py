@@ -230,3 +230,31 @@ threads = 1
     card = (folder / "MODEL_CARD.md").read_text()
     assert "out-of-fold" in card and "held out 3:" in card
     assert "| figure (95% CI) | internal: random patient split | out-of-fold |" in card
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("ship", ["refit", "ensemble"])
+def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
+    recipe = seg_recipe(tmp_path, epochs=2)
+    recipe.write_text(
+        recipe.read_text().replace("[split]\n", f'[split]\nfolds = 4\nship = "{ship}"\n')
+    )
+    result = CliRunner().invoke(
+        app,
+        ["train", str(recipe), "--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "t" / "test-seg2d" / "1.0.0"
+    task = load_task(folder)
+    metrics = json.loads((folder / "training_record.json").read_text())["metrics"]
+    # every case scored once, by the fold model that did not see it
+    assert metrics["validation_cases"] == 16 == metrics["validation"]["vessel"]["cases"]
+    assert metrics["evidence"].startswith("out-of-fold: 4-fold patient-level cross-validation")
+    assert len(metrics["folds"]) == 4
+    for number in range(1, 5):
+        assert (tmp_path / "w" / f"fold-{number}" / "model.pt").is_file()
+    (claim,) = [c for c in task.spec.claims if c.metric == "dice"]
+    assert claim.measured_on.startswith("out-of-fold") and claim.segment == "vessel"
+    assert claim.value == pytest.approx(metrics["validation"]["vessel"]["dice"]["value"], abs=1e-4)
+    assert len(task.spec.networks) == (4 if ship == "ensemble" else 1)
+    assert "- fold 4:" in (folder / "MODEL_CARD.md").read_text()

@@ -27,7 +27,7 @@ from medsight.tasks.task import Task
 if TYPE_CHECKING:
     from medsight.evaluation.cases import Case
 
-__all__ = ["evaluate_segmenter", "write_segmentation_report"]
+__all__ = ["evaluate_out_of_fold", "evaluate_segmenter", "write_segmentation_report"]
 
 BANNER = "medsight evaluation - research use only, not for diagnostic use"
 _GALLERY = 6
@@ -36,6 +36,34 @@ _GALLERY = 6
 def evaluate_segmenter(
     task: Task, cases: Sequence[Case], *, progress: Any = None, tolerance_mm: float = 1.0
 ) -> dict[str, Any]:
+    """Every case through the task's Predictor in its original geometry, then the means
+    with bootstrap CIs, subgroups, claims and the worst cases."""
+    return evaluate_out_of_fold(task, [(task, cases)], progress=progress, tolerance_mm=tolerance_mm)
+
+
+def evaluate_out_of_fold(
+    task: Task,
+    folds: Sequence[tuple[Task, Sequence[Case]]],
+    *,
+    progress: Any = None,
+    tolerance_mm: float = 1.0,
+) -> dict[str, Any]:
+    """Each fold's cases through that fold's model, pooled and summarised as ``task`` (the
+    version the evidence is for): k-fold evidence where every case is out of fold."""
+    per_case: list[dict[str, Any]] = []
+    views: list[tuple[float, bytes]] = []
+    units = "mm"
+    for fold_task, cases in folds:
+        rows, fold_views, fold_units = _evaluate_cases(fold_task, cases, progress, tolerance_mm)
+        per_case += rows
+        views += fold_views
+        units = "px" if fold_units == "px" else units
+    return _summary(task, per_case, views, units, tolerance_mm)
+
+
+def _evaluate_cases(
+    task: Task, cases: Sequence[Case], progress: Any, tolerance_mm: float
+) -> tuple[list[dict[str, Any]], list[tuple[float, bytes]], str]:
     from sklearn.metrics import roc_auc_score
 
     from medsight.evaluation.cases import read_case_image, read_case_mask
@@ -81,6 +109,17 @@ def evaluate_segmenter(
             progress.advance(job)
     if progress:
         progress.remove_task(job)
+    return per_case, views, units
+
+
+def _summary(
+    task: Task,
+    per_case: list[dict[str, Any]],
+    views: list[tuple[float, bytes]],
+    units: str,
+    tolerance_mm: float,
+) -> dict[str, Any]:
+    segments = [o for o in task.spec.outputs if o.index > 0]
     summary = {s.name: _summarise([row[s.name] for row in per_case]) for s in segments}
     subgroups: dict[str, dict[str, Any]] = {}
     for column in sorted({key for row in per_case for key in row["attributes"]}):

@@ -27,12 +27,12 @@ from medsight.models import build_network, load_network
 from medsight.tasks import Task, load_named_task
 from medsight.training.augment import augment_batch
 from medsight.training.common import (
+    Fitted,
     TrainingResult,
     atomic_save,
     base_task,
+    fit_epochs,
     interval,
-    load_checkpoint,
-    save_checkpoint,
     step_seed,
     write_record,
     write_task_version,
@@ -85,13 +85,6 @@ def _logits(model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs).astype(np.float64)
 
 
-@dataclass
-class _Fit:
-    model: Any
-    history: list[dict[str, Any]]
-    best_epoch: int
-
-
 def _loss_function(config: TrainConfig, labels: np.ndarray, outputs: int) -> Any:
     import torch
     from monai.losses import FocalLoss
@@ -128,14 +121,14 @@ def _fit(
     label: str = "training",
     fold: int = 0,
     epochs: int | None = None,
-) -> _Fit:
-    """Train one model; without validation data it runs ``epochs`` and keeps the last."""
+) -> Fitted:
+    """Train one model, choosing its epoch by validation AUC; without validation data it
+    runs ``epochs`` and keeps the last."""
     import torch
 
     options = config.train
     spec = base.spec
     train_x, train_y = train
-    epochs = epochs or options.epochs
     torch.manual_seed(step_seed(options.seed, fold))
     model = build_network(spec.networks[0])
     if config.init_from:
@@ -145,72 +138,42 @@ def _fit(
         model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
     )
     loss_function = _loss_function(config, train_y, len(spec.outputs))
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_auc": -1.0,
-        "best_epoch": 0,
-        "best_state": None,
-        "bad_epochs": 0,
-        "history": [],
-    }
-    saved = load_checkpoint(checkpoint_path, config)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        logger.info("%s: resuming after epoch %d", label, state["epoch"])
-
     steps = int(np.ceil(len(train_x) / options.batch_size))
     if options.max_steps_per_epoch:
         steps = min(steps, options.max_steps_per_epoch)
-    epoch_job = (
-        progress.add_task(label, total=epochs, completed=state["epoch"]) if progress else None
+    orders: dict[int, np.ndarray] = {}
+
+    def train_step(epoch: int, step: int) -> float:
+        order = orders.setdefault(epoch, _epoch_order(config, train_y, fold, epoch))
+        index = order[step * options.batch_size : (step + 1) * options.batch_size]
+        batch = torch.from_numpy(train_x[index].astype(np.float32))
+        if options.augment:
+            seed = step_seed(options.seed, fold, epoch, step)
+            batch = augment_batch(batch, seed, options.augment_strength)
+        optimizer.zero_grad()
+        loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def validate() -> float:
+        assert validation is not None
+        logits = _logits(model, validation[0], options.batch_size)
+        return roc_auc(validation[1], calibrated_probabilities(logits, 1.0)[:, 1]).value
+
+    return fit_epochs(
+        config,
+        model,
+        optimizer,
+        checkpoint_path,
+        progress,
+        label=label,
+        epochs=epochs or options.epochs,
+        steps=steps,
+        train_step=train_step,
+        validate=validate if validation is not None else None,
+        score_name="validation_auc",
     )
-    while state["epoch"] < epochs and state["bad_epochs"] < options.early_stopping_patience:
-        epoch = state["epoch"]
-        order = _epoch_order(config, train_y, fold, epoch)
-        model.train()
-        losses = []
-        step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
-        for step in range(steps):
-            index = order[step * options.batch_size : (step + 1) * options.batch_size]
-            batch = torch.from_numpy(train_x[index].astype(np.float32))
-            if options.augment:
-                batch = augment_batch(
-                    batch, step_seed(options.seed, fold, epoch, step), options.augment_strength
-                )
-            optimizer.zero_grad()
-            loss = loss_function(model(batch.float()), torch.from_numpy(train_y[index]))
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress.update(
-                    step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
-                )
-        if progress:
-            progress.remove_task(step_job)
-        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-        if validation is not None:
-            logits = _logits(model, validation[0], options.batch_size)
-            auc = roc_auc(validation[1], calibrated_probabilities(logits, 1.0)[:, 1]).value
-            entry["validation_auc"] = auc
-            if auc > state["best_auc"]:
-                state.update(best_auc=auc, best_epoch=epoch + 1, bad_epochs=0)
-                state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-            else:
-                state["bad_epochs"] += 1
-        state["history"].append(entry)
-        state["epoch"] = epoch + 1
-        save_checkpoint(checkpoint_path, config, model, optimizer, state)
-        if progress:
-            shown = f" (val AUC {entry['validation_auc']:.3f})" if validation is not None else ""
-            progress.update(epoch_job, completed=state["epoch"], description=f"{label}{shown}")
-    if progress:
-        progress.remove_task(epoch_job)
-    if validation is not None:
-        model.load_state_dict(state["best_state"])
-    return _Fit(model, state["history"], state["best_epoch"] or state["epoch"])
 
 
 def train_classifier(

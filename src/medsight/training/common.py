@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tomllib
@@ -20,11 +21,15 @@ from medsight.errors import ConfigurationError
 from medsight.tasks import Task, load_task
 from medsight.training.config import TrainConfig
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "Fitted",
     "TrainingResult",
     "atomic_save",
     "base_task",
     "config_hash",
+    "fit_epochs",
     "interval",
     "load_checkpoint",
     "save_checkpoint",
@@ -217,3 +222,82 @@ def write_record(
     (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
     (folder / "MODEL_CARD.md").write_text(model_card(record))
     return TrainingResult(load_task(folder), record)
+
+
+@dataclass
+class Fitted:
+    model: Any
+    history: list[dict[str, Any]]
+    best_epoch: int
+
+
+def fit_epochs(
+    config: TrainConfig,
+    model: Any,
+    optimizer: Any,
+    checkpoint_path: Path,
+    progress: Any,
+    *,
+    label: str,
+    epochs: int,
+    steps: int,
+    train_step: Callable[[int, int], float],
+    validate: Callable[[], float] | None,
+    score_name: str,
+) -> Fitted:
+    """The epoch loop both trainers share: resume from the checkpoint of this recipe, run
+    ``steps`` calls of ``train_step(epoch, step)`` (it returns the step's loss), score with
+    ``validate`` (higher is better) and keep the best state, stop after
+    ``early_stopping_patience`` epochs without a better score, checkpoint every epoch.
+    Without ``validate`` it runs ``epochs`` and keeps the last state."""
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_score": -np.inf,
+        "best_epoch": 0,
+        "best_state": None,
+        "bad_epochs": 0,
+        "history": [],
+    }
+    saved = load_checkpoint(checkpoint_path, config)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        logger.info("%s: resuming after epoch %d", label, state["epoch"])
+    patience = config.train.early_stopping_patience
+    epoch_job = (
+        progress.add_task(label, total=epochs, completed=state["epoch"]) if progress else None
+    )
+    while state["epoch"] < epochs and state["bad_epochs"] < patience:
+        epoch = state["epoch"]
+        model.train()
+        losses: list[float] = []
+        step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
+        for step in range(steps):
+            losses.append(train_step(epoch, step))
+            if progress:
+                progress.update(
+                    step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
+                )
+        if progress:
+            progress.remove_task(step_job)
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if validate is not None:
+            score = validate()
+            entry[score_name] = score
+            if score > state["best_score"]:
+                state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
+                state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+        state["history"].append(entry)
+        state["epoch"] = epoch + 1
+        save_checkpoint(checkpoint_path, config, model, optimizer, state)
+        if progress:
+            shown = f" ({score_name} {entry[score_name]:.3f})" if validate is not None else ""
+            progress.update(epoch_job, completed=state["epoch"], description=f"{label}{shown}")
+    if progress:
+        progress.remove_task(epoch_job)
+    if validate is not None and state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    return Fitted(model, state["history"], state["best_epoch"] or state["epoch"])

@@ -1,8 +1,9 @@
-"""Train a segmentation task (2D or 3D U-Net): patient-level split, foreground-oversampled
-patches, MONAI augmentation, Dice+CE loss, model selection on validation Dice computed with
-the same sliding window the Predictor uses, resumable checkpoints; then the held-back cases
-are evaluated through the real Predictor in their original geometry (Dice, IoU, HD95,
-surface Dice with bootstrap CIs) and the task version is written with its model card."""
+"""Train a segmentation task (2D or 3D U-Net): a patient-level split or k-fold
+cross-validation, foreground-oversampled patches, MONAI augmentation, Dice+CE loss, model
+selection on validation Dice computed with the same sliding window the Predictor uses,
+resumable checkpoints; then the held-back (or every out-of-fold) case is evaluated through
+the real Predictor in its original geometry (Dice, IoU, HD95, surface Dice with bootstrap
+CIs) and the task version is written with its model card and claims."""
 
 from __future__ import annotations
 
@@ -16,20 +17,24 @@ from typing import Any
 import numpy as np
 
 from medsight.errors import ConfigurationError, InvalidInputError
-from medsight.evaluation.segmentation_report import evaluate_segmenter, write_segmentation_report
+from medsight.evaluation.segmentation_report import (
+    evaluate_out_of_fold,
+    evaluate_segmenter,
+    write_segmentation_report,
+)
 from medsight.inference.predictor import network_input
 from medsight.inference.preprocess import to_network_grid
 from medsight.inference.sliding_window import sliding_window
 from medsight.models import build_network, load_network
 from medsight.tasks import Task, load_named_task, load_task
 from medsight.training.common import (
+    Fitted,
     TrainingResult,
     atomic_save,
     base_task,
     config_hash,
+    fit_epochs,
     interval,
-    load_checkpoint,
-    save_checkpoint,
     step_seed,
     write_record,
     write_task_version,
@@ -37,6 +42,7 @@ from medsight.training.common import (
 from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
+    kfold_by_patient,
     list_cases,
     read_case_image,
     read_case_mask,
@@ -196,6 +202,81 @@ def _validation_dice(model: Any, items: list[_Item], spec: Any) -> float:
     return float(np.mean(scores))
 
 
+def _fit_segmenter(
+    config: TrainConfig,
+    base: Task,
+    train_items: list[_Item],
+    validation_items: list[_Item] | None,
+    checkpoint_path: Path,
+    progress: Any,
+    *,
+    label: str = "training",
+    fold: int = 0,
+    epochs: int | None = None,
+) -> Fitted:
+    """One model on foreground-oversampled patches, its epoch chosen by validation Dice;
+    without validation items it runs ``epochs`` and keeps the last."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    spec = base.spec
+    options = config.train
+    dims = spec.acceptance.spatial_dims
+    patch = tuple(spec.preprocessing.patch_size or train_items[0].labels.shape)
+    torch.manual_seed(options.seed if not fold else step_seed(options.seed, fold))
+    model = build_network(spec.networks[0])
+    if config.init_from:
+        model.load_state_dict(load_network(load_named_task(config.init_from)).state_dict())
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    )
+    loss_function = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
+    steps = options.steps_per_epoch
+    if options.max_steps_per_epoch:
+        steps = min(steps, options.max_steps_per_epoch)
+
+    def train_step(epoch: int, step: int) -> float:
+        # the unfolded run keeps its historical seeds (fold 0): resumes stay bit-identical
+        seed = (
+            step_seed(options.seed, epoch, step)
+            if not fold
+            else step_seed(options.seed, fold, epoch, step)
+        )
+        rng = np.random.default_rng(seed)
+        augment = _augmenter(seed, dims, options.flip_axes) if options.augment else None
+        images, labels = [], []
+        for index in rng.integers(0, len(train_items), options.batch_size):
+            values, label = _patch(train_items[index], patch, rng, options.foreground_fraction)
+            sample = {"image": values, "label": label[np.newaxis].astype(np.float32)}
+            if augment is not None:
+                sample = augment(sample)
+            images.append(torch.as_tensor(sample["image"]))
+            labels.append(torch.as_tensor(sample["label"]))
+        optimizer.zero_grad()
+        loss = loss_function(model(torch.stack(images).float()), torch.stack(labels).float())
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def validate() -> float:
+        assert validation_items is not None
+        return _validation_dice(model, validation_items, spec)
+
+    return fit_epochs(
+        config,
+        model,
+        optimizer,
+        checkpoint_path,
+        progress,
+        label=label,
+        epochs=epochs or options.epochs,
+        steps=steps,
+        train_step=train_step,
+        validate=validate if validation_items is not None else None,
+        score_name="validation_dice",
+    )
+
+
 def train_segmenter(
     config: TrainConfig,
     *,
@@ -205,140 +286,168 @@ def train_segmenter(
     progress: Any = None,
 ) -> TrainingResult:
     import torch
-    from monai.losses import DiceCELoss
 
     base = base_task(config)
     spec = base.spec
     if spec.kind != "segmentation" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network segmentation task")
-    if config.split.folds:
-        raise ConfigurationError("k-fold cross-validation is for classifiers; give a split")
+    if config.split.grouped:
+        raise ConfigurationError("group-held-out validation is for classifiers; give folds")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     cases, _ = split_holdback(list_cases(config.data), config.split)
     unmasked = [c.name for c in cases if c.mask is None]
     if unmasked:
         raise InvalidInputError(f"{len(unmasked)} case(s) without a mask: {unmasked[:5]}")
-    train_cases, validation_cases = split_by_patient(cases, config.split)
     key = config_hash(config)[:12]
+    if config.split.folds:
+        return _train_folds(config, base, cases, tasks_dir, work_dir, key, command, progress)
+    train_cases, validation_cases = split_by_patient(cases, config.split)
     train_items = _cache_items(train_cases, base, work_dir / f"train-{key}.pt", progress)
     validation_items = _cache_items(
         validation_cases, base, work_dir / f"validation-{key}.pt", progress
     )
-
-    options = config.train
-    dims = spec.acceptance.spatial_dims
-    patch = tuple(spec.preprocessing.patch_size or train_items[0].labels.shape)
-    torch.manual_seed(options.seed)
-    model = build_network(spec.networks[0])
-    if config.init_from:
-        model.load_state_dict(load_network(load_named_task(config.init_from)).state_dict())
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    fit = _fit_segmenter(
+        config, base, train_items, validation_items, work_dir / "checkpoint.pt", progress
     )
-    loss_function = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
-    checkpoint_path = work_dir / "checkpoint.pt"
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_dice": -1.0,
-        "best_state": None,
-        "bad_epochs": 0,
-        "history": [],
-    }
-    saved = load_checkpoint(checkpoint_path, config)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        logger.info("resuming after epoch %d", state["epoch"])
-
-    steps = options.steps_per_epoch
-    if options.max_steps_per_epoch:
-        steps = min(steps, options.max_steps_per_epoch)
-    epoch_job = (
-        progress.add_task("training", total=options.epochs, completed=state["epoch"])
-        if progress
-        else None
-    )
-    while state["epoch"] < options.epochs and state["bad_epochs"] < options.early_stopping_patience:
-        epoch = state["epoch"]
-        model.train()
-        losses = []
-        step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
-        for step in range(steps):
-            seed = step_seed(options.seed, epoch, step)
-            rng = np.random.default_rng(seed)
-            augment = _augmenter(seed, dims, options.flip_axes) if options.augment else None
-            images, labels = [], []
-            for index in rng.integers(0, len(train_items), options.batch_size):
-                values, label = _patch(train_items[index], patch, rng, options.foreground_fraction)
-                sample = {"image": values, "label": label[np.newaxis].astype(np.float32)}
-                if augment is not None:
-                    sample = augment(sample)
-                images.append(torch.as_tensor(sample["image"]))
-                labels.append(torch.as_tensor(sample["label"]))
-            optimizer.zero_grad()
-            loss = loss_function(model(torch.stack(images).float()), torch.stack(labels).float())
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if progress:
-                progress.update(
-                    step_job, advance=1, description=f"epoch {epoch + 1} loss {np.mean(losses):.3f}"
-                )
-        if progress:
-            progress.remove_task(step_job)
-        dice = _validation_dice(model, validation_items, spec)
-        state["history"].append(
-            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_dice": dice}
-        )
-        if dice > state["best_dice"]:
-            state.update(best_dice=dice, bad_epochs=0)
-            state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        save_checkpoint(checkpoint_path, config, model, optimizer, state)
-        if progress:
-            progress.update(
-                epoch_job,
-                completed=state["epoch"],
-                description=f"training (val Dice {dice:.3f}, best {state['best_dice']:.3f})",
-            )
-    model.load_state_dict(state["best_state"])
-    return _write_task(
-        config,
-        base,
-        model,
-        train_cases,
-        validation_cases,
-        state,
-        tasks_dir,
-        work_dir,
-        command,
-        progress,
-    )
-
-
-def _write_task(
-    config: TrainConfig,
-    base: Task,
-    model: Any,
-    train_cases: list[Case],
-    validation_cases: list[Case],
-    state: dict[str, Any],
-    tasks_dir: Path,
-    work_dir: Path,
-    command: str,
-    progress: Any,
-) -> TrainingResult:
-    folder, digest = write_task_version(base, config, model, tasks_dir, command)
+    folder, digest = write_task_version(base, config, fit.model, tasks_dir, command)
     task = load_task(folder)
     # the held-back cases through the real Predictor, in their original geometry
     evaluation = evaluate_segmenter(task, validation_cases, progress=progress)
+    measured_on = (
+        f"{len(validation_cases)} held-back cases of a random patient split (which also "
+        "chose the epoch)"
+    )
+    return _finish(
+        config,
+        base,
+        folder,
+        digest,
+        evaluation,
+        measured_on,
+        train_cases,
+        validation_cases,
+        fit.history,
+        [],
+        work_dir,
+        command,
+    )
+
+
+def _train_folds(
+    config: TrainConfig,
+    base: Task,
+    cases: list[Case],
+    tasks_dir: Path,
+    work_dir: Path,
+    key: str,
+    command: str,
+    progress: Any,
+) -> TrainingResult:
+    """k models, each choosing its epoch on an internal patient split of its training part;
+    every case is scored by the model that did not see it (the pooled out-of-fold evidence,
+    the card's figures and claims); then one model refitted on all cases for the median
+    best epoch count, or the fold models shipped as an ensemble. Finished folds resume."""
+    import torch
+
+    assert config.split.folds is not None
+    folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
+    items = _cache_items(cases, base, work_dir / f"all-{key}.pt", progress)
+    item_of = {id(case): item for case, item in zip(cases, items, strict=True)}
+    fold_tasks: list[tuple[Task, list[Case]]] = []
+    members: list[Any] = []
+    best_epochs: list[int] = []
+    histories: list[dict[str, Any]] = []
+    for number, fold in enumerate(folds, start=1):
+        inside = {id(c) for c in fold}
+        rest = [c for c in cases if id(c) not in inside]
+        fit_cases, check_cases = split_by_patient(rest, config.split)
+        fold_dir = work_dir / f"fold-{number}"
+        weights = fold_dir / "model.pt"
+        model = build_network(base.spec.networks[0])
+        if weights.is_file():
+            saved = torch.load(weights, weights_only=False)
+            model.load_state_dict(saved["model"])
+            best, history = int(saved["best_epoch"]), saved["history"]
+        else:
+            fit = _fit_segmenter(
+                config,
+                base,
+                [item_of[id(c)] for c in fit_cases],
+                [item_of[id(c)] for c in check_cases],
+                fold_dir / "checkpoint.pt",
+                progress,
+                label=f"fold {number}/{len(folds)}",
+                fold=number,
+            )
+            model, best, history = fit.model, fit.best_epoch, fit.history
+            atomic_save(
+                {"model": model.state_dict(), "best_epoch": best, "history": history}, weights
+            )
+        folder, _ = write_task_version(base, config, model, fold_dir / "task", command)
+        fold_tasks.append((load_task(folder), fold))
+        members.append(model)
+        best_epochs.append(best)
+        histories.append({"fold": number, "epochs": history})
+    if config.split.ship == "ensemble":
+        shipped: Any = members
+        history_final: list[dict[str, Any]] = []
+        ending = f"the shipped model is the ensemble of the {len(folds)} fold models"
+    else:
+        epochs = max(1, int(np.median(best_epochs)))
+        final = _fit_segmenter(
+            config,
+            base,
+            items,
+            None,
+            work_dir / "final" / "checkpoint.pt",
+            progress,
+            label=f"final model on all cases ({epochs} epochs)",
+            epochs=epochs,
+        )
+        shipped, history_final = final.model, final.history
+        ending = f"the shipped model is refitted on all cases for {epochs} epochs"
+    folder, digest = write_task_version(base, config, shipped, tasks_dir, command)
+    evaluation = evaluate_out_of_fold(load_task(folder), fold_tasks, progress=progress)
+    measured_on = (
+        f"out-of-fold: {len(folds)}-fold patient-level cross-validation, {len(cases)} cases "
+        "each scored by the model that did not see it; each fold's model chose its epoch on "
+        "an internal split of its training part"
+    )
+    return _finish(
+        config,
+        base,
+        folder,
+        digest,
+        evaluation,
+        f"{measured_on}; {ending}",
+        cases,
+        cases,
+        history_final,
+        histories,
+        work_dir,
+        command,
+    )
+
+
+def _finish(
+    config: TrainConfig,
+    base: Task,
+    folder: Path,
+    digest: str,
+    evaluation: dict[str, Any],
+    measured_on: str,
+    train_cases: list[Case],
+    validation_cases: list[Case],
+    history: list[dict[str, Any]],
+    folds: list[dict[str, Any]],
+    work_dir: Path,
+    command: str,
+) -> TrainingResult:
     write_segmentation_report(evaluation, work_dir / "validation-report")
-    _write_claims(folder, evaluation["summary"], len(validation_cases))
+    _write_claims(folder, evaluation["summary"], measured_on.split(";")[0])
     metrics = {
+        "evidence": measured_on,
         "train_cases": len(train_cases),
         "train_patients": len({c.patient for c in train_cases}),
         "validation_cases": len(validation_cases),
@@ -346,19 +455,19 @@ def _write_task(
         "validation": evaluation["summary"],
         "units": evaluation["units"],
         "volume_units": evaluation["volume_units"],
-        "history": state["history"],
+        "history": history,
+        "folds": folds,
     }
     return write_record(
         folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
     )
 
 
-def _write_claims(folder: Path, summary: dict[str, Any], cases: int) -> None:
+def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> None:
     """Each segment's Dice (and pixel AUC) as task.toml claims `medsight evaluate` re-checks;
     the weights are unchanged, so only task.toml is rewritten."""
     import tomli_w
 
-    measured_on = f"{cases} held-back cases of a random patient split (which also chose the epoch)"
     claims = []
     for segment, entry in summary.items():
         for metric in ("dice", "pixel_auc"):
@@ -393,12 +502,13 @@ def _model_card(
         "",
         f"- source: {source}",
         f"- training: {metrics['train_cases']} images of {metrics['train_patients']} patients; "
-        f"validation: {metrics['validation_cases']} held-back images of "
+        f"evaluated: {metrics['validation_cases']} images of "
         f"{metrics['validation_patients']} patients (seed {config.split.seed})",
+        f"- evidence: {metrics['evidence']}",
         "- validation cases come from the same source as the training data, so these figures "
         "flatter: expect lower performance on data from another site or device",
         "",
-        "## Validation results (mean over held-back cases, 95% bootstrap CIs)",
+        "## Validation results (mean over the evaluated cases, 95% bootstrap CIs)",
         "",
         f"Computed by the Predictor on the original images (original geometry), post-processing "
         f"included; HD95 in {unit}, surface Dice at 1 {unit} tolerance, volume differences in "
@@ -413,10 +523,15 @@ def _model_card(
             if name != "cases"
         ]
         lines.append(f"- {segment}: " + "; ".join(parts))
-    history = "; ".join(
-        f"epoch {h['epoch']} loss {h['loss']:.3f} val Dice {h['validation_dice']:.3f}"
-        for h in metrics["history"]
-    )
+
+    def epochs(history: list[dict[str, Any]]) -> str:
+        return "; ".join(
+            f"epoch {h['epoch']} loss {h['loss']:.3f}"
+            + (f" val Dice {h['validation_dice']:.3f}" if "validation_dice" in h else "")
+            for h in history
+        )
+
+    history = epochs(metrics["history"])
     lines += [
         "",
         "## Training",
@@ -424,13 +539,14 @@ def _model_card(
         f"- command: `{record['command']}`",
         f"- software: {json.dumps(record['software'])}",
         f"- epochs run: {len(metrics['history'])}; history: {history}",
+        *(f"- fold {f['fold']}: {epochs(f['epochs'])}" for f in metrics["folds"]),
         f"- weights SHA-256: `{record['weights_sha256']}`",
         "",
         "## Known limitations",
         "",
         "- internal validation only; no external test set was available",
-        "- the best epoch was chosen on the same held-back cases, which makes these figures "
-        "slightly optimistic",
+        "- with a random split the best epoch was chosen on the evaluated cases, which makes "
+        "those figures slightly optimistic; out-of-fold figures are free of that choice",
         "- inputs outside the intended use are flagged NEEDS_REVIEW by the task's acceptance "
         "checks, never silently segmented",
         "",
