@@ -23,8 +23,8 @@ from medsight.evaluation import (
     wilson,
 )
 from medsight.inference.predictor import calibrated_probabilities, network_input
-from medsight.models import build_network, load_network
-from medsight.tasks import Task, load_named_task
+from medsight.models import build_network
+from medsight.tasks import Task
 from medsight.training.augment import augment_batch
 from medsight.training.common import (
     Fitted,
@@ -33,6 +33,7 @@ from medsight.training.common import (
     base_task,
     fit_epochs,
     interval,
+    new_model,
     step_seed,
     write_record,
     write_task_version,
@@ -129,14 +130,7 @@ def _fit(
     options = config.train
     spec = base.spec
     train_x, train_y = train
-    torch.manual_seed(step_seed(options.seed, fold))
-    model = build_network(spec.networks[0])
-    if config.init_from:
-        start = load_named_task(config.init_from)
-        model.load_state_dict(load_network(start).state_dict())
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
-    )
+    model, optimizer = new_model(config, base, step_seed(options.seed, fold))
     loss_function = _loss_function(config, train_y, len(spec.outputs))
     steps = int(np.ceil(len(train_x) / options.batch_size))
     if options.max_steps_per_epoch:

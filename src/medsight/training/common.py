@@ -301,3 +301,21 @@ def fit_epochs(
     if validate is not None and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return Fitted(model, state["history"], state["best_epoch"] or state["epoch"])
+
+
+def new_model(config: TrainConfig, base: Task, seed: int) -> tuple[Any, Any]:
+    """The task's first network, seeded (or started from ``init_from``), and its AdamW."""
+    import torch
+
+    from medsight.models import build_network, load_network
+    from medsight.tasks import load_named_task
+
+    torch.manual_seed(seed)
+    model = build_network(base.spec.networks[0])
+    if config.init_from:
+        model.load_state_dict(load_network(load_named_task(config.init_from)).state_dict())
+    options = config.train
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    )
+    return model, optimizer

@@ -25,8 +25,8 @@ from medsight.evaluation.segmentation_report import (
 from medsight.inference.predictor import network_input
 from medsight.inference.preprocess import to_network_grid
 from medsight.inference.sliding_window import sliding_window
-from medsight.models import build_network, load_network
-from medsight.tasks import Task, load_named_task, load_task
+from medsight.models import build_network
+from medsight.tasks import Task, load_task
 from medsight.training.common import (
     Fitted,
     TrainingResult,
@@ -35,6 +35,7 @@ from medsight.training.common import (
     config_hash,
     fit_epochs,
     interval,
+    new_model,
     step_seed,
     write_record,
     write_task_version,
@@ -223,12 +224,8 @@ def _fit_segmenter(
     options = config.train
     dims = spec.acceptance.spatial_dims
     patch = tuple(spec.preprocessing.patch_size or train_items[0].labels.shape)
-    torch.manual_seed(options.seed if not fold else step_seed(options.seed, fold))
-    model = build_network(spec.networks[0])
-    if config.init_from:
-        model.load_state_dict(load_network(load_named_task(config.init_from)).state_dict())
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+    model, optimizer = new_model(
+        config, base, options.seed if not fold else step_seed(options.seed, fold)
     )
     loss_function = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
     steps = options.steps_per_epoch
