@@ -131,6 +131,7 @@ def test_group_held_out_training_locks_on_held_out_predictions(trained):
     card = (folder / "MODEL_CARD.md").read_text()
     assert "| figure (95% CI) | internal: random patient split | group-held-out |" in card
     assert "what the groups simulate: two built acquisition batches" in card
+    assert metrics["training_seconds"] > 0 and "- training time (epochs only, all folds): " in card
     claims = {(c.metric, c.operating_point) for c in task.spec.claims}
     assert claims == {
         ("roc_auc", None),

@@ -35,6 +35,8 @@ from medsight.training.common import (
     interval,
     new_model,
     step_seed,
+    time_line,
+    training_seconds,
     write_record,
     write_task_version,
 )
@@ -466,6 +468,9 @@ def _write_task(
         "subgroups": _subgroups(evidence.cases, labels, probabilities, point.threshold),
         "history": evidence.history,
         "folds": evidence.folds,
+        "training_seconds": training_seconds(
+            evidence.history, *(f["epochs"] for f in evidence.folds)
+        ),
     }
     if evidence.internal is not None and evidence.held_out_kind is not None:
         internal_logits, internal_labels, _ = evidence.internal
@@ -595,6 +600,7 @@ def _model_card(
         "## Training",
         "",
         f"- command: `{record['command']}`",
+        time_line(metrics, record),
         f"- software: {json.dumps(record['software'])}",
         f"- epochs run: {len(metrics['history'])}; history: {epochs(metrics['history'])}",
     ]

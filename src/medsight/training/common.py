@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ __all__ = [
     "save_checkpoint",
     "software",
     "step_seed",
+    "time_line",
+    "training_seconds",
     "write_record",
     "write_task_version",
 ]
@@ -110,7 +113,37 @@ def software() -> dict[str, Any]:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def _cpu_model() -> str:
+    """The processor's name (Linux /proc/cpuinfo), for the card's hardware line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def training_seconds(*histories: list[dict[str, Any]]) -> float:
+    """Wall time of every epoch run (each history entry records its own)."""
+    return float(sum(entry.get("seconds", 0.0) for history in histories for entry in history))
+
+
+def time_line(metrics: dict[str, Any], record: dict[str, Any]) -> str:
+    """The card's training time and hardware line."""
+    machine = record["software"]
+    seconds = metrics.get("training_seconds", 0.0)
+    shown = f"{seconds / 60:.0f} minutes" if seconds else "not recorded"
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
+    return (
+        f"- training time (epochs only, all folds): {shown} on {machine.get('cpu', '?')} "
+        f"({machine.get('threads', '?')} threads of {machine.get('cpu_count', '?')} cores{gpu})"
+    )
 
 
 def interval(estimate: dict[str, Any]) -> str:
@@ -270,6 +303,7 @@ def fit_epochs(
     )
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"]
+        started = time.perf_counter()
         model.train()
         losses: list[float] = []
         step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
@@ -285,6 +319,8 @@ def fit_epochs(
         if validate is not None:
             score = validate()
             entry[score_name] = score
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        if validate is not None:
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
                 state["best_state"] = {k: v.clone() for k, v in model.state_dict().items()}

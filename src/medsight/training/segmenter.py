@@ -37,6 +37,8 @@ from medsight.training.common import (
     interval,
     new_model,
     step_seed,
+    time_line,
+    training_seconds,
     write_record,
     write_task_version,
 )
@@ -454,6 +456,7 @@ def _finish(
         "volume_units": evaluation["volume_units"],
         "history": history,
         "folds": folds,
+        "training_seconds": training_seconds(history, *(f["epochs"] for f in folds)),
     }
     return write_record(
         folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
@@ -534,6 +537,7 @@ def _model_card(
         "## Training",
         "",
         f"- command: `{record['command']}`",
+        time_line(metrics, record),
         f"- software: {json.dumps(record['software'])}",
         f"- epochs run: {len(metrics['history'])}; history: {history}",
         *(f"- fold {f['fold']}: {epochs(f['epochs'])}" for f in metrics["folds"]),
