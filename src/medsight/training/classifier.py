@@ -524,6 +524,23 @@ def _side_by_side(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _undemonstrated(metrics: dict[str, Any], target: float) -> list[str]:
+    """Why a target was not demonstrated, and how many positives it would take."""
+    from medsight.training.site_calibration import positives_needed
+
+    point = metrics["operating_point"]
+    if point["sensitivity"]["low"] >= target:
+        return []
+    positives = int(metrics["class_counts_validation"][1])
+    best = wilson(positives, positives).low
+    needed = positives_needed(target)
+    return [
+        f"- why the target is not demonstrated: with {positives} positives, even every one "
+        f"detected gives a lower 95% bound of {best:.3f}, below {target}; at least {needed} "
+        f"positives (every one detected) are needed, more in practice (e.g. 148 of 150)"
+    ]
+
+
 def _model_card(
     base: Task, config: TrainConfig, metrics: dict[str, Any], record: dict[str, Any]
 ) -> str:
@@ -569,6 +586,7 @@ def _model_card(
         f"- operating point `high_sensitivity` at calibrated probability "
         f"{point['threshold']:.4f}: sensitivity {interval(point['sensitivity'])}, specificity "
         f"{interval(point['specificity'])}; {point['note']}",
+        *_undemonstrated(metrics, config.evaluation.target_sensitivity),
         f"- calibration: temperature {metrics['temperature']:.3f}; ECE "
         f"{metrics['ece_before']:.3f} before, {metrics['ece_after']:.3f} after; Brier "
         f"{metrics['brier_after']:.3f}",
