@@ -37,3 +37,19 @@ def test_ece_fails_beyond_its_tolerance_and_an_unmeasurable_claim_is_said_so():
     dice = _claim("dice", 0.9, 0.88, 0.92, segment="lesion")
     missing = check_claims([dice], {})[0]
     assert missing.holds is None and missing.words == "dice of lesion: not measurable on these data"
+
+
+def test_a_point_is_checked_against_the_target_it_was_locked_for():
+    from medsight.evaluation.report import locked_target
+    from medsight.tasks.spec import OperatingPoint
+
+    def point(**fields):
+        return OperatingPoint(output="pneumonia", threshold=0.41, **fields)
+
+    assert locked_target(point(target_sensitivity=0.9, sensitivity=0.97)) == 0.9
+    # versions from before target_sensitivity: the target their note states, not what they got
+    note = "target sensitivity 0.95 demonstrated: sensitivity 0.969 (95% CI 0.951-0.980)"
+    assert locked_target(point(sensitivity=0.9685, note=note)) == 0.95
+    missed = "target not demonstrated: sensitivity 0.967 (95% CI 0.833-0.994) has a lower bound below 0.95"
+    assert locked_target(point(sensitivity=0.9667, note=missed)) == 0.95
+    assert locked_target(point(sensitivity=0.9)) == 0.9

@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,7 @@ def evaluate_classifier(
     )
     points = {}
     for name, point in task.spec.operating_points.items():
-        target = next(
-            t for t in (point.target_sensitivity, point.sensitivity, 0.95) if t is not None
-        )
+        target = locked_target(point)
         check = check_operating_point(y, p, point.threshold, target)
         entry: dict[str, Any] = {
             **check.as_dict(),
@@ -114,6 +113,20 @@ def evaluate_classifier(
         "subgroups": groups,
         "claims": [c.as_dict() for c in check_claims(task.spec.claims, observed)],
     }
+
+
+def locked_target(point: Any) -> float:
+    """The sensitivity a point was locked for: its ``target_sensitivity``; for a version from
+    before that field, the target its note states ("target sensitivity 0.95 ..."), else the
+    sensitivity it states."""
+    if point.target_sensitivity is not None:
+        return float(point.target_sensitivity)
+    stated = re.search(
+        r"target sensitivity (0?\.\d+)|lower bound below (0?\.\d+)", point.note or ""
+    )
+    if stated:
+        return float(stated.group(1) or stated.group(2))
+    return float(point.sensitivity) if point.sensitivity is not None else 0.95
 
 
 def _figure_png(figure: Any) -> str:
