@@ -50,6 +50,9 @@ def test_a_point_is_checked_against_the_target_it_was_locked_for():
     # versions from before target_sensitivity: the target their note states, not what they got
     note = "target sensitivity 0.95 demonstrated: sensitivity 0.969 (95% CI 0.951-0.980)"
     assert locked_target(point(sensitivity=0.9685, note=note)) == 0.95
-    missed = "target not demonstrated: sensitivity 0.967 (95% CI 0.833-0.994) has a lower bound below 0.95"
+    missed = (
+        "target not demonstrated: sensitivity 0.967 (95% CI 0.833-0.994) has a lower bound "
+        "below 0.95"
+    )
     assert locked_target(point(sensitivity=0.9667, note=missed)) == 0.95
     assert locked_target(point(sensitivity=0.9)) == 0.9
