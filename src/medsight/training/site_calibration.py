@@ -43,6 +43,7 @@ from medsight.evaluation.cases import Case, read_case_image
 from medsight.gate import InputGate
 from medsight.gate.ood import threshold_at
 from medsight.inference.predictor import Predictor, calibrated_probabilities
+from medsight.tasks.acceptance import check_acceptance
 from medsight.tasks.task import Task, load_task, sha256_file
 
 __all__ = ["SITE_NAME", "calibrate_site", "positives_needed"]
@@ -79,10 +80,17 @@ def _score(task: Task, cases: list[Case], progress: Callable[[int], None] | None
         images = [read_case_image(c) for c in chunk]
         for case, image in zip(chunk, images, strict=True):
             result, measured = gate.before_model(image, use_reference=False)
-            if result.decision == "withhold":
-                reasons = "; ".join(c.reason for c in result.checks if c.outcome == "withhold")
-                refused.append(f"{case.name} ({reasons})")
+            reasons = [c.reason for c in result.checks if c.outcome == "withhold"]
+            reasons += [
+                o.reason
+                for o in check_acceptance(task.spec.acceptance, image)
+                if o.severity == "refuse" and not o.passed
+            ]
+            if reasons:
+                refused.append(f"{case.name} ({'; '.join(reasons)})")
             statistics.append(measured)
+        if refused:
+            continue  # the set is refused below; no need to run the network
         for prediction in predictor.predict_many(images):
             assert prediction.logits is not None
             logits.append(np.asarray(prediction.logits, dtype=np.float64))
