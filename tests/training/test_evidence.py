@@ -316,3 +316,33 @@ def test_fold_models_ship_as_one_averaged_ensemble_on_both_backends(tmp_path):
         prediction = Predictor(task, backend=backend, explain=False).predict(image)
         np.testing.assert_allclose(prediction.logits, expected, atol=1e-4)
         assert prediction.features is not None
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_reports_heatmap_mass_outside_a_body_mask(trained, tmp_path):
+    build(tmp_path / "site", "a", 10, seed=9, artifact=True)
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) ** 2 + (xx - 32) ** 2 < 24**2).astype(np.uint8) * 255
+    PILImage.fromarray(body).save(tmp_path / "body.png")
+    rows = ["image,label,roi"]
+    for label in ("NORMAL", "PNEUMONIA"):
+        for path in sorted((tmp_path / "site" / label).iterdir()):
+            rows.append(f"{path},{label},{tmp_path / 'body.png'}")
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "evaluation"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(trained / "tasks" / "test-cxr" / "1.0.0"),
+            str(tmp_path / "cases.csv"),
+            "--classes",
+            "NORMAL,PNEUMONIA",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code in (0, 1), result.output
+    attention = json.loads((out / "evaluation.json").read_text())["attention"]
+    assert attention["cases"] == 20 and 0 <= attention["outside_body"]["mean"] <= 1
+    assert "Outside the body mask" in (out / "report.html").read_text()

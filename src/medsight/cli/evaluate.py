@@ -171,7 +171,7 @@ def _evaluate_classifier(
     from medsight.findings.finding import BORDER_BAND
     from medsight.inference import Predictor
     from medsight.inference.preprocess import display_values
-    from medsight.training.data import read_case_image
+    from medsight.training.data import read_case_image, read_case_mask
 
     positive = task.spec.outputs[1].name
     threshold = _flag_threshold(task)
@@ -195,7 +195,9 @@ def _evaluate_classifier(
                 if prediction.heatmap is None or image.spatial_dims != 2:
                     continue
                 grid = prediction.heatmap_grid or grid
-                attention.add(prediction.heatmap)
+                # a manifest's roi column (e.g. a body or lung mask) gives the outside share
+                body = read_case_mask(case, image, "roi").array[0] > 0 if case.roi else None
+                attention.add(prediction.heatmap, body)
                 kind = _outcome(case.label, probability, threshold)
                 confidence = probability if kind != "false_negative" else 1 - probability
                 picture = display_values(image, task.spec.display)[0]
