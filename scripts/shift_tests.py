@@ -30,7 +30,12 @@ from medsight.inference import Predictor
 from medsight.io import read_image
 from medsight.tasks import Task, load_named_task
 from medsight.training import load_config
-from medsight.training.data import list_cases, read_case_image, split_by_patient
+from medsight.training.data import (
+    list_cases,
+    read_case_image,
+    split_by_patient,
+    split_holdback,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__import__("os").environ.get("MEDSIGHT_DATA", ROOT.parent / "shared" / "data"))
@@ -98,9 +103,13 @@ def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
 
 def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
     config = load_config(ROOT / "recipes" / f"{task.id}.toml")
-    cases = list_cases(config.data)
-    # k-fold: the shipped network saw every image
-    held = cases if config.split.folds else split_by_patient(cases, config.split)[1]
+    cases, held_back = split_holdback(list_cases(config.data), config.split)
+    if held_back:  # patients kept from all of training and the gate fit: truly unseen
+        held = held_back
+    elif config.split.folds or config.split.grouped:  # the shipped network saw every image
+        held = cases
+    else:
+        held = split_by_patient(cases, config.split)[1]
     step = max(1, len(held) // count)
     return [lambda c=c: read_case_image(c) for c in held[::step][:count]]
 
