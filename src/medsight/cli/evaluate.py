@@ -225,7 +225,8 @@ def _evaluate_classifier(
         border = results["attention"]["border"]
         console.print(
             f"heatmap mass in the outer {BORDER_BAND:.0%} border band: mean {border['mean']:.1%}"
-            f" (an even map: {results['attention']['band_area_share']:.1%})"
+            f" (an even map: {results['attention']['band_area_share']:.1%}); maximum in the "
+            f"band for {results['attention']['peak_in_border']['count']} images"
         )
     console.print(f"wrote {json_path} and {html_path}")
     console.print("research use only, not for diagnostic use")

@@ -25,7 +25,13 @@ def heatmap_mass(
         return {"border": float("nan")} | (
             {"outside_body": float("nan")} if body is not None else {}
         )
-    shares = {"border": float(heat[border_band(heat.shape, band_fraction)].sum() / total)}
+    band = border_band(heat.shape, band_fraction)
+    peak = np.unravel_index(np.argmax(heat), heat.shape)
+    shares = {
+        "border": float(heat[band].sum() / total),
+        # 1.0 when the maximum, the finding location, lies in the band (then not reported)
+        "peak_in_border": float(band[peak]),
+    }
     if body is not None:
         shares["outside_body"] = float(heat[~body.astype(bool)].sum() / total)
     return shares
@@ -51,6 +57,9 @@ class AttentionSummary:
             "band_area_share": float(np.mean(self.area_shares)) if self.area_shares else 0.0,
             "cases": len(self.shares),
         }
+        peaks = [s["peak_in_border"] for s in self.shares if "peak_in_border" in s]
+        if peaks:
+            result["peak_in_border"] = {"count": int(sum(peaks)), "share": float(np.mean(peaks))}
         for region in ("border", "outside_body"):
             values = np.array([s[region] for s in self.shares if region in s], dtype=float)
             values = values[np.isfinite(values)]

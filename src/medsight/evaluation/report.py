@@ -219,7 +219,9 @@ def _attention_html(attention: dict[str, Any] | None, gallery: Any) -> str:
         f"{attention['band_fraction']:.0%} border band, over {attention['cases']} images: "
         f"mean {border['mean']:.1%}, median {border['median']:.1%}; {border['over_half']} "
         f"images put more than half there. A map spread evenly over the image would put "
-        f"{attention['band_area_share']:.1%} there. Heatmap grid: "
+        f"{attention['band_area_share']:.1%} there. The maximum (a finding's location) lies in "
+        f"the band for {attention.get('peak_in_border', {}).get('count', 0)} images: there "
+        f"no location is reported. Heatmap grid: "
         f"{html.escape(attention.get('grid', 'unknown'))}.</p>"
         if border
         else "<p>No heatmap had any mass.</p>"
