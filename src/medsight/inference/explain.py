@@ -25,6 +25,19 @@ def _default_layer(module: Any, architecture: str) -> str | None:
     return blocks[-2] if len(blocks) >= 2 else blocks[-1]
 
 
+def _unit_range(maps: Any) -> Any:
+    """Each map scaled so its minimum is 0 and its maximum 1 (a flat map stays 0). MONAI's
+    default post-processing maps (min, max) to (1, 0), flipping the map: the strongest
+    evidence came out darkest and the maximum, the finding location, fell on the flat
+    background, usually at row or column 0."""
+    import torch
+
+    flat = maps.flatten(start_dim=1)
+    low = flat.min(dim=1).values.view(-1, *([1] * (maps.ndim - 1)))
+    span = (flat.max(dim=1).values - flat.min(dim=1).values).view_as(low)
+    return torch.where(span > 0, (maps - low) / span.clamp(min=1e-12), torch.zeros_like(maps))
+
+
 def gradcam(
     module: Any, architecture: str, batch: Any, class_index: int, *, layer: str | None = None
 ) -> tuple[np.ndarray, tuple[int, ...]] | None:
@@ -35,7 +48,7 @@ def gradcam(
     layer = layer or _default_layer(module, architecture)
     if layer is None:
         return None
-    cam = GradCAM(nn_module=module, target_layers=layer)
+    cam = GradCAM(nn_module=module, target_layers=layer, postprocessing=_unit_range)
     heat = cam(x=batch.clone().requires_grad_(True), class_idx=class_index)
     grid = tuple(int(n) for n in cam.nn_module.activations[layer].shape[2:])
     return np.asarray(heat.detach().cpu().numpy()[0, 0], dtype=np.float32), grid

@@ -1,0 +1,52 @@
+"""Grad-CAM: the strongest class evidence is the brightest part of the map (MONAI's default
+post-processing flips it), on the explained layer's own grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from medsight.inference.explain import gradcam
+from medsight.models import load_network
+from tests._tasks import classifier_task
+
+
+def _manual_gradcam(module, layer_name: str, batch, class_index: int) -> np.ndarray:
+    """Grad-CAM written out: ReLU of the gradient-weighted activations, upsampled."""
+    layer = dict(module.named_modules())[layer_name]
+    saved = {}
+    forward = layer.register_forward_hook(lambda _m, _i, out: saved.update(activation=out))
+    backward = layer.register_full_backward_hook(
+        lambda _m, _gi, grad_out: saved.update(gradient=grad_out[0])
+    )
+    module.eval()
+    module.zero_grad()
+    module(batch)[0, class_index].backward()
+    forward.remove()
+    backward.remove()
+    weights = saved["gradient"].mean(dim=(2, 3), keepdim=True)
+    cam = functional.relu((weights * saved["activation"]).sum(dim=1, keepdim=True))
+    up = functional.interpolate(cam, size=batch.shape[2:], mode="bilinear", align_corners=False)
+    return up[0, 0].detach().numpy()
+
+
+def test_gradcam_is_bright_where_the_evidence_is(tmp_path):
+    task = classifier_task(tmp_path / "cls", preprocessing={"resize": [64, 64]})
+    module = load_network(task)
+    torch.manual_seed(0)
+    batch = torch.rand(1, 1, 64, 64)
+    # the class with some positive evidence (a map that is all zero after the ReLU says nothing)
+    manuals = [_manual_gradcam(module, "features.denseblock1", batch, k) for k in (0, 1)]
+    target = int(np.argmax([m.max() for m in manuals]))
+    manual = manuals[target]
+    assert manual.max() > 0
+    heat, grid = gradcam(module, "DenseNet", batch, target)
+    # the test network has two dense blocks: the first one is explained, at 1/8 of 64 px
+    assert grid == (16, 16)
+    assert heat.min() == 0.0 and abs(heat.max() - 1.0) < 1e-6
+    expected = (manual - manual.min()) / (manual.max() - manual.min())
+    assert np.unravel_index(heat.argmax(), heat.shape) == np.unravel_index(
+        manual.argmax(), manual.shape
+    )
+    assert np.corrcoef(heat.ravel(), expected.ravel())[0, 1] > 0.99
