@@ -50,3 +50,19 @@ def test_gradcam_is_bright_where_the_evidence_is(tmp_path):
         manual.argmax(), manual.shape
     )
     assert np.corrcoef(heat.ravel(), expected.ravel())[0, 1] > 0.99
+
+
+def test_the_shipped_chest_model_locates_its_finding_inside_the_film():
+    from medsight.datasets import repository_root
+    from medsight.findings.finding import _heatmap_location
+    from medsight.inference import Predictor
+    from medsight.io import read_image
+    from medsight.tasks import load_named_task
+
+    sample = repository_root() / "src/medsight/samples/cxr/pneumonia_person1000_bacteria_2931.jpeg"
+    image = read_image(sample)
+    prediction = Predictor(load_named_task("cxr-pneumonia")).predict(image)
+    assert prediction.flags["high_sensitivity"]["flag"]
+    point, note = _heatmap_location(prediction, image)
+    assert point is not None and note == "", note  # the maximum is not in the border band
+    assert point["method"] == "maximum of the Grad-CAM heatmap (12x12 grid)"
