@@ -226,6 +226,18 @@ def _attention_html(attention: dict[str, Any] | None, gallery: Any) -> str:
         if border
         else "<p>No heatmap had any mass.</p>"
     )
+    flagged = [
+        (name, attention.get("by_outcome", {}).get(kind))
+        for kind, name in (("true_positive", "correct flags"), ("false_positive", "false flags"))
+    ]
+    parts = [
+        f"{name}: maximum in the band for {summary['peak_in_border']['count']} of "
+        f"{summary['cases']}, mean border share {summary['border']['mean']:.1%}"
+        for name, summary in flagged
+        if summary and "border" in summary
+    ]
+    if parts:
+        text += f"<p>Among flagged images (where a location is shown): {'; '.join(parts)}.</p>"
     if "outside_body" in attention:
         outside = attention["outside_body"]
         text += (
