@@ -345,4 +345,7 @@ def test_evaluate_reports_heatmap_mass_outside_a_body_mask(trained, tmp_path):
     assert result.exit_code in (0, 1), result.output
     attention = json.loads((out / "evaluation.json").read_text())["attention"]
     assert attention["cases"] == 20 and 0 <= attention["outside_body"]["mean"] <= 1
+    outcomes = attention["by_outcome"]
+    assert set(outcomes) <= {"true_positive", "false_positive", "false_negative", "true_negative"}
+    assert sum(summary["cases"] for summary in outcomes.values()) == 20
     assert "Outside the body mask" in (out / "report.html").read_text()

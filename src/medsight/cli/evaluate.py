@@ -111,9 +111,9 @@ def evaluate(
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Classifiers: ROC AUC with CI, each locked operating point and each model-card claim
-    re-checked (holds / FAILS, by how much), calibration, subgroups, where the heatmaps
-    lie (border band share, gallery). Segmentation: Dice, IoU, HD95, surface Dice with CIs and the
-    worst cases. A JSON of all numbers and an HTML report."""
+    re-checked (holds / FAILS, by how much), calibration, subgroups, where the heatmaps lie
+    (border band share, gallery). Segmentation: Dice, IoU, HD95, surface Dice with CIs, the
+    claims and the worst cases. A JSON of all numbers and an HTML report."""
 
     def action() -> None:
         from medsight.errors import InvalidInputError, TaskMismatchError
@@ -178,6 +178,7 @@ def _evaluate_classifier(
     explain = task.spec.explanation == "gradcam" and task.spec.chain is None
     predictor = Predictor(task, explain=explain, explain_output=positive)
     attention = AttentionSummary(BORDER_BAND)
+    by_outcome: dict[str, AttentionSummary] = {}
     gallery = Gallery(band_fraction=BORDER_BAND)
     grid: tuple[int, ...] | None = None
     probabilities: list[float] = []
@@ -199,6 +200,9 @@ def _evaluate_classifier(
                 body = read_case_mask(case, image, "roi").array[0] > 0 if case.roi else None
                 attention.add(prediction.heatmap, body)
                 kind = _outcome(case.label, probability, threshold)
+                by_outcome.setdefault(kind, AttentionSummary(BORDER_BAND)).add(
+                    prediction.heatmap, body
+                )
                 confidence = probability if kind != "false_negative" else 1 - probability
                 picture = display_values(image, task.spec.display)[0]
                 gallery.offer(kind, confidence, case.name, picture, prediction.heatmap)
@@ -213,7 +217,10 @@ def _evaluate_classifier(
         subgroups={column: [c.attributes.get(column) for c in cases] for column in columns},
     )
     if attention.shares:
-        results["attention"] = attention.as_dict() | {"grid": "x".join(str(n) for n in grid or ())}
+        results["attention"] = attention.as_dict() | {
+            "grid": "x".join(str(n) for n in grid or ()),
+            "by_outcome": {kind: summary.as_dict() for kind, summary in by_outcome.items()},
+        }
     json_path, html_path = write_report(results, labels, probabilities, out, gallery=gallery)
     auc = results["roc_auc"]
     console.print(f"ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
