@@ -229,6 +229,8 @@ def test_parallel_decode_equals_serial_and_reports_bad_files(tmp_path, monkeypat
     paths = write_series(tmp_path, 12)
     serial = read_dicom(tmp_path, workers=1)
     monkeypatch.setattr(pixels, "PARALLEL_MIN_BYTES", 0)
+    # as in a process that runs no other thread (earlier tests may have left some running)
+    monkeypatch.setattr(pixels.threading, "active_count", lambda: 1)
     parallel = read_dicom(tmp_path, workers=2)
     np.testing.assert_array_equal(serial.array, parallel.array)
     data = paths[5].read_bytes()
@@ -291,3 +293,21 @@ def test_orientation_axial_and_sagittal_codes(tmp_path):
     write_series(tmp_path / "sag", 3, orientation=SAGITTAL)
     assert read_dicom(tmp_path / "ax").orientation_code == "LPS"
     assert read_dicom(tmp_path / "sag").orientation_code == "PIR"  # normal = P x I = R
+
+
+def test_a_process_with_other_threads_never_forks_to_decode(tmp_path, monkeypatch):
+    """Forking while another thread holds a lock can hang the child: decode in-thread."""
+    import multiprocessing
+
+    from medsight.io.dicom import pixels
+
+    write_series(tmp_path, 12)
+    serial = read_dicom(tmp_path, workers=1)
+    monkeypatch.setattr(pixels, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pixels.threading, "active_count", lambda: 3)
+
+    def no_fork(method=None):
+        raise AssertionError(f"a process with threads asked for a {method} pool")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_fork)
+    np.testing.assert_array_equal(read_dicom(tmp_path, workers=2).array, serial.array)

@@ -27,6 +27,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -324,6 +325,10 @@ def decode_frames(
         and not all_native
         and nbytes >= PARALLEL_MIN_BYTES
         and "fork" in multiprocessing.get_all_start_methods()
+        # forking a process that runs other threads (zarr's I/O loop after a slide was read,
+        # a server's workers) can copy a lock another thread holds: the child then waits
+        # forever (a CI run hung here for 300 s). Such a process decodes in this thread.
+        and threading.active_count() == 1
     )
     if not use_processes:
         target = np.empty(shape, dtype=out_dtype)
