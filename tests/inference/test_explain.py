@@ -4,6 +4,7 @@ post-processing flips it), on the explained layer's own grid."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional
 
@@ -66,3 +67,32 @@ def test_the_shipped_chest_model_locates_its_finding_inside_the_film():
     point, note = _heatmap_location(prediction, image)
     assert point is not None and note == "", note  # the maximum is not in the border band
     assert point["method"] == "maximum of the Grad-CAM heatmap (12x12 grid)"
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_a_flagged_output_is_the_one_explained(tmp_path, monkeypatch, threshold):
+    """Flagged below 0.5 (a high-sensitivity point), the finding's heatmap must still show the
+    flagged output's evidence; with nothing flagged, the most probable output is explained."""
+    from medsight.inference import Predictor, explain
+    from tests.inference.test_predictor import cxr_image
+
+    extra = (
+        "\n[calibration]\ntemperature = 1.0\n\n[operating_points.high_sensitivity]\n"
+        f'output = "pneumonia"\nthreshold = {threshold}\nsensitivity = 0.95\n'
+    )
+    task = classifier_task(tmp_path / "cls", extra=extra)
+    explained: list[int] = []
+    original = explain.gradcam
+
+    def recording(module, architecture, batch, class_index, **kw):
+        explained.append(class_index)
+        return original(module, architecture, batch, class_index, **kw)
+
+    monkeypatch.setattr(explain, "gradcam", recording)
+    prediction = Predictor(task).predict(cxr_image())
+    assert prediction.probabilities is not None
+    if threshold == 0.0:
+        assert explained == [1]  # pneumonia, flagged at any probability
+    else:
+        most_probable = max(prediction.probabilities, key=prediction.probabilities.__getitem__)
+        assert explained == [["normal", "pneumonia"].index(most_probable)]

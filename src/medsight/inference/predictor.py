@@ -110,7 +110,7 @@ class Predictor:
         threads: int | None = None,
     ) -> None:
         self.task = task
-        # the output Grad-CAM explains; None: the most probable one
+        # the output Grad-CAM explains; None: a flagged output, else the most probable one
         self.explain_output = explain_output
         self.threads = threads
         self.backend_name = backend if isinstance(backend, str) else "custom"
@@ -354,8 +354,12 @@ class Predictor:
         spec = self.task.spec
         assert prediction.probabilities is not None
         probabilities = prediction.probabilities
-        if self.explain_output is not None:
-            target = next(o.index for o in spec.outputs if o.name == self.explain_output)
+        # the output explained: the one asked for, else a flagged one (its finding's location
+        # must show that output's evidence even below 0.5), else the most probable
+        flagged = [f["output"] for f in prediction.flags.values() if f["flag"]]
+        wanted = self.explain_output or (flagged[0] if flagged else None)
+        if wanted is not None:
+            target = next(o.index for o in spec.outputs if o.name == wanted)
         else:
             target = max(spec.outputs, key=lambda o: probabilities[o.name]).index
         architecture = spec.networks[self._index(network)].architecture
