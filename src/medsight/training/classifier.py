@@ -578,7 +578,9 @@ def _model_card(
             *_side_by_side(metrics),
             "",
             "The temperature and the operating point were locked on the held-out predictions "
-            "(right column); the internal column uses them unchanged.",
+            "(right column: no epoch was chosen on them, but those two choices were); the "
+            "internal column uses them unchanged and is the split each model chose its epoch "
+            "on, so it flatters.",
             "",
         ]
     lines += [
