@@ -204,8 +204,9 @@ def _evaluate_classifier(
                     prediction.heatmap, body
                 )
                 confidence = probability if kind != "false_negative" else 1 - probability
-                picture = display_values(image, task.spec.display)[0]
-                gallery.offer(kind, confidence, case.name, picture, prediction.heatmap)
+                if gallery.wants(kind, confidence):  # the display copy only for kept cases
+                    picture = display_values(image, task.spec.display)[0]
+                    gallery.offer(kind, confidence, case.name, picture, prediction.heatmap)
             bar.advance(job, len(chunk))
     labels = [c.label for c in cases]
     columns = sorted({key for case in cases for key in case.attributes})

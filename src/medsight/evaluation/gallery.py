@@ -29,12 +29,17 @@ class Gallery:
         default_factory=dict
     )
 
+    def wants(self, kind: str, confidence: float) -> bool:
+        """Whether :meth:`offer` would keep such a case (so its picture is made only then)."""
+        heap = self._kept.get(kind, [])
+        return kind in _TITLES and (len(heap) < self.per_kind or confidence > heap[0][0])
+
     def offer(
         self, kind: str, confidence: float, name: str, picture: np.ndarray, heat: np.ndarray
     ) -> None:
         """Keep the case if it is among the ``per_kind`` most confident of its kind.
         ``picture`` and ``heat`` are 2D arrays in (column, row) order, as Image arrays are."""
-        if kind not in _TITLES:
+        if not self.wants(kind, confidence):
             return
         heap = self._kept.setdefault(kind, [])
         entry = (confidence, next(_ORDER), name, picture, heat)
