@@ -22,8 +22,10 @@ def serve(
         str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in WAL mode in DATA).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address the DICOM listener binds.")] = "127.0.0.1",
-    dicom_port: Annotated[int, typer.Option(help="DICOM port.")] = 11112,
-    http_port: Annotated[int, typer.Option(help="HTTP port (API, worklist page).")] = 8080,
+    dicom_port: Annotated[int, typer.Option(min=1, max=65535, help="DICOM port.")] = 11112,
+    http_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="HTTP port (API, worklist page).")
+    ] = 8080,
     ae_title: Annotated[str, typer.Option(help="Our AE title.")] = "MEDSIGHT",
     allow_aet: Annotated[
         list[str] | None, typer.Option(help="Calling AE titles allowed (default: any).")
@@ -36,9 +38,12 @@ def serve(
         Path | None, typer.Option(help="DICOM over TLS: require client certificates from this CA.")
     ] = None,
     quiet_seconds: Annotated[
-        float, typer.Option(help="A study is complete after this long without new instances.")
+        float,
+        typer.Option(min=0.0, help="A study is complete after this long without new instances."),
     ] = 10.0,
-    lease_seconds: Annotated[float, typer.Option(help="A job's lease (crash recovery).")] = 600.0,
+    lease_seconds: Annotated[
+        float, typer.Option(min=1.0, help="A job's lease (crash recovery).")
+    ] = 600.0,
     task: Annotated[str, typer.Option(help="Task name, or auto (the selection rules).")] = "auto",
     tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
     outputs: Annotated[str, typer.Option(help="Result outputs, as for analyze.")] = (
@@ -91,22 +96,33 @@ def serve(
         import uvicorn
 
         from medsight.analysis import AnalysisOptions
+        from medsight.analysis.inputs import study_key_of
         from medsight.analysis.outputs import parse_outputs
         from medsight.service import InstanceStore
         from medsight.service.app import ServiceSettings, create_app
         from medsight.service.auth import Users
         from medsight.service.drift_watch import DriftWatch
+        from medsight.service.events import configure_service_logging, log_event
         from medsight.service.intake import DicomListener
         from medsight.service.outbound import Outbound, PacsTarget
-        from medsight.service.runtime import WorkerConfig, WorkerPool, check_secrets
+        from medsight.service.runtime import WorkerConfig, WorkerPool, bind_http, check_secrets
+        from medsight.service.worklist import Worklist, identifiers_from_store
         from medsight.tasks.selection import load_rules
 
-        logging.getLogger("pynetdicom").setLevel(logging.ERROR)  # its INFO logs carry PHI
+        configure_service_logging(logging.DEBUG if debug else logging.INFO)
+        if push:
+            PacsTarget.parse(push)  # a bad value is refused before anything starts
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
         store.remove_partials()  # writes a crash interrupted: never acknowledged
+        for uid in store.queue.reclaim_leases_of_gone_workers():
+            log_event("lease-reclaimed", study_key=study_key_of(uid), study_instance_uid=uid)
+        indexed = Worklist(store.engine).reconcile(
+            store.data_dir / "results", identifiers_from_store(store)
+        )
         secret = os.environ.get(webhook_secret_env, "").encode()
         check_secrets(Users(store.engine), dev=dev, webhook_url=webhook_url, webhook_secret=secret)
         site = load_rules(rules) if rules else None
+        http_socket = bind_http(host, http_port)  # before the DICOM port: nothing half-bound
         options = AnalysisOptions(
             task=task,
             tasks_dirs=list(tasks_dir or []),
@@ -130,6 +146,7 @@ def serve(
                 ae_title=ae_title,
             ),
             workers,
+            on_restart=store.queue.reclaim_leases_of_gone_workers,
         )
         listener = DicomListener(
             store,
@@ -150,13 +167,14 @@ def serve(
         web = uvicorn.Server(
             uvicorn.Config(
                 create_app(store, settings),
-                host=host,
-                port=http_port,
                 log_level="warning",
+                log_config=None,  # uvicorn's records go through the service's one-line log
                 access_log=False,  # URLs can carry identifiers; the audit log says who did what
             )
         )
-        threading.Thread(target=web.run, name="http", daemon=True).start()
+        threading.Thread(
+            target=web.run, kwargs={"sockets": [http_socket]}, name="http", daemon=True
+        ).start()
         watch = DriftWatch(
             store,
             Outbound(store.engine, store.data_dir, webhook_url=webhook_url, webhook_secret=secret),
@@ -173,6 +191,13 @@ def serve(
                     logging.getLogger("medsight.monitoring").exception("monitoring failed")
 
         threading.Thread(target=watching, name="monitoring", daemon=True).start()
+        log_event(
+            "started",
+            dicom=f"{ae_title}@{host}:{dicom_port}",
+            http=f"{host}:{http_port}",
+            workers=workers,
+            worklist_rows_indexed=indexed,
+        )
         console.print(
             f"medsight serve: DICOM {ae_title}@{host}:{dicom_port}, HTTP http://{host}:"
             f"{http_port}/, {workers} worker(s), data in {data_dir}"

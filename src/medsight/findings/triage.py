@@ -34,6 +34,8 @@ __all__ = [
     "TRIAGE_RULES_VERSION",
     "Priority",
     "WorklistEntry",
+    "counted_once",
+    "escalate",
     "order_worklist",
     "triage",
 ]
@@ -110,6 +112,16 @@ def _measurement_flags(
     return raised
 
 
+def counted_once(reasons: Sequence[str]) -> list[str]:
+    """Identical reasons once, in first-seen order, with their count ("54 images: ...")
+    when more than one image gave the same one: a partly received series must not repeat
+    one reason per instance."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return [reason if n == 1 else f"{n} images: {reason}" for reason, n in counts.items()]
+
+
 def triage(
     findings: Sequence[Finding],
     review_reasons: Sequence[str] = (),
@@ -124,6 +136,7 @@ def triage(
     caveats = [f"AI answer withheld: {r}" for r in withheld]
     caveats += [f"input needs review: {r}" for r in review_reasons]
     caveats += [f"analysis failed: {r}" for r in failures]
+    caveats = counted_once(caveats)
     strongest = max((f.probability or 0.0 for f in flagged), default=0.0)
     critical = [f for f in flagged if f.critical]
     stat = [
@@ -163,7 +176,8 @@ class WorklistEntry:
     models: tuple[str, ...] = ()  # "task version" of each analysis (site versions show here)
 
 
-def _escalate(entry: WorklistEntry, now: _dt.datetime) -> None:
+def escalate(entry: WorklistEntry, now: _dt.datetime) -> None:
+    """Set the entry's effective level, score and reasons after its waiting time."""
     level = entry.priority.level
     score = entry.priority.score
     reasons = list(entry.priority.reasons)
@@ -189,5 +203,5 @@ def order_worklist(
     """Highest effective priority level first; within a level, the longest waiting first."""
     now = now or _dt.datetime.now(_dt.UTC)
     for entry in entries:
-        _escalate(entry, now)
+        escalate(entry, now)
     return sorted(entries, key=lambda e: (LEVELS.index(e.effective_level), e.received))

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User, Users
 from medsight.service.store import InstanceStore
-from medsight.service.worklist import worklist_entries
+from medsight.service.throttle import LoginThrottle
+from medsight.service.worklist import SORT_KEYS, Worklist, WorklistQuery
 
 __all__ = ["DISCLAIMER", "SESSION_COOKIE", "ServiceSettings", "create_app"]
 
@@ -34,6 +35,7 @@ class ServiceSettings(BaseModel):
     max_upload_bytes: int = 256 * 1024 * 1024
     tasks_dirs: list[Path] = Field(default_factory=list)
     secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
+    cors_origins: list[str] = Field(default_factory=list)  # e.g. an OHIF viewer's origin
 
 
 class Feedback(BaseModel):
@@ -42,6 +44,17 @@ class Feedback(BaseModel):
     finding: str = Field(max_length=128)
     verdict: Literal["agree", "disagree"]
     comment: str = Field(default="", max_length=4000)
+
+
+class NewToken(BaseModel):
+    """A personal API token (for a DICOMweb viewer that sends a bearer token)."""
+
+    label: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._ -]+$")
+    days: int | None = Field(default=90, ge=1, le=366)
+
+
+class Withdrawal(BaseModel):
+    reason: str = Field(min_length=3, max_length=1000)
 
 
 class Login(BaseModel):
@@ -98,6 +111,14 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+def _is_dicom_date(value: str) -> bool:
+    try:
+        _dt.datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        return False
+    return len(value) == 8
+
+
 def create_app(store: InstanceStore, settings: ServiceSettings | None = None) -> Any:
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
@@ -112,6 +133,9 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
     results_dir = store.data_dir / "results"
     users = Users(store.engine)
     audit = AuditLog(store.engine)
+    throttle = LoginThrottle(store.engine)
+    worklist_rows = Worklist(store.engine)
+    shown: dict[str, tuple[float, frozenset[str]]] = {}  # user -> last audited worklist view
     feedback_table = make_feedback_table(store.engine)
 
     def now() -> _dt.datetime:
@@ -176,14 +200,24 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         return JSONResponse(app.openapi())
 
     @app.post("/api/login")
-    def login(body: Login) -> Any:
+    def login(body: Login, request: Request) -> Any:
+        address = request.client.host if request.client else "-"
+        refusal = throttle.refusal(body.username, address)
+        if refusal is not None:  # checked before any password hash is computed
+            audit.append(body.username, "login-throttled", "-", {"address": address})
+            raise HTTPException(
+                429, refusal.reason, headers={"Retry-After": str(refusal.retry_after)}
+            )
         user = users.login(body.username, body.password)
         if user is None:
-            audit.append(body.username, "login-failed", "-", {})
+            throttle.failed(body.username, address)
+            audit.append(body.username, "login-failed", "-", {"address": address})
             raise HTTPException(401, "unknown user or wrong password")
+        throttle.succeeded(user.name)
         token = users.issue_token(user.name, "session")
         audit.append(user.name, "login", "-", {"role": user.role})
-        response = JSONResponse({"user": user.name, "role": user.role, "token": token})
+        # the session token lives only in the HttpOnly cookie: a script cannot read it
+        response = JSONResponse({"user": user.name, "role": user.role})
         response.set_cookie(
             SESSION_COOKIE,
             token,
@@ -203,6 +237,31 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
         response.delete_cookie(SESSION_COOKIE)
         return response
 
+    @app.delete("/api/lockouts/{account}")
+    def clear_lockout(account: str, user: User = admin) -> dict[str, Any]:
+        removed = throttle.clear(account)
+        audit.append(user.name, "lockout-cleared", account, {"failures_removed": removed})
+        return {"account": account, "failures_removed": removed}
+
+    @app.post("/api/tokens", status_code=201)
+    def new_token(body: NewToken, user: User = reader) -> dict[str, Any]:
+        if any(t["label"] == body.label for t in users.api_tokens(user.name)):
+            raise HTTPException(409, f"you already have a token named {body.label!r}")
+        token = users.issue_token(user.name, "api", label=body.label, days=body.days)
+        audit.append(user.name, "token-created", "-", {"label": body.label, "days": body.days})
+        return {"label": body.label, "token": token, "shown": "once: store it now"}
+
+    @app.get("/api/tokens")
+    def list_tokens(user: User = reader) -> list[dict[str, Any]]:
+        return users.api_tokens(user.name)
+
+    @app.delete("/api/tokens/{label}")
+    def revoke_token(label: str, user: User = reader) -> dict[str, Any]:
+        if not users.revoke_api_token(user.name, label):
+            raise HTTPException(404, f"you have no token named {label!r}")
+        audit.append(user.name, "token-revoked", "-", {"label": label})
+        return {"revoked": label}
+
     @app.get("/api/me")
     def me(user: User = anyone) -> dict[str, str]:
         return {"user": user.name, "role": user.role}
@@ -211,34 +270,92 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
     def metrics(user: User = metrics_reader) -> str:
         return prometheus_text(store)
 
+    def worklist_query(
+        priority: str | None,
+        q: str,
+        modality: str,
+        date_from: str,
+        date_to: str,
+        sort: str,
+        order: str,
+        limit: int,
+        offset: int,
+    ) -> WorklistQuery:
+        from medsight.findings.triage import LEVELS
+
+        levels = tuple(p for p in (priority or "").split(",") if p)
+        unknown = [p for p in levels if p not in LEVELS]
+        if unknown:
+            raise HTTPException(400, f"unknown priority {unknown[0]!r}; one of {', '.join(LEVELS)}")
+        for name, value in (("date_from", date_from), ("date_to", date_to)):
+            if value and not _is_dicom_date(value):
+                raise HTTPException(400, f"{name} {value!r} is not a date YYYYMMDD")
+        if sort not in SORT_KEYS:
+            raise HTTPException(400, f"cannot sort by {sort!r}; one of {', '.join(SORT_KEYS)}")
+        return WorklistQuery(
+            levels, q, modality, date_from, date_to, sort, order == "desc", limit, offset
+        )
+
+    def audit_identifiers(user: User, keys: list[str]) -> None:
+        """Every view that shows identifiers is audited; the page's 5-second refresh of the
+        same rows within 5 minutes is the same view."""
+        import time
+
+        seen = frozenset(keys)
+        last = shown.get(user.name)
+        if keys and (last is None or last[1] != seen or time.time() - last[0] > 300):
+            audit.append(user.name, "view-identifiers", "worklist", {"study_keys": keys})
+            shown[user.name] = (time.time(), seen)
+
     @app.get("/api/worklist")
     def worklist(
         priority: str | None = None,
+        q: Annotated[str, Query(max_length=64)] = "",
+        modality: Annotated[str, Query(max_length=16, pattern=r"^[A-Za-z]*$")] = "",
+        date_from: str = "",
+        date_to: str = "",
+        sort: str = "priority",
+        order: Literal["asc", "desc"] = "asc",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
         user: User = reader,
     ) -> dict[str, Any]:
+        """The worklist page by page: most urgent first, then longest waiting (or sorted and
+        filtered on the study's identifiers)."""
         current = now()
-        entries = worklist_entries(results_dir, current)
-        if priority:
-            wanted = set(priority.split(","))
-            entries = [e for e in entries if e.effective_level in wanted]
-        page = entries[offset : offset + limit]
-        return {
-            "disclaimer": DISCLAIMER,
-            "total": len(entries),
-            "items": [
-                {
-                    "study_key": e.study_key,
-                    "priority": e.effective_level,
-                    "score": e.effective_score,
-                    "reasons": e.reasons,
-                    "models": list(e.models),
-                    "waiting_seconds": round((current - e.received).total_seconds(), 1),
-                }
-                for e in page
-            ],
-        }
+        query = worklist_query(
+            priority, q, modality, date_from, date_to, sort, order, limit, offset
+        )
+        found = worklist_rows.page(query, current)
+        items = [
+            {
+                "study_key": e.study_key,
+                "priority": e.effective_level,
+                "score": e.effective_score,
+                "reasons": e.reasons,
+                "models": list(e.models),
+                "waiting_seconds": round((current - e.received).total_seconds(), 1),
+                **ids,
+            }
+            for e, ids in zip(found.entries, found.identifiers, strict=True)
+        ]
+        audit_identifiers(user, [item["study_key"] for item in items])
+        return {"disclaimer": DISCLAIMER, "total": found.total, "items": items}
+
+    @app.post("/api/studies/{study_key}/withdraw")
+    def withdraw(study_key: str, body: Withdrawal, user: User = admin) -> dict[str, Any]:
+        from medsight.analysis.runner import write_result
+        from medsight.reporting.html_report import write_html_report
+
+        document = _study(study_key)
+        document["status"] = "withdrawn"
+        document["withdrawn_reason"] = body.reason
+        path = results_dir / study_key / "result.json"
+        write_result(document, path)
+        write_html_report(document, path.parent)
+        worklist_rows.index(path, results_dir)
+        audit.append(user.name, "withdraw", study_key, {"reason": body.reason})
+        return {"withdrawn": study_key}
 
     def _study(study_key: str) -> dict[str, Any]:
         path = results_dir / study_key / "result.json"
@@ -378,6 +495,19 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
             "sop_instance_uid": identifiers["SOPInstanceUID"],
         }
 
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     pages.add_pages(app, store, settings, reader=reader, admin=admin, study=_study, audit=audit)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    if settings.cors_origins:  # a DICOMweb viewer on another origin, with a bearer token
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            allow_credentials=False,  # bearer tokens only: the session cookie stays same-site
+        )
     return app

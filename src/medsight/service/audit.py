@@ -36,23 +36,11 @@ def _row_hash(prev_hash: str, at: str, actor: str, action: str, subject: str, de
 
 class AuditLog:
     def __init__(self, engine: Any) -> None:
-        from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+        from medsight.service import schema
 
         self.engine = engine
-        metadata = MetaData()
-        self.table = Table(
-            "audit_log",
-            metadata,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("at", String(32), nullable=False),
-            Column("actor", String(128), nullable=False),
-            Column("action", String(64), nullable=False),
-            Column("subject", String(128), nullable=False, index=True),
-            Column("detail", Text, nullable=False),
-            Column("prev_hash", String(64), nullable=False, unique=True),
-            Column("hash", String(64), nullable=False),
-        )
-        metadata.create_all(engine)
+        schema.ensure_schema(engine)
+        self.table = schema.audit_log
 
     def append(
         self, actor: str, action: str, subject: str, detail: Any, *, also: Any = None

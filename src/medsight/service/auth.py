@@ -44,28 +44,14 @@ def _now() -> _dt.datetime:
 class Users:
     def __init__(self, engine: Any) -> None:
         from argon2 import PasswordHasher
-        from sqlalchemy import Column, MetaData, String, Table
+
+        from medsight.service import schema
 
         self.engine = engine
         self.hasher = PasswordHasher()
-        metadata = MetaData()
-        self.users = Table(
-            "users",
-            metadata,
-            Column("name", String(64), primary_key=True),
-            Column("role", String(16), nullable=False),
-            Column("password_hash", String(256), nullable=False),
-            Column("created", String(32), nullable=False),
-        )
-        self.tokens = Table(
-            "tokens",
-            metadata,
-            Column("token_sha256", String(64), primary_key=True),
-            Column("user_name", String(64), nullable=False, index=True),
-            Column("kind", String(16), nullable=False),  # api | session
-            Column("expires", String(32)),
-        )
-        metadata.create_all(engine)
+        schema.ensure_schema(engine)
+        self.users = schema.users
+        self.tokens = schema.tokens
 
     @staticmethod
     def roles() -> tuple[str, ...]:
@@ -132,22 +118,57 @@ class Users:
             if any(self.login(user.name, p) for p in DEFAULT_PASSWORDS)
         ]
 
-    def issue_token(self, name: str, kind: str = "api") -> str:
+    def issue_token(
+        self, name: str, kind: str = "api", *, label: str | None = None, days: int | None = None
+    ) -> str:
+        """A new token (shown once; only its hash is kept). Sessions last SESSION_HOURS; an
+        API token lasts ``days`` when given, else until revoked."""
         from sqlalchemy import insert
 
         if name not in {u.name for u in self.names()}:
             raise InvalidInputError(f"no user {name!r}")
         token = secrets.token_urlsafe(32)
-        expires = (
-            (_now() + _dt.timedelta(hours=SESSION_HOURS)).isoformat() if kind == "session" else None
-        )
+        if kind == "session":
+            expires: str | None = (_now() + _dt.timedelta(hours=SESSION_HOURS)).isoformat()
+        else:
+            expires = (_now() + _dt.timedelta(days=days)).isoformat() if days else None
         with self.engine.begin() as connection:
             connection.execute(
                 insert(self.tokens).values(
-                    token_sha256=_token_hash(token), user_name=name, kind=kind, expires=expires
+                    token_sha256=_token_hash(token),
+                    user_name=name,
+                    kind=kind,
+                    expires=expires,
+                    label=label,
+                    created=_now().isoformat(timespec="seconds"),
                 )
             )
         return token
+
+    def api_tokens(self, name: str) -> list[dict[str, Any]]:
+        """A user's personal API tokens: label, created, expires (never the secret)."""
+        from sqlalchemy import select
+
+        tokens = self.tokens
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(tokens.c.label, tokens.c.created, tokens.c.expires)
+                .where(tokens.c.user_name == name, tokens.c.kind == "api")
+                .order_by(tokens.c.created)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def revoke_api_token(self, name: str, label: str) -> bool:
+        from sqlalchemy import delete
+
+        tokens = self.tokens
+        with self.engine.begin() as connection:
+            removed = connection.execute(
+                delete(tokens).where(
+                    tokens.c.user_name == name, tokens.c.kind == "api", tokens.c.label == label
+                )
+            ).rowcount
+        return bool(removed)
 
     def revoke(self, token: str) -> None:
         from sqlalchemy import delete

@@ -47,23 +47,14 @@ class DriftWatch:
         tasks_dirs: list[Path] | None = None,
         window: int = DEFAULT_WINDOW,
     ) -> None:
-        from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+        from medsight.service import schema
 
         self.store = store
         self.outbound = outbound
         self.audit = AuditLog(store.engine)
         self.tasks_dirs = tasks_dirs or []
         self.window = window
-        metadata = MetaData()
-        self.alerts = Table(
-            "monitoring_alerts",
-            metadata,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("key", String(256), nullable=False, unique=True),
-            Column("opened", String(40), nullable=False),
-            Column("detail", Text, nullable=False),
-        )
-        metadata.create_all(store.engine)
+        self.alerts = schema.monitoring_alerts  # the store brought the schema to head
 
     def refresh(self) -> dict[str, Any]:
         """Recompute the report, write it, and announce every newly opened alert."""

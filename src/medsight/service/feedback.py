@@ -8,23 +8,11 @@ __all__ = ["feedback_rows", "feedback_table"]
 
 
 def feedback_table(engine: Any) -> Any:
-    """The ``feedback`` table (created if missing)."""
-    from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+    """The ``feedback`` table (the schema brought to head first)."""
+    from medsight.service import schema
 
-    metadata = MetaData()
-    table = Table(
-        "feedback",
-        metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("study_key", String(64), nullable=False, index=True),
-        Column("finding", String(128), nullable=False),
-        Column("verdict", String(16), nullable=False),
-        Column("comment", Text),
-        Column("user", String(128), nullable=False),
-        Column("at", String(32), nullable=False),
-    )
-    metadata.create_all(engine)
-    return table
+    schema.ensure_schema(engine)
+    return schema.feedback
 
 
 def feedback_rows(engine: Any) -> list[dict[str, Any]]:

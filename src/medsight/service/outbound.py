@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medsight.errors import InvalidInputError
+from medsight.service.events import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Outbound:
         max_attempts: int = 5,
         backoff_seconds: float = 2.0,
     ) -> None:
-        from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+        from medsight.service import schema
 
         self.engine = engine
         self.data_dir = data_dir
@@ -78,22 +79,8 @@ class Outbound:
         self.calling_ae = calling_ae
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
-        metadata = MetaData()
-        self.table = Table(
-            "deliveries",
-            metadata,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("idempotency_key", String(128), nullable=False, unique=True),
-            Column("kind", String(16), nullable=False),  # pacs | stow | webhook
-            Column("target", String(256), nullable=False),
-            Column("payload", Text, nullable=False),  # file list (pacs) or JSON body
-            Column("state", String(16), nullable=False),  # pending | done | dead
-            Column("attempts", Integer, nullable=False),
-            Column("next_at", Float, nullable=False),
-            Column("last_error", Text),
-            Column("delivered_at", Float),
-        )
-        metadata.create_all(engine)
+        schema.ensure_schema(engine)
+        self.table = schema.deliveries
 
     # --- what to deliver ---------------------------------------------------------------------
     def plan(self, result_dir: Path, document: dict[str, Any], study_instance_uid: str) -> None:
@@ -218,10 +205,22 @@ class Outbound:
                     "state": "dead" if dead else "pending",
                     "next_at": now + self.backoff_seconds * 2 ** (attempts - 1),
                 }
-                logger.warning("delivery %s failed (%s): %s", row["idempotency_key"], attempts, exc)
+                log_event(
+                    "failed",
+                    logging.WARNING,
+                    stage="delivery",
+                    kind=row["kind"],
+                    delivery=row["idempotency_key"],
+                    attempt=attempts,
+                    state=values["state"],
+                    reason=str(exc)[:300],
+                )
             else:
                 values = {"attempts": attempts, "state": "done", "delivered_at": time.time()}
                 delivered += 1
+                log_event(
+                    "delivered", kind=row["kind"], delivery=row["idempotency_key"], attempt=attempts
+                )
             with self.engine.begin() as connection:
                 connection.execute(
                     update(self.table).where(self.table.c.id == row["id"]).values(**values)

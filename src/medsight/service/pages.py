@@ -4,7 +4,6 @@ audit log. A research-use banner on every page; a little JavaScript, no front-en
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import json
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from fastapi import Query  # module level: FastAPI resolves route annotations he
 from medsight.service.audit import AuditLog
 from medsight.service.auth import User
 from medsight.service.store import InstanceStore
-from medsight.service.worklist import worklist_entries
 from medsight.tasks import Task
 
 __all__ = ["BANNER", "COLOURS", "add_pages", "page", "photo_task", "task_cards"]
@@ -38,10 +36,18 @@ nav{padding:.4em 1em;background:#eee} nav a{margin-right:1em}
 main{padding:1em} table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}
 .level{color:#fff;padding:.15em .5em;border-radius:3px;font-weight:700}
-.card{border:1px solid #ccc;padding:0 1em;margin:1em 0;max-width:60em}"""
+.card{border:1px solid #ccc;padding:0 1em;margin:1em 0;max-width:60em}
+.filters{margin:.5em 0} .filters input,.filters select{margin-right:.5em}"""
 
 
-def page(title: str, body: str, *, user: User | None = None, script: str = "") -> str:
+def page(
+    title: str,
+    body: str,
+    *,
+    user: User | None = None,
+    script: str = "",
+    scripts: tuple[str, ...] | list[str] = (),
+) -> str:
     nav = ""
     if user is not None:
         admin = (
@@ -59,10 +65,11 @@ def page(title: str, body: str, *, user: User | None = None, script: str = "") -
             'e.preventDefault(); await fetch("/api/logout", {method: "POST"});'
             'location.href = "/login";});'
         )
+    external = "".join(f'<script src="{html.escape(src)}"></script>' for src in scripts)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{html.escape(title)} - medsight</title><style>{_STYLE}</style></head><body>
 <div class="banner" role="alert">medsight - {BANNER}</div>{nav}<main>{body}</main>
-<script>{script}</script></body></html>"""
+<script>{script}</script>{external}</body></html>"""
 
 
 def task_cards(tasks_dirs: list[Path]) -> list[tuple[Task, str]]:
@@ -96,31 +103,41 @@ def photo_task(name: str, tasks_dirs: list[Path]) -> Task | None:
     return None
 
 
-def _worklist_script() -> str:
-    """Refresh the table from the API every 5 seconds (live updates without a reload)."""
-    colours = json.dumps(COLOURS)
-    return f"""
-const colours = {colours};
-function esc(t) {{ const d = document.createElement("div"); d.textContent = t;
-  return d.innerHTML; }}
-async function refresh() {{
-  const response = await fetch("/api/worklist?limit=200");
-  if (!response.ok) return;
-  const data = await response.json();
-  const rows = data.items.map(i => `<tr data-priority="${{esc(i.priority)}}">` +
-    `<td><span class="level" style="background:${{colours[i.priority] || "#333"}}">` +
-    `${{esc(i.priority)}}</span></td><td><a href="/studies/${{esc(i.study_key)}}/viewer">` +
-    `${{esc(i.study_key)}}</a> (<a href="/studies/${{esc(i.study_key)}}/report.html">` +
-    `report</a>)</td><td>${{Math.round(i.waiting_seconds / 60)}} min</td>` +
-    `<td>${{i.reasons.map(esc).join("<br>")}}</td>` +
-    `<td>${{(i.models || []).map(esc).join("<br>")}}</td></tr>`);
-  document.getElementById("rows").innerHTML = rows.join("") ||
-    '<tr><td colspan="5">No analysed studies yet.</td></tr>';
-  document.getElementById("updated").textContent =
-    `updated ${{new Date().toLocaleTimeString()}}`;
-}}
-setInterval(refresh, 5000);
-"""
+_WORKLIST_COLUMNS = (  # (sort key or "", heading)
+    ("priority", "priority"),
+    ("patient_name", "patient"),
+    ("patient_id", "patient ID"),
+    ("", "age / sex"),
+    ("accession_number", "accession"),
+    ("study_date", "study date"),
+    ("modality", "modality"),
+    ("body_part", "body part"),
+    ("study_description", "description"),
+    ("", "series / images"),
+    ("waiting", "waiting"),
+    ("", "reasons"),
+    ("", "model"),
+)
+
+
+def _worklist_body() -> str:
+    headings = "".join(
+        f'<th><a href="#" data-sort="{key}">{name}</a></th>' if key else f"<th>{name}</th>"
+        for key, name in _WORKLIST_COLUMNS
+    )
+    levels = "".join(f'<option value="{level}">{level}</option>' for level in COLOURS)
+    return f"""<h1>Worklist</h1><p>Most urgent first, then longest waiting; click a heading to
+sort. <span id="updated"></span></p>
+<form id="filters" class="filters">
+<input name="q" placeholder="patient, ID, accession, description" maxlength="64" size="32">
+<input name="modality" placeholder="modality" maxlength="16" size="8">
+<select name="priority"><option value="">any priority</option>{levels}</select>
+<label>from <input name="date_from" placeholder="YYYYMMDD" size="9"></label>
+<label>to <input name="date_to" placeholder="YYYYMMDD" size="9"></label>
+<button>filter</button> <span id="error" role="alert"></span></form>
+<table id="worklist" data-colours='{json.dumps(COLOURS)}'><thead><tr>{headings}</tr></thead>
+<tbody id="rows"><tr><td colspan="{len(_WORKLIST_COLUMNS)}">loading...</td></tr></tbody>
+</table><p id="total"></p>"""
 
 
 def add_pages(
@@ -159,31 +176,7 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
 
     @app.get("/", response_class=HTMLResponse)
     def worklist_page(user: User = reader) -> str:
-        current = _dt.datetime.now(_dt.UTC)
-        rows = []
-        for entry in worklist_entries(results_dir, current):
-            waited = (current - entry.received).total_seconds() / 60
-            reasons = "<br>".join(html.escape(r) for r in entry.reasons)
-            key = html.escape(entry.study_key)
-            rows.append(
-                f'<tr data-priority="{entry.effective_level}"><td><span class="level" '
-                f'style="background:{COLOURS.get(entry.effective_level, "#333")}">'
-                f"{entry.effective_level}</span></td>"
-                f'<td><a href="/studies/{key}/viewer">{key}</a> '
-                f'(<a href="/studies/{key}/report.html">report</a>)</td>'
-                f"<td>{waited:.0f} min</td><td>{reasons}</td>"
-                f"<td>{'<br>'.join(html.escape(m) for m in entry.models)}</td></tr>"
-            )
-        body = "".join(rows) or '<tr><td colspan="5">No analysed studies yet.</td></tr>'
-        return page(
-            "worklist",
-            f"""<h1>Worklist</h1><p>Most urgent first, then longest waiting.
-<span id="updated"></span></p><table><thead><tr><th>priority</th><th>study</th>
-<th>waiting</th><th>reasons</th><th>model</th></tr></thead>
-<tbody id="rows">{body}</tbody></table>""",
-            user=user,
-            script=_worklist_script(),
-        )
+        return page("worklist", _worklist_body(), user=user, scripts=["/static/worklist.js"])
 
     @app.get("/models", response_class=HTMLResponse)
     def models_page(user: User = reader) -> str:

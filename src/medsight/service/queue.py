@@ -8,11 +8,41 @@ update, so two workers never run the same lease.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobQueue"]
+from medsight.service import schema
+from medsight.service.schema import ensure_schema
+
+__all__ = ["Job", "JobQueue", "worker_name"]
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None when no such
+    process runs: with the pid it names one process, even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name may hold spaces
+
+
+def worker_name(pid: int | None = None) -> str:
+    """``worker:<host>:<pid>:<start>``: enough to tell, after a crash, that it is gone."""
+    pid = os.getpid() if pid is None else pid
+    return f"worker:{socket.gethostname()[:32]}:{pid}:{_started(pid) or 0}"
+
+
+def _gone(worker: str, host: str) -> bool:
+    """True when ``worker`` ran on this host and that process no longer exists."""
+    parts = worker.split(":")
+    if len(parts) != 4 or parts[1] != host or not parts[2].isdigit():
+        return False  # another host's worker (or an older name): its lease must expire
+    return _started(int(parts[2])) != parts[3]
 
 
 @dataclass(frozen=True)
@@ -32,51 +62,14 @@ class JobQueue:
         backoff_seconds: float = 5.0,
         lease_seconds: float = 600.0,
     ) -> None:
-        from sqlalchemy import (
-            Column,
-            Float,
-            Integer,
-            MetaData,
-            String,
-            Table,
-            Text,
-            UniqueConstraint,
-        )
 
         self.engine = engine
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
         self.lease_seconds = lease_seconds
-        metadata = MetaData()
-        self.studies = Table(
-            "studies",
-            metadata,
-            Column("study_instance_uid", String(64), primary_key=True),
-            Column("last_received", Float, nullable=False),
-            Column("state", String(16), nullable=False),  # receiving | queued | done
-            Column("revision", Integer, nullable=False),
-        )
-        self.jobs = Table(
-            "jobs",
-            metadata,
-            Column("id", Integer, primary_key=True, autoincrement=True),
-            Column("study_instance_uid", String(64), nullable=False, index=True),
-            Column("revision", Integer, nullable=False),
-            Column("state", String(16), nullable=False),  # queued | leased | done | dead
-            Column("attempts", Integer, nullable=False),
-            Column("available_at", Float, nullable=False),
-            Column("lease_until", Float),
-            Column("worker", String(64)),
-            Column("error", Text),
-            Column("failures", Integer, nullable=False, default=0),
-            Column("result", Text),
-            # for the latency metrics: the study's last arrival, the lease, the outcome
-            Column("last_received", Float),
-            Column("started_at", Float),
-            Column("finished_at", Float),
-            UniqueConstraint("study_instance_uid", "revision"),
-        )
-        metadata.create_all(engine)
+        ensure_schema(engine)
+        self.studies = schema.studies
+        self.jobs = schema.jobs
 
     # --- intake side -----------------------------------------------------------------------
     def received(self, study_instance_uid: str, connection: Any, now: float | None = None) -> None:
@@ -173,6 +166,32 @@ class JobQueue:
                         row["id"], row["study_instance_uid"], row["revision"], row["attempts"] + 1
                     )
         return None
+
+    def reclaim_leases_of_gone_workers(self, now: float | None = None) -> list[str]:
+        """Put back at once the jobs leased by workers of this host that no longer exist (a
+        killed server's, a crashed worker's): a crash delays a study by seconds, not by the
+        lease time. Workers on other hosts keep their leases until they expire."""
+        from sqlalchemy import and_, select, update
+
+        now = time.time() if now is None else now
+        host = socket.gethostname()[:32]
+        jobs = self.jobs
+        reclaimed = []
+        with self.engine.begin() as connection:
+            for row in connection.execute(
+                select(jobs.c.id, jobs.c.worker, jobs.c.study_instance_uid).where(
+                    jobs.c.state == "leased"
+                )
+            ):
+                if not _gone(row.worker or "", host):
+                    continue
+                connection.execute(
+                    update(jobs)
+                    .where(and_(jobs.c.id == row.id, jobs.c.state == "leased"))
+                    .values(state="queued", available_at=now, lease_until=None)
+                )
+                reclaimed.append(row.study_instance_uid)
+        return reclaimed
 
     def complete(self, job: Job, result: str) -> None:
         from sqlalchemy import and_, update

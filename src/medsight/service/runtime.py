@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from medsight.analysis import AnalysisOptions
 from medsight.errors import ConfigurationError
 from medsight.service.auth import DEFAULT_PASSWORDS, Users
+from medsight.service.events import configure_service_logging, log_event
 from medsight.service.outbound import PacsTarget
 
 __all__ = ["DEV_ADMIN", "WorkerConfig", "WorkerPool", "check_secrets"]
@@ -57,6 +60,22 @@ def check_secrets(
             )
 
 
+def bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket, bound before anything else starts: a port in use is one
+    clear error, never a traceback with the DICOM port left bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigurationError(f"cannot listen on HTTP {host}:{port}: {exc.strerror}") from None
+    listening.listen(128)
+    listening.set_inheritable(True)
+    return listening
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """Everything a worker process needs (picklable: processes are spawned)."""
@@ -89,7 +108,7 @@ def worker_main(config: WorkerConfig) -> None:
     from medsight.service.worker import Worker
 
     _die_with_parent()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_service_logging()
     if config.options.threads:
         import torch
 
@@ -113,8 +132,11 @@ def worker_main(config: WorkerConfig) -> None:
 class WorkerPool:
     """``count`` worker processes; ``check`` restarts any that died."""
 
-    def __init__(self, config: WorkerConfig, count: int) -> None:
+    def __init__(
+        self, config: WorkerConfig, count: int, on_restart: Callable[[], Any] = lambda: None
+    ) -> None:
         self.config = config
+        self.on_restart = on_restart  # e.g. put the dead worker's lease back at once
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[Any] = [self._start() for _ in range(count)]
 
@@ -128,8 +150,14 @@ class WorkerPool:
     def check(self) -> None:
         for index, process in enumerate(self.processes):
             if not process.is_alive():
-                logger.warning("worker %s exited (%s); restarting", process.pid, process.exitcode)
+                log_event(
+                    "worker-restarted",
+                    logging.WARNING,
+                    pid=process.pid,
+                    exit_code=process.exitcode,
+                )
                 self.processes[index] = self._start()
+                self.on_restart()
 
     def stop(self) -> None:
         for process in self.processes:

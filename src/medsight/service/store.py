@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsight.analysis.inputs import study_key_of
 from medsight.errors import InvalidInputError
+from medsight.service import schema
+from medsight.service.events import log_event
 from medsight.service.queue import JobQueue
+from medsight.service.schema import ensure_schema
 from medsight.tasks.task import sha256_file
 
 __all__ = ["InstanceStore", "StoredInstance"]
@@ -110,15 +114,7 @@ class InstanceStore:
     def __init__(
         self, data_dir: Path, database_url: str | None = None, **queue_options: Any
     ) -> None:
-        from sqlalchemy import (
-            Column,
-            Integer,
-            MetaData,
-            String,
-            Table,
-            create_engine,
-            event,
-        )
+        from sqlalchemy import create_engine, event
 
         self.data_dir = Path(data_dir)
         self.files = self.data_dir / "instances"
@@ -135,27 +131,9 @@ class InstanceStore:
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
 
-        metadata = MetaData()
-        self.instances = Table(
-            "instances",
-            metadata,
-            Column("sop_instance_uid", String(64), primary_key=True),
-            Column("study_instance_uid", String(64), nullable=False, index=True),
-            Column("series_instance_uid", String(64), nullable=False),
-            Column("sop_class_uid", String(64), nullable=False),
-            Column("path", String(1024), nullable=False),
-            Column("sha256", String(64), nullable=False),
-            Column("size", Integer, nullable=False),
-            Column("calling_ae", String(64), nullable=False),  # or the HTTP intake and user
-            Column("received_at", String(32), nullable=False),
-        )
-        self.routes = Table(  # a task chosen for a study at intake (photo uploads)
-            "routes",
-            metadata,
-            Column("study_instance_uid", String(64), primary_key=True),
-            Column("task", String(128), nullable=False),
-        )
-        metadata.create_all(self.engine)
+        ensure_schema(self.engine)
+        self.instances = schema.instances
+        self.routes = schema.routes
         self.queue = JobQueue(self.engine, **queue_options)
         self._committer = _GroupCommit(self._commit_batch)
 
@@ -173,9 +151,16 @@ class InstanceStore:
         series = _check_uid("SeriesInstanceUID", identifiers.get("SeriesInstanceUID", ""))
         sop_class = _check_uid("SOPClassUID", identifiers.get("SOPClassUID", ""))
         try:
-            return self._store(encoded, sop, study, series, sop_class, calling_ae)
+            new = self._store(encoded, sop, study, series, sop_class, calling_ae)
         except IntegrityError:  # another process stored the same instance first
-            return False
+            new = False
+        log_event(
+            "received" if new else "resend",
+            study_key=study_key_of(study),
+            sop_instance_uid=sop,
+            source=calling_ae,
+        )
+        return new
 
     def _store(
         self, encoded: bytes, sop: str, study: str, series: str, sop_class: str, calling_ae: str

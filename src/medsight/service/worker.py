@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,11 @@ from medsight.analysis.inputs import study_key_of
 from medsight.analysis.runner import write_unanalysed_study
 from medsight.errors import MedsightError
 from medsight.service.audit import AuditLog
+from medsight.service.events import log_event
 from medsight.service.outbound import Outbound
-from medsight.service.queue import Job
+from medsight.service.queue import Job, worker_name
 from medsight.service.store import InstanceStore
+from medsight.service.worklist import Worklist, study_identifiers
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,10 @@ class Worker:
         self.outbound = outbound
         self.options = options
         self.quiet_seconds = quiet_seconds
-        self.name = f"worker:{socket.gethostname()}:{os.getpid()}"
+        self.name = worker_name()
         self.audit = AuditLog(store.engine)
         self.results = store.data_dir / "results"
+        self.worklist = Worklist(store.engine)
         self._sources: dict[str, TaskSource] = {}
 
     def _tasks_for(self, study_instance_uid: str) -> TaskSource:
@@ -96,7 +97,8 @@ class Worker:
         queue = self.store.queue
         if self.outbound is not None:
             self.outbound.deliver_due()
-        queue.enqueue_quiet_studies(self.quiet_seconds)
+        for uid in queue.enqueue_quiet_studies(self.quiet_seconds):
+            log_event("study-complete", study_key=study_key_of(uid), study_instance_uid=uid)
         job = queue.lease(self.name)
         if job is None:
             return None
@@ -129,20 +131,53 @@ class Worker:
                 )
             if self.outbound is not None:  # recorded before the job completes: never lost
                 self.outbound.plan(path.parent, document, job.study_instance_uid)
+            self.worklist.index(
+                path, self.results, self._identifiers(instances), job.study_instance_uid
+            )
         queue.complete(job, ";".join(str(p.relative_to(self.results)) for p in written))
-        logger.info(
-            "study %s analysed (%d result(s))", study_key_of(job.study_instance_uid), len(written)
-        )
+        for path in written:
+            document = json.loads(path.read_text())
+            log_event(
+                "analysed",
+                study_key=document["study_key"],
+                study_instance_uid=job.study_instance_uid,
+                priority=document["priority"]["level"],
+                analyses=len(document["analyses"]),
+                job=job.id,
+                attempt=job.attempts,
+            )
         return job
 
     def _failed(self, job: Job, reason: str, *, permanent: bool = False) -> None:
         key = study_key_of(job.study_instance_uid)
         reason = reason.replace(f"{self.store.files}/", "")  # the store's layout is not news
         state = self.store.queue.fail(job, reason, permanent=permanent)
-        logger.warning("study %s: analysis failed (%s): %s", key, state, reason)
+        log_event(
+            "failed",
+            logging.WARNING,
+            stage="analysis",
+            study_key=key,
+            study_instance_uid=job.study_instance_uid,
+            job=job.id,
+            attempt=job.attempts,
+            state=state,
+            reason=reason[:300],
+        )
         if state == "dead":
-            write_unanalysed_study(key, self.results, reason, self.options)
+            path = write_unanalysed_study(key, self.results, reason, self.options)
+            instances = self.store.instances_of(job.study_instance_uid)
+            self.worklist.index(
+                path, self.results, self._identifiers(instances), job.study_instance_uid
+            )
             self.audit.append(self.name, "analysis-failed", key, {"reason": reason})
+
+    @staticmethod
+    def _identifiers(instances: list[Any]) -> dict[str, Any] | None:
+        if not instances:
+            return None
+        return study_identifiers(
+            [i.path for i in instances], [i.series_instance_uid for i in instances]
+        )
 
     def result_paths(self) -> list[Path]:
         return sorted(self.results.glob("*/result.json"))

@@ -10,10 +10,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from medsight.errors import MedsightError
+from medsight.errors import ConfigurationError, MedsightError
+from medsight.service.events import log_event
 from medsight.service.store import InstanceStore
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DicomListener"]
 
@@ -73,24 +72,18 @@ class DicomListener:
                 "SOPClassUID": str(dataset.get("SOPClassUID", "")),
             }
         except Exception as exc:  # a dataset pydicom cannot parse
-            logger.warning("C-STORE from %s: cannot read the dataset (%s)", calling, exc)
+            log_event("failed", logging.WARNING, stage="intake", source=calling, reason=str(exc))
             return CANNOT_UNDERSTAND
         try:
             # the bytes as received (with a file meta header), never re-encoded
-            new = self.store.store(event.encoded_dataset(include_meta=True), identifiers, calling)
+            self.store.store(event.encoded_dataset(include_meta=True), identifiers, calling)
         except MedsightError as exc:
-            logger.warning("C-STORE from %s refused: %s", calling, exc)
+            log_event("failed", logging.WARNING, stage="intake", source=calling, reason=str(exc))
             return CANNOT_UNDERSTAND
         except Exception as exc:  # disk or database trouble: the sender keeps it and retries
-            logger.error("C-STORE from %s could not be stored: %s", calling, exc)
+            log_event("failed", logging.ERROR, stage="store", source=calling, reason=str(exc))
             return OUT_OF_RESOURCES
-        logger.info(
-            "%s %s from %s",
-            "stored" if new else "already had",
-            identifiers["SOPInstanceUID"],
-            calling,
-        )
-        return SUCCESS
+        return SUCCESS  # the store logged the event
 
     def start(
         self,
@@ -126,12 +119,17 @@ class DicomListener:
             if tls_client_ca is not None:
                 tls.verify_mode = ssl.CERT_REQUIRED
                 tls.load_verify_locations(tls_client_ca)
-        self._server = ae.start_server(
-            (host, port),
-            block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
-            ssl_context=tls,
-        )
+        try:
+            self._server = ae.start_server(
+                (host, port),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+                ssl_context=tls,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen for DICOM on {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
     def stop(self) -> None:
         if self._server is not None:
