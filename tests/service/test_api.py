@@ -42,6 +42,34 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
         assert item["priority"] in {"URGENT", "STAT", "NO_AI_FINDING", "NEEDS_REVIEW"}
         assert item["reasons"] and worklist["disclaimer"].startswith("research use only")
         key = item["study_key"]
+        # a clinician can match the row to a patient (storescu intake)
+        assert item["patient_name"] == "SAMPLE^KERMANY" and item["patient_id"] == "KERMANY-SAMPLE-1"
+        assert item["modality"] == "DX" and item["body_part"] == "CHEST"
+        assert item["study_description"].startswith("Sample chest X-ray")
+        assert item["study_date"] == "20180101" and item["patient_age"] == "003Y"
+        assert (item["series_count"], item["instance_count"]) == (1, 1)
+        views = admin.json("/api/audit?action=view-identifiers")
+        assert views and views[0]["actor"] == "dr-test" and key in views[0]["detail"]["study_keys"]
+        # sorting and filtering on the identifiers, and refusals that say why
+        assert clinician.json("/api/worklist?q=kermany&modality=DX")["total"] == 1
+        assert clinician.json("/api/worklist?q=nobody")["total"] == 0
+        assert clinician.json("/api/worklist?date_from=20180101&date_to=20180102")["total"] == 1
+        assert clinician.json("/api/worklist?sort=patient_name&order=desc")["total"] == 1
+        for bad, reason in (
+            ("date_from=2018-01-01", b"not a date YYYYMMDD"),
+            ("date_to=20181341", b"not a date YYYYMMDD"),
+            ("priority=SOON", b"unknown priority"),
+            ("sort=password_hash", b"cannot sort by"),
+        ):
+            status, body, _ = clinician.call("GET", f"/api/worklist?{bad}")
+            assert status == 400 and reason in body, (bad, status, body)
+        # the service role sees no identifier in anything it may read, byte for byte
+        assert service.call("GET", "/api/worklist")[0] == 403
+        for path in ("/metrics", "/api/me"):
+            status, body, _ = service.call("GET", path)
+            assert status == 200
+            for identifier in (b"KERMANY", b"SAMPLE^", b"Sample chest"):
+                assert identifier not in body, (path, identifier)
 
         study = clinician.json(f"/api/studies/{key}")
         (finding,) = study["analyses"][0]["findings"]
@@ -97,6 +125,14 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
     )
     for identifier in (str(sample.PatientName), str(sample.PatientID)):
         assert not identifier or identifier not in serve_log  # no PHI in the application log
+    # one key=value line per event, and no raw warning text from a library
+    events = [line for line in serve_log.splitlines() if line.startswith("at=")]
+    named = {part for line in events for part in line.split() if part.startswith("event=")}
+    assert {"event=received", "event=study-complete", "event=analysed"} <= named, named
+    assert sum("event=received" in line for line in events) == 1  # one instance, one line
+    loose = [line for line in serve_log.splitlines() if line and not line.startswith("at=")]
+    assert all(line.startswith("medsight serve:") for line in loose), loose
+    assert "Traceback" not in serve_log
 
 
 @pytest.mark.timeout(300)
@@ -138,6 +174,18 @@ def test_stow_rs_intake_with_a_real_dicomweb_client(tmp_path):
             log,
         )
         clinician = Api(base, account(data, "dr-stow", "clinician"))
+        ct_key = study_key_of(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        wait_for(
+            lambda: (data / "results" / ct_key / "result.json").is_file(),
+            120,
+            "the CT study",
+            process,
+            log,
+        )
+        ct = next(i for i in clinician.json("/api/worklist")["items"] if i["study_key"] == ct_key)
+        assert ct["patient_name"] == "Test^TotalSegmentator" and ct["patient_id"] == "TOTALSEG-TEST"
+        assert ct["accession_number"] == "ACC-TS-1" and ct["modality"] == "CT"
+        assert (ct["series_count"], ct["instance_count"]) == (1, 4)
         entry = next(
             i
             for i in clinician.json("/api/worklist")["items"]
@@ -177,6 +225,8 @@ def test_photo_upload_is_analysed_by_the_task_chosen_with_it(tmp_path):
         store = InstanceStore(data)
         wait_for(lambda: store.queue.states().get("done", 0) == 1, 180, "analysis", process, log)
         (item,) = clinician.json("/api/worklist")["items"]
+        assert item["patient_id"] == "PH2-063" and item["accession_number"] == "A63"
+        assert item["modality"] == "XC"
         study = clinician.json(f"/api/studies/{item['study_key']}")
         (analysis,) = study["analyses"]
         assert analysis["task"]["id"] == "derm-melanoma"

@@ -13,7 +13,7 @@ from medsight.analysis import StudyOutcome
 from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.cli._progress import progress_bar
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 RESEARCH_USE = (
     "medsight: research use only, not for diagnostic use. No AI finding is not a negative read."
 )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from medsight.tasks import Task
     from medsight.training.data import Case
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 _IMAGE_SUFFIXES = [".jpeg", ".jpg", ".png", ".dcm", ".tif", ".tiff"]
 
 

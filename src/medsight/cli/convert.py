@@ -14,7 +14,7 @@ from medsight.errors import InvalidInputError, MedsightError, NoImageFoundError
 from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image, write_nifti
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 
 
 def _stem(out: Path) -> str:

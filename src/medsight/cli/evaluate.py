@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from medsight.tasks import Task
     from medsight.training.data import Case
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 
 DATA_HELP = (
     "A folder with one sub-folder per class (give --classes); a manifest CSV with columns "

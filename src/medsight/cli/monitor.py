@@ -10,7 +10,7 @@ from rich.console import Console
 
 from medsight.cli._errors import DEBUG_OPTION, run
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 
 
 def monitor(

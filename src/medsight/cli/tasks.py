@@ -11,7 +11,7 @@ from rich.table import Table
 
 from medsight.cli._errors import DEBUG_OPTION, run
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 TASKS_DIR_OPTION = Annotated[
     list[Path] | None, typer.Option("--tasks-dir", help="Extra task folder(s).")

@@ -13,7 +13,7 @@ from rich.console import Console
 from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.cli._progress import progress_bar
 
-console = Console(highlight=False, stderr=True)
+console = Console(highlight=False, stderr=True, soft_wrap=True)
 
 
 def train(
