@@ -51,7 +51,14 @@ def service(tmp_path_factory):
         store = InstanceStore(data)
         wait_for(lambda: store.queue.states().get("done", 0) == 1, 180, "analysis", process, log)
         key = Api(base, tokens["clinician"]).json("/api/worklist")["items"][0]["study_key"]
-        yield {"base": base, "tokens": tokens, "key": key, "port": port, "process": process}
+        yield {
+            "base": base,
+            "tokens": tokens,
+            "key": key,
+            "port": port,
+            "process": process,
+            "data": data,
+        }
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -314,3 +321,97 @@ def test_accounts_tokens_and_the_audit_chain_on_either_database(tmp_path, databa
     with store.engine.begin() as connection:
         connection.execute(update(audit.table).where(audit.table.c.id == 1).values(actor="x"))
     assert audit.verify().first_bad_id == 1
+
+
+@pytest.mark.timeout(120)
+def test_sign_in_is_throttled_the_session_token_stays_in_the_cookie_and_admins_clear_lockouts(
+    service,
+):
+    from tests.service._client import PASSWORD
+
+    base = service["base"]
+    anonymous = Api(base)
+    account_name = "throttled-user"
+    Users(InstanceStore(service["data"]).engine).add(account_name, "clinician", PASSWORD)
+    admin = Api(base, service["tokens"]["admin"])
+    admin.call("DELETE", "/api/lockouts/127.0.0.1")  # the property-based test's failures
+    wrong = {"username": account_name, "password": "not-the-password"}
+    statuses = [anonymous.call("POST", "/api/login", wrong)[0] for _ in range(12)]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}  # a flood, throttled
+    status, body, headers = anonymous.call(
+        "POST", "/api/login", {"username": account_name, "password": PASSWORD}
+    )
+    assert status == 429 and int(headers["retry-after"]) > 0 and b"locked" in body
+    # everyone else is still served while the account is locked
+    other = anonymous.call(
+        "POST", "/api/login", {"username": "clinician-user", "password": PASSWORD}
+    )
+    assert other[0] == 200
+    assert (
+        Api(base, service["tokens"]["clinician"]).call("DELETE", f"/api/lockouts/{account_name}")[0]
+        == 403
+    )
+    cleared = admin.call("DELETE", f"/api/lockouts/{account_name}")
+    assert cleared[0] == 200 and json.loads(cleared[1])["failures_removed"] == 5
+    status, body, headers = anonymous.call(
+        "POST", "/api/login", {"username": account_name, "password": PASSWORD}
+    )
+    assert status == 200 and set(json.loads(body)) == {"user", "role"}  # no token in the body
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert token.encode() not in body
+    actions = {row["action"] for row in admin.json(f"/api/audit?actor={account_name}")}
+    assert {"login-failed", "login-throttled", "login"} <= actions
+    assert admin.json(f"/api/audit?subject={account_name}")[0]["action"] == "lockout-cleared"
+
+
+@pytest.mark.timeout(120)
+def test_personal_api_tokens_for_viewers(service):
+    clinician = Api(service["base"], service["tokens"]["clinician"])
+    created = clinician.call("POST", "/api/tokens", {"label": "weasis", "days": 30})
+    assert created[0] == 201
+    token = json.loads(created[1])["token"]
+    assert Api(service["base"], token).json("/api/me")["user"] == "clinician-user"
+    assert clinician.call("POST", "/api/tokens", {"label": "weasis"})[0] == 409
+    assert clinician.call("POST", "/api/tokens", {"label": "x", "days": 9999})[0] == 422
+    assert clinician.call("POST", "/api/tokens", {"label": "<script>"})[0] == 422
+    listed = clinician.call("GET", "/api/tokens")[1]
+    assert b"weasis" in listed and token.encode() not in listed
+    service_role = Api(service["base"], service["tokens"]["service"])
+    assert service_role.call("POST", "/api/tokens", {"label": "mine"})[0] == 403
+    assert clinician.call("DELETE", "/api/tokens/weasis")[0] == 200
+    assert Api(service["base"], token).call("GET", "/api/me")[0] == 401
+    assert clinician.call("DELETE", "/api/tokens/weasis")[0] == 404
+
+
+@pytest.mark.timeout(120)
+def test_bad_ports_are_refused_before_anything_is_bound(tmp_path):
+    command = [sys.executable, "-m", "medsight", "serve", "--dev", "--data-dir", str(tmp_path)]
+    dicom = free_port()
+    out_of_range = subprocess.run(
+        [*command, "--http-port", "99999", "--dicom-port", str(dicom)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out_of_range.returncode == 2, out_of_range.stderr
+    assert (
+        "Invalid value for '--http-port'" in out_of_range.stderr and "65535" in out_of_range.stderr
+    )
+    assert "Traceback" not in out_of_range.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        in_use = subprocess.run(
+            [*command, "--http-port", str(busy), "--dicom-port", str(dicom)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert in_use.returncode == 3, in_use.stderr
+    assert f"cannot listen on HTTP 127.0.0.1:{busy}" in in_use.stderr
+    assert "Traceback" not in in_use.stderr
+    with socket.socket() as again:  # the DICOM port was never left bound
+        again.bind(("127.0.0.1", dicom))

@@ -30,7 +30,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help and errors: one line, wrapped, never cut off
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import medsight
+
+        typer.echo(f"medsight {medsight.__version__} - research use only, not for diagnostic use")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """medsight: AI decision support for medical images. Research use only, not for
+    diagnostic use."""
+
+
 app.command("info")(info.info)
 app.command("convert")(convert.convert)
 app.command("analyze")(analyze.analyze)

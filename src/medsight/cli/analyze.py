@@ -28,7 +28,8 @@ def analyze(
         "medsight-out"
     ),
     tasks_dir: Annotated[
-        list[Path] | None, typer.Option(help="Extra task folder(s), besides MEDSIGHT_TASKS.")
+        list[Path] | None,
+        typer.Option(metavar="<dir>", help="Extra task folder(s), besides MEDSIGHT_TASKS."),
     ] = None,
     backend: Annotated[str, typer.Option(help="torch or onnxruntime.")] = "torch",
     tta: Annotated[bool, typer.Option(help="Average over flipped inputs.")] = False,

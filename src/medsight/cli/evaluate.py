@@ -107,7 +107,9 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Where evaluation.json and report.html go.")] = Path(
         "medsight-evaluation"
     ),
-    tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
+    tasks_dir: Annotated[
+        list[Path] | None, typer.Option(metavar="<dir>", help="Extra task folder(s).")
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Classifiers: ROC AUC with CI, each locked operating point and each model-card claim

@@ -14,7 +14,9 @@ from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.cli._progress import progress_bar
 
 console = Console(highlight=False, stderr=True, soft_wrap=True)
-gate_app = typer.Typer(help="The input gate: fit its reference distributions and OOD score.")
+gate_app = typer.Typer(
+    help="The input gate: fit its reference distributions and OOD score.", rich_markup_mode=None
+)
 
 
 @gate_app.command("fit")
@@ -26,7 +28,9 @@ def fit(
     ] = None,
     extra: Annotated[
         list[Path] | None,
-        typer.Option(help="A folder of unlabelled in-distribution images (repeatable)."),
+        typer.Option(
+            metavar="<dir>", help="A folder of unlabelled in-distribution images (repeatable)."
+        ),
     ] = None,
     false_rejection: Annotated[
         float, typer.Option(min=0.001, max=0.2, help="Target false-rejection rate.")

@@ -20,7 +20,8 @@ def monitor(
     ] = None,
     window: Annotated[int, typer.Option(min=5, max=10_000, help="Rolling window (analyses).")] = 20,
     tasks_dir: Annotated[
-        list[Path] | None, typer.Option(help="Folders of user tasks (their references).")
+        list[Path] | None,
+        typer.Option(metavar="<dir>", help="Folders of user tasks (their references)."),
     ] = None,
     fail_on_alert: Annotated[bool, typer.Option(help="Exit 1 when an alert is open.")] = False,
     debug: DEBUG_OPTION = False,

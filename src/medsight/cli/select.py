@@ -17,7 +17,9 @@ def select_for_labelling(
     folder: Annotated[Path, typer.Argument(help="Unlabelled images (any readable format).")],
     method: Annotated[str, typer.Option(help="entropy or tta.")] = "entropy",
     top: Annotated[int, typer.Option(help="How many cases to list.")] = 20,
-    tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
+    tasks_dir: Annotated[
+        list[Path] | None, typer.Option(metavar="<dir>", help="Extra task folder(s).")
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Rank unlabelled images by model uncertainty (CSV on stdout, most uncertain first)."""

@@ -28,7 +28,8 @@ def serve(
     ] = 8080,
     ae_title: Annotated[str, typer.Option(help="Our AE title.")] = "MEDSIGHT",
     allow_aet: Annotated[
-        list[str] | None, typer.Option(help="Calling AE titles allowed (default: any).")
+        list[str] | None,
+        typer.Option(metavar="<aet>", help="Calling AE titles allowed (default: any)."),
     ] = None,
     tls_certificate: Annotated[
         Path | None, typer.Option(help="DICOM over TLS: our certificate (PEM).")
@@ -45,7 +46,9 @@ def serve(
         float, typer.Option(min=1.0, help="A job's lease (crash recovery).")
     ] = 600.0,
     task: Annotated[str, typer.Option(help="Task name, or auto (the selection rules).")] = "auto",
-    tasks_dir: Annotated[list[Path] | None, typer.Option(help="Extra task folder(s).")] = None,
+    tasks_dir: Annotated[
+        list[Path] | None, typer.Option(metavar="<dir>", help="Extra task folder(s).")
+    ] = None,
     outputs: Annotated[str, typer.Option(help="Result outputs, as for analyze.")] = (
         "seg,sr,sc,json,html"
     ),

@@ -14,7 +14,7 @@ from medsight.cli._errors import DEBUG_OPTION, run
 console = Console(highlight=False, soft_wrap=True)
 
 TASKS_DIR_OPTION = Annotated[
-    list[Path] | None, typer.Option("--tasks-dir", help="Extra task folder(s).")
+    list[Path] | None, typer.Option("--tasks-dir", metavar="<dir>", help="Extra task folder(s).")
 ]
 
 

@@ -13,8 +13,12 @@ from rich.console import Console
 from medsight.cli._errors import DEBUG_OPTION, run
 
 console = Console(highlight=False, soft_wrap=True)
-users_app = typer.Typer(help="Service accounts: clinician, admin, service.", no_args_is_help=True)
-audit_app = typer.Typer(help="The service's audit log.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Service accounts: clinician, admin, service.", no_args_is_help=True, rich_markup_mode=None
+)
+audit_app = typer.Typer(
+    help="The service's audit log.", no_args_is_help=True, rich_markup_mode=None
+)
 
 DATA_OPTION = Annotated[Path, typer.Option(help="The service's data directory.")]
 DATABASE_OPTION = Annotated[

@@ -75,15 +75,19 @@ class LoginThrottle:
 
     def succeeded(self, account: str) -> None:
         """A right password before the lockout clears the account's count."""
-        self.clear(account)
-
-    def clear(self, account: str) -> int:
-        """Lift an account's lockout (an admin's action); returns the failures removed."""
         from sqlalchemy import delete
 
         with self.engine.begin() as connection:
-            return int(
-                connection.execute(
-                    delete(self.table).where(self.table.c.account == account)
-                ).rowcount
+            connection.execute(delete(self.table).where(self.table.c.account == account))
+
+    def clear(self, name: str) -> int:
+        """Lift the lockout of an account or of an address (an admin's action); returns the
+        failures removed."""
+        from sqlalchemy import delete, or_
+
+        table = self.table
+        with self.engine.begin() as connection:
+            removed = connection.execute(
+                delete(table).where(or_(table.c.account == name, table.c.address == name))
             )
+            return int(removed.rowcount)
