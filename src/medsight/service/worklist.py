@@ -168,47 +168,39 @@ class Worklist:
         identifiers: dict[str, Any] | None = None,
         study_instance_uid: str | None = None,
     ) -> None:
-        """Write (or replace) the row of the result at ``result_path``."""
-        from sqlalchemy import delete, insert
-
-        document = json.loads(result_path.read_text())
-        priority = document["priority"]
-        row = {
-            "study_key": document["study_key"],
-            "study_instance_uid": study_instance_uid,
-            "result_path": str(result_path.relative_to(results_dir)),
-            "result_mtime_ns": result_path.stat().st_mtime_ns,
-            "status": document.get("status", "final"),
-            "level": priority["level"],
-            "score": float(priority["score"]),
-            "reasons": json.dumps(list(priority["reasons"])),
-            "rules_version": str(priority["rules_version"]),
-            "models": json.dumps(list(_models(document))),
-            "received": _dt.datetime.fromisoformat(document["created"]).timestamp(),
-            **{column: None for column in IDENTIFIER_COLUMNS},
-            **(identifiers or {}),
-        }
-        table = self.table
+        """Write (or replace) the row of the result at ``result_path``. Without a study UID,
+        the identifiers an earlier indexing read from the headers are kept."""
+        row = _row(result_path, results_dir, identifiers, study_instance_uid)
         with self.engine.begin() as connection:
-            if study_instance_uid is None:  # keep what an earlier indexing read from headers
-                kept = connection.execute(
-                    table.select().where(table.c.study_key == row["study_key"])
-                ).first()
-                if kept is not None:
-                    row["study_instance_uid"] = kept.study_instance_uid
-                    for column in IDENTIFIER_COLUMNS:
-                        row[column] = getattr(kept, column)
-            connection.execute(delete(table).where(table.c.study_key == row["study_key"]))
-            connection.execute(insert(table).values(**row))
+            self._write(connection, [row])
+
+    def _write(self, connection: Any, rows: list[dict[str, Any]]) -> None:
+        from sqlalchemy import delete, insert, select
+
+        table = self.table
+        keys = [row["study_key"] for row in rows]
+        bare = [row["study_key"] for row in rows if row["study_instance_uid"] is None]
+        kept = {
+            found.study_key: found
+            for found in connection.execute(select(table).where(table.c.study_key.in_(bare)))
+        }
+        for row in rows:
+            earlier = kept.get(row["study_key"])
+            if earlier is not None:
+                row["study_instance_uid"] = earlier.study_instance_uid
+                row.update({column: getattr(earlier, column) for column in IDENTIFIER_COLUMNS})
+        connection.execute(delete(table).where(table.c.study_key.in_(keys)))
+        connection.execute(insert(table), rows)
 
     def reconcile(
         self,
         results_dir: Path,
         identifiers_of: Callable[[Path], tuple[str | None, dict[str, Any]]] | None = None,
+        batch: int = 500,
     ) -> int:
         """Index every result that has no row or whose file changed since (a withdrawal from
-        the command line, a result from before this table existed). Run at start-up; returns
-        how many rows were written."""
+        the command line, a result from before this table existed), in batches of one
+        transaction each. Run at start-up; returns how many rows were written."""
         from sqlalchemy import select
 
         with self.engine.connect() as connection:
@@ -218,17 +210,27 @@ class Worklist:
                     select(self.table.c.study_key, self.table.c.result_mtime_ns)
                 )
             }
+        pending: list[dict[str, Any]] = []
         written = 0
         for path in sorted(results_dir.glob("*/result.json")):
             if known.get(path.parent.name) == path.stat().st_mtime_ns:
                 continue
             try:
                 uid, found = identifiers_of(path) if identifiers_of else (None, {})
-                self.index(path, results_dir, found or None, uid)
-                written += 1
+                pending.append(_row(path, results_dir, found or None, uid))
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("worklist: result %s not indexed: %s", path.parent.name, exc)
-        return written
+            if len(pending) >= batch:
+                written += self._flush(pending)
+        return written + self._flush(pending)
+
+    def _flush(self, pending: list[dict[str, Any]]) -> int:
+        count = len(pending)
+        if pending:
+            with self.engine.begin() as connection:
+                self._write(connection, pending)
+            pending.clear()
+        return count
 
     # --- reading -----------------------------------------------------------------------------
     def page(self, query: WorklistQuery, now: _dt.datetime) -> WorklistPage:
@@ -272,9 +274,21 @@ class Worklist:
                     select(func.count()).select_from(table).where(*where)
                 ).scalar_one()
             )
-            rows = connection.execute(
-                select(table).where(*where).order_by(*order).limit(query.limit).offset(query.offset)
-            ).all()
+            # the ordering sorts narrow rows (key and sort columns), then the page's full rows
+            # are fetched: a deep page no longer drags every row's text through the sorter
+            page_keys = (
+                select(table.c.study_key)
+                .where(*where)
+                .order_by(*order)
+                .limit(query.limit)
+                .offset(query.offset)
+            )
+            keys = connection.execute(page_keys).scalars().all()
+            found = {
+                row.study_key: row
+                for row in connection.execute(select(table).where(table.c.study_key.in_(keys)))
+            }
+            rows = [found[key] for key in keys if key in found]
         entries = []
         identifiers = []
         for row in rows:
@@ -293,6 +307,31 @@ class Worklist:
                 | {column: getattr(row, column) for column in IDENTIFIER_COLUMNS}
             )
         return WorklistPage(count, entries, identifiers)
+
+
+def _row(
+    result_path: Path,
+    results_dir: Path,
+    identifiers: dict[str, Any] | None,
+    study_instance_uid: str | None,
+) -> dict[str, Any]:
+    document = json.loads(result_path.read_text())
+    priority = document["priority"]
+    return {
+        "study_key": document["study_key"],
+        "study_instance_uid": study_instance_uid,
+        "result_path": str(result_path.relative_to(results_dir)),
+        "result_mtime_ns": result_path.stat().st_mtime_ns,
+        "status": document.get("status", "final"),
+        "level": priority["level"],
+        "score": float(priority["score"]),
+        "reasons": json.dumps(list(priority["reasons"])),
+        "rules_version": str(priority["rules_version"]),
+        "models": json.dumps(list(_models(document))),
+        "received": _dt.datetime.fromisoformat(document["created"]).timestamp(),
+        **{column: None for column in IDENTIFIER_COLUMNS},
+        **(identifiers or {}),
+    }
 
 
 def _models(document: dict[str, Any]) -> tuple[str, ...]:
