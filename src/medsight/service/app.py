@@ -498,6 +498,9 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
     from fastapi.staticfiles import StaticFiles
 
     app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
+    from medsight.service.dicomweb import add_dicomweb
+
+    add_dicomweb(app, store, reader=reader, audit=audit)
     pages.add_pages(app, store, settings, reader=reader, admin=admin, study=_study, audit=audit)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     if settings.cors_origins:  # a DICOMweb viewer on another origin, with a bearer token

@@ -9,6 +9,7 @@ import email.policy
 import io
 from typing import Any
 
+from medsight.errors import MedsightError
 from medsight.service.store import InstanceStore
 
 __all__ = ["receive_stow"]
@@ -42,20 +43,28 @@ def receive_stow(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
     stored: list[dict[str, str]] = []
-    failed: list[str] = []
-    for part in message.iter_parts():
+    failed: list[tuple[dict[str, str], int, str]] = []  # what is known, reason code, words
+    parts = list(message.iter_parts()) if message.is_multipart() else []
+    for part in parts:
         payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            failed.append("a part without a DICOM payload")
+        if not isinstance(payload, bytes) or not payload:
+            failed.append(({}, CANNOT_UNDERSTAND, "a part without a DICOM payload"))
             continue
         try:
             identifiers = _identifiers(payload)
+        except Exception as exc:  # not DICOM: reported per part, in the response
+            failed.append(({}, CANNOT_UNDERSTAND, f"not a DICOM instance ({str(exc)[:150]})"))
+            continue
+        try:
             store.store(payload, identifiers, source[:64])
             stored.append(identifiers)
-        except Exception as exc:  # reported per part, in the response
-            failed.append(str(exc)[:200])
-    response: dict[str, Any] = {
-        "00081199": {
+        except MedsightError as exc:
+            failed.append((identifiers, CANNOT_UNDERSTAND, str(exc)[:200]))
+        except Exception as exc:  # disk or database trouble: the sender should retry
+            failed.append((identifiers, PROCESSING_FAILURE, str(exc)[:200]))
+    response: dict[str, Any] = {}
+    if stored:
+        response["00081199"] = {
             "vr": "SQ",
             "Value": [
                 {
@@ -65,11 +74,25 @@ def receive_stow(
                 for i in stored
             ],
         }
-    }
     if failed:
-        response["00081198"] = {
-            "vr": "SQ",
-            "Value": [{"00081197": {"vr": "US", "Value": [CANNOT_UNDERSTAND]}} for _ in failed],
+        response["00081198"] = {"vr": "SQ", "Value": [_failure(*f) for f in failed]}
+    if not parts:  # a malformed body: nothing to store, and the sender must know it
+        response["00000902"] = {
+            "vr": "LO",
+            "Value": ["the body has no application/dicom parts (multipart/related expected)"],
         }
+        return 400, response
     status = 200 if not failed else (202 if stored else 409)
     return status, response
+
+
+def _failure(identifiers: dict[str, str], reason: int, words: str) -> dict[str, Any]:
+    """One FailedSOPSequence item: the UIDs when known, the reason code and, for people,
+    the reason in words (ErrorComment)."""
+    item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [reason]}}
+    if identifiers.get("SOPClassUID"):
+        item["00081150"] = {"vr": "UI", "Value": [identifiers["SOPClassUID"]]}
+    if identifiers.get("SOPInstanceUID"):
+        item["00081155"] = {"vr": "UI", "Value": [identifiers["SOPInstanceUID"]]}
+    item["00000902"] = {"vr": "LO", "Value": [words[:64]]}
+    return item
