@@ -110,12 +110,16 @@ def test_convert_time_series_is_4d_in_acquisition_order(tmp_path):
             3,
             series_uid=series,
             study_uid=study,
-            extra={"TemporalPositionIdentifier": t + 1},
+            extra={"TemporalPositionIdentifier": t + 1, "RepetitionTime": 2500},
             pixels=base_pixels() + 500 * t,
         )
     out = tmp_path / "t.nii.gz"
-    assert runner.invoke(app, ["convert", str(tmp_path / "in"), str(out)]).exit_code == 0
-    data = np.asarray(nib.load(out).dataobj)
+    result = medsight("convert", str(tmp_path / "in"), str(out))
+    assert result.returncode == 0, result.stderr
+    assert "(shape 128 x 128 x 3 x 2;" in result.stderr  # says what it wrote
+    written = nib.load(out)
+    assert written.header.get_zooms()[3] == 2.5  # the repetition time, in seconds
+    data = np.asarray(written.dataobj)
     assert data.shape == (128, 128, 3, 2)
     np.testing.assert_array_equal(data[..., 1] - data[..., 0], np.full((128, 128, 3), 500))
 

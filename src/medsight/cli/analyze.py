@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,8 +12,9 @@ from rich.table import Table
 from medsight.analysis import StudyOutcome
 from medsight.cli._errors import DEBUG_OPTION, run
 from medsight.cli._progress import progress_bar
+from medsight.findings.measurements import spoken_measurement
 
-console = Console(highlight=False, stderr=True, soft_wrap=True)
+console = Console(highlight=False, stderr=True)
 RESEARCH_USE = (
     "medsight: research use only, not for diagnostic use. No AI finding is not a negative read."
 )
@@ -98,6 +99,25 @@ def analyze(
     run(action, debug=debug)
 
 
+def _segmented(analysis: dict[str, Any]) -> list[str]:
+    """Each segment's segmented volume (3D) or area (2D) in the units people write."""
+    sizes = {
+        f["name"]: m
+        for f in analysis.get("findings", [])
+        for m in f.get("measurements", [])
+        if m["name"] in ("volume", "area")
+    }
+    described = []
+    for segment in analysis["segmentation"]["segments"]:
+        size = sizes.get(segment["name"])
+        if size is None:
+            described.append(f"{segment['name']}: nothing segmented")
+        else:
+            value = spoken_measurement(size["value"], size["unit"])
+            described.append(f"{segment['name']}: segmented {size['name']} {value}")
+    return described
+
+
 def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
     table = Table(title=f"results in {out}", title_justify="left")
     for column in ("study", "priority", "image", "task", "state", "result"):
@@ -121,9 +141,7 @@ def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
                 )
                 summary = "; ".join(flags) or probabilities
             elif "segmentation" in analysis:
-                summary = ", ".join(
-                    f"{s['name']} {s['voxels']} vox" for s in analysis["segmentation"]["segments"]
-                )
+                summary = ", ".join(_segmented(analysis))
             else:
                 summary = ""
             if state == "NEEDS_REVIEW":
@@ -131,7 +149,9 @@ def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
             table.add_row(
                 outcome.key,
                 (outcome.priority or {}).get("level", "-"),
-                analysis["input"]["modality"] or analysis["input"]["kind"],
+                analysis["input"].get("path")
+                or analysis["input"]["modality"]
+                or analysis["input"]["kind"],
                 f"{analysis['task']['id']} {analysis['task']['version']}",
                 state,
                 summary,

@@ -25,6 +25,15 @@ def _stem(out: Path) -> str:
     return out.stem
 
 
+def _shape(image: Image) -> str:
+    """The written array's shape as NIfTI stores it: i x j x k (x t), with the spacing."""
+    spatial = list(image.shape) + ([1] if image.spatial_dims == 2 else [])
+    time = [image.num_timepoints] if image.is_sequence else []
+    spacing = " x ".join(f"{s:g}" for s in image.spacing)
+    dims = " x ".join(str(n) for n in spatial + time)
+    return f"(shape {dims}; spacing {spacing} mm)"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:60]
 
@@ -61,8 +70,9 @@ def convert(
             path.name.lower().endswith(NIFTI_SUFFIXES) or path.suffix.lower() in RASTER_SUFFIXES
         )
         if is_plain_file:
-            written = write_nifti(read_image(path), out)
-            console.print(f"wrote {written}")
+            image = read_image(path)
+            written = write_nifti(image, out)
+            console.print(f"wrote {written} {_shape(image)}")
             return
         failures = _convert_dicom(path, out, series_uid, options)
         if failures:
@@ -110,7 +120,7 @@ def _convert_dicom(
             console.print(f"[red]failed[/] {target.name}: {exc}", markup=True)
             continue
         note = f" ({'; '.join(image.warnings)})" if image.warnings else ""
-        console.print(f"wrote {written} {image.shape}{note}")
+        console.print(f"wrote {written} {_shape(image)}{note}")
     if failures:
         console.print(f"{failures} of {len(jobs)} image(s) failed")
     return failures

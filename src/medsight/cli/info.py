@@ -17,7 +17,7 @@ from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
 
 RESEARCH_USE = "medsight: research use only, not for diagnostic use."
 
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False)
 if not console.is_terminal:
     console = Console(highlight=False, width=200)  # piped output: do not wrap at 80 columns
 

@@ -26,6 +26,9 @@ __all__ = [
     "label_map_statistics",
     "lesion_area",
     "recist_diameters",
+    "spoken_measurement",
+    "spoken_number",
+    "spoken_unit",
     "surface_area",
     "vessel_area_fraction",
     "vessel_tortuosity",
@@ -45,6 +48,38 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# UCUM codes as people write them (result.json and DICOM SR keep the UCUM code)
+_SPOKEN_UNITS = {
+    "1": "",
+    "{px}": "pixels",
+    "{px2}": "pixels",
+    "{voxel}": "voxels",
+    "[hnsf'U]": "HU",
+    "mm3": "mm³",
+    "mm2": "mm²",
+    "cm3": "cm³",
+}
+
+
+def spoken_unit(unit: str) -> str:
+    """The unit as a reader writes it: mm², mL, HU, "pixels" when the spacing is unknown."""
+    return _SPOKEN_UNITS.get(unit, unit)
+
+
+def spoken_number(value: float) -> str:
+    """4 significant digits, but whole numbers from 1,000 up (never 9.754e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def spoken_measurement(value: float, unit: str) -> str:
+    """``value`` with its unit in words, saying so when the image had no spacing."""
+    words = spoken_unit(unit)
+    text = f"{spoken_number(value)} {words}".rstrip()
+    if unit in ("{px}", "{px2}", "{voxel}"):
+        text += " (no pixel spacing: not in mm)"
+    return text
 
 
 def _spacing(image: Image) -> np.ndarray:

@@ -78,6 +78,11 @@ def write_nifti(image: Image, path: str | Path) -> Path:
     affine = RAS_TO_LPS @ image.affine
     nifti = nib.Nifti1Image(np.asarray(data), affine)
     nifti.header.set_xyzt_units("mm", "sec")
+    if data.ndim == 4:  # the time step: the repetition time (ms in DICOM, s in NIfTI)
+        repetition = image.metadata.get("RepetitionTime")
+        if isinstance(repetition, int | float | str) and float(repetition) > 0:
+            zooms = nifti.header.get_zooms()[:3]
+            nifti.header.set_zooms((*zooms, float(repetition) / 1000.0))
     code = 1 if image.modality or image.identifiers.frame_of_reference_uid else 2
     nifti.set_sform(affine, code=code)
     nifti.set_qform(affine, code=code)

@@ -12,6 +12,8 @@ import html
 from pathlib import Path
 from typing import Any
 
+from medsight.findings.measurements import spoken_measurement, spoken_number, spoken_unit
+
 __all__ = ["BANNER", "render_html_report", "write_html_report"]
 
 BANNER = "Research use only, not for diagnostic use."
@@ -43,20 +45,25 @@ def _e(value: object) -> str:
 def _findings_table(findings: list[dict[str, Any]]) -> str:
     if not findings:
         return "<p>No findings reported by this task.</p>"
+    classified = [f for f in findings if f.get("flag") is not None]
+    segmented = [f for f in findings if f.get("flag") is None]
+    return _classified_table(classified) + _segmented_table(segmented)
+
+
+def _classified_table(findings: list[dict[str, Any]]) -> str:
+    """Classifier outputs: the calibrated probability and the flag at the locked point."""
+    if not findings:
+        return ""
     rows = []
     for finding in findings:
         probability = finding.get("probability")
         point = finding.get("operating_point") or {}
-        if finding.get("flag") is None:
-            flag = "measured"
-        elif finding["flag"]:
+        if finding["flag"]:
             flag = f"<strong>FLAGGED</strong> at {_e(point.get('name', ''))}"
         else:
             flag = f"not flagged at {_e(point.get('name', ''))} (not a negative read)"
         rows.append(
-            f"<tr><td>{_e(finding['code'].get('meaning', finding['name']))}"
-            f"<br><span class=muted>{_e(finding['code'].get('scheme'))} "
-            f"{_e(finding['code'].get('value'))}</span></td>"
+            f"<tr><td>{_finding_name(finding)}</td>"
             f"<td>{'' if probability is None else f'{probability:.3f}'}</td><td>{flag}</td>"
             f"<td class=muted>{_e(finding.get('evidence', ''))}</td></tr>"
         )
@@ -66,10 +73,41 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
     )
 
 
+def _segmented_table(findings: list[dict[str, Any]]) -> str:
+    """Segmentation outputs: what was segmented and how large, never a probability."""
+    if not findings:
+        return ""
+    rows = []
+    for finding in findings:
+        sizes = [m for m in finding.get("measurements", []) if m["name"] in ("volume", "area")]
+        size = (
+            f"{_e(sizes[0]['name'])} {_e(spoken_measurement(sizes[0]['value'], sizes[0]['unit']))}"
+            if sizes
+            else "nothing segmented"
+        )
+        rows.append(
+            f"<tr><td>{_finding_name(finding)}</td><td>{size}</td>"
+            f"<td class=muted>{_e(finding.get('evidence', ''))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>structure</th><th>segmented</th><th>evidence</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _finding_name(finding: dict[str, Any]) -> str:
+    return (
+        f"{_e(finding['code'].get('meaning', finding['name']))}"
+        f"<br><span class=muted>{_e(finding['code'].get('scheme'))} "
+        f"{_e(finding['code'].get('value'))}</span>"
+    )
+
+
 def _measurements_table(findings: list[dict[str, Any]]) -> str:
     rows = [
         f"<tr><td>{_e(m['structure'] or f['name'])}</td><td>{_e(m['name'])}</td>"
-        f"<td>{m['value']:.4g}</td><td>{_e(m['unit'])}</td><td class=muted>{_e(m['method'])}</td>"
+        f"<td>{spoken_number(m['value'])}</td><td>{_e(spoken_unit(m['unit']))}</td>"
+        f"<td class=muted>{_e(m['method'])}</td>"
         "</tr>"
         for f in findings
         for m in f.get("measurements", [])

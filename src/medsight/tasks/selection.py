@@ -131,6 +131,9 @@ def default_rules(tasks: list[Task]) -> list[SelectionRule]:
     return sorted(rules, key=lambda r: -r.conditions())
 
 
+_PHOTOGRAPHIC = {"XC", "OP", "GM", "ES"}  # external camera, ophthalmic, microscopy, endoscopy
+
+
 def select_task(
     image: Image, tasks: list[Task], rules: list[SelectionRule] | None = None
 ) -> Selection:
@@ -164,5 +167,16 @@ def select_task(
             if o.severity == "refuse"
         ]
         return Selection(task, tuple(reasons))
+    if not image.modality and image.spatial_dims == 2 and "dicom_header" not in image.metadata:
+        # a photograph (JPEG, PNG, TIFF) says nothing about what it shows: the reader must
+        photo_tasks = [
+            t.id
+            for t in tasks
+            if t.weights_available and set(t.spec.acceptance.modalities) & _PHOTOGRAPHIC
+        ]
+        raise NoMatchingTaskError(
+            "a photograph carries no modality to choose a task by: name one with --task"
+            + (f" (for photographs: {', '.join(sorted(photo_tasks))})" if photo_tasks else "")
+        )
     detail = "; ".join(rejections) if rejections else "no tasks are installed"
     raise NoMatchingTaskError(f"no task accepts this image ({detail})")

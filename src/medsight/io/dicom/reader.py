@@ -73,6 +73,7 @@ _KEPT_ATTRIBUTES = (
     "SeriesDate",
     "FrameTime",
     "CineRate",
+    "RepetitionTime",
 )
 
 
