@@ -235,11 +235,17 @@ def test_photo_upload_is_analysed_by_the_task_chosen_with_it(tmp_path):
         heatmap = analysis["classification"]["heatmap"]
         status, png, _ = clinician.call("GET", f"/studies/{item['study_key']}/{heatmap}")
         assert status == 200 and png[:4] == b"\x89PNG"
-        rendered = clinician.call(
-            "GET", f"/api/studies/{item['study_key']}/render?heatmap=1&mask=0"
-        )
-        plain = clinician.call("GET", f"/api/studies/{item['study_key']}/render?heatmap=0")
-        assert rendered[0] == plain[0] == 200 and rendered[1] != plain[1]
+        # the viewer's layers: a photograph has no pixel spacing, and it says so
+        volume = clinician.json(f"/api/studies/{item['study_key']}/volume")
+        assert volume["kind"] == "photograph" and volume["spacing_known"] is False
+        assert volume["heatmap"] is True and volume["orientation"] is None
+        pixels = volume["columns"] * volume["rows"]
+        image = clinician.call("GET", f"/api/studies/{item['study_key']}/slice?layer=image")
+        heat = clinician.call("GET", f"/api/studies/{item['study_key']}/slice?layer=heatmap")
+        assert image[0] == heat[0] == 200
+        assert len(image[1]) == 3 * 4 * pixels and len(heat[1]) == pixels  # RGB float32, uint8
+        assert clinician.call("GET", f"/api/studies/{item['study_key']}/slice?k=1")[0] == 404
+        assert clinician.call("GET", f"/api/studies/{item['study_key']}/slice?layer=x")[0] == 422
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageDraw
+from PIL import ImageDraw, ImageFont
 
 from medsight.image import Image
 from medsight.imaging import to_display
@@ -52,6 +52,29 @@ def blend_heatmap(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return (1 - alpha) * rgb + alpha * colour
 
 
+def _banner(text: str, width: int) -> PILImage.Image:
+    """The research-use banner for an image ``width`` pixels wide: a type size that scales
+    with the image (readable on an 1841-pixel radiograph) and words wrapped onto as many lines
+    as it takes (never cut off on a small crop)."""
+    size = int(np.clip(width / 48, 11, 40))
+    font = ImageFont.load_default(size=size)
+    measure = ImageDraw.Draw(PILImage.new("RGB", (1, 1)))
+    margin = max(2, size // 4)
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and measure.textlength(candidate, font=font) <= width - 2 * margin:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    step = int(size * 1.25)
+    banner = PILImage.new("RGB", (width, step * len(lines) + 2 * margin), (0, 0, 0))
+    draw = ImageDraw.Draw(banner)
+    for number, line in enumerate(lines):
+        draw.text((margin, margin + number * step), line, fill=(255, 255, 0), font=font)
+    return banner
+
+
 def overlay_png(
     image: Image,
     path: Path,
@@ -84,10 +107,11 @@ def overlay_png(
         picture = picture.resize(
             (picture.width * scale, picture.height * scale), PILImage.Resampling.NEAREST
         )
-    canvas = PILImage.new("RGB", (picture.width, picture.height + 16), (0, 0, 0))
-    canvas.paste(picture, (0, 16))
     label = BANNER if slice_index is None else f"{BANNER} - slice k={slice_index}"
-    ImageDraw.Draw(canvas).text((4, 2), label, fill=(255, 255, 0))
+    banner = _banner(label, picture.width)
+    canvas = PILImage.new("RGB", (picture.width, picture.height + banner.height), (0, 0, 0))
+    canvas.paste(banner, (0, 0))
+    canvas.paste(picture, (0, banner.height))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path

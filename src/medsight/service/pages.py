@@ -8,7 +8,7 @@ import html
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query  # module level: FastAPI resolves route annotations here
 
@@ -37,7 +37,11 @@ main{padding:1em} table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:.35em .6em;text-align:left;vertical-align:top}
 .level{color:#fff;padding:.15em .5em;border-radius:3px;font-weight:700}
 .card{border:1px solid #ccc;padding:0 1em;margin:1em 0;max-width:60em}
-.filters{margin:.5em 0} .filters input,.filters select{margin-right:.5em}"""
+.filters{margin:.5em 0}
+.viewer{display:flex;gap:1.5em;flex-wrap:wrap} .tools button.active{background:#1565c0;color:#fff}
+#canvas{background:#000;border:1px solid #999;cursor:grab;max-width:100%} .muted{color:#555}
+#legend{display:flex;gap:1em;align-items:center;margin:.3em 0} tr.selected{background:#fff3c4}
+.filters input,.filters select{margin-right:.5em}"""
 
 
 def page(
@@ -230,7 +234,28 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
             user=user,
         )
 
+    def unanalysed_source(document: dict[str, Any]) -> Path:
+        """A study no task analysed still shows its first image series (it needs a read)."""
+        from sqlalchemy import select
+
+        from medsight.service import schema
+
+        with store.engine.connect() as connection:
+            uid = connection.execute(
+                select(schema.worklist.c.study_instance_uid).where(
+                    schema.worklist.c.study_key == document["study_key"]
+                )
+            ).scalar()
+        for instance in store.instances_of(uid or ""):
+            if instance.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.") and not (
+                instance.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88")  # SR
+            ):
+                return instance.path.parent
+        raise HTTPException(404, "this study has no stored image to show")
+
     def source_of(document: dict[str, Any], index: int) -> tuple[Path, Path | None, Path | None]:
+        if not document["analyses"] and index == 0:
+            return unanalysed_source(document), None, None
         if not 0 <= index < len(document["analyses"]):
             raise HTTPException(404, f"no analysis {index}")
         analysis = document["analyses"][index]
@@ -258,28 +283,53 @@ document.getElementById("login").addEventListener("submit", async (e) => {{
         from medsight.service.viewer import viewer_body
 
         document = study(study_key)
-        if document["analyses"]:
-            source_of(document, analysis)  # 404 before a page that cannot show images
+        try:
+            source_of(document, analysis)
+            viewable = True
+        except HTTPException:
+            if document["analyses"]:
+                raise  # 404 before a page that cannot show images
+            viewable = False  # nothing analysed and nothing to show: the reasons only
         audit.append(user.name, "view", study_key, {"result_id": document.get("result_id")})
-        body, script = viewer_body(study_key, document, analysis)
-        return page(f"viewer {study_key}", body, user=user, script=script)
+        body = viewer_body(study_key, document, analysis, viewable=viewable)
+        scripts = ["/static/viewer.js"] if viewable else []
+        return page(f"viewer {study_key}", body, user=user, scripts=scripts)
 
-    @app.get("/api/studies/{study_key}/render", response_class=Response)
-    def render(
+    def layers_of(study_key: str, analysis: int) -> tuple[Any, dict[str, Any]]:
+        from medsight.service.viewer import load_layers
+
+        document = study(study_key)
+        source, labels_path, heatmap_path = source_of(document, analysis)
+        record = document["analyses"][analysis] if document["analyses"] else {}
+        return load_layers(source, labels_path, heatmap_path), record
+
+    @app.get("/api/studies/{study_key}/volume")
+    def volume(
+        study_key: str, analysis: Annotated[int, Query(ge=0, le=1000)] = 0, user: User = reader
+    ) -> dict[str, Any]:
+        """What the viewer draws: size, spacing, orientation, presets, layers, findings."""
+        from medsight.service.viewer import volume_info
+
+        layers, record = layers_of(study_key, analysis)
+        return volume_info(layers, record)
+
+    @app.get("/api/studies/{study_key}/slice", response_class=Response)
+    def slice_of(
         study_key: str,
+        k: Annotated[int, Query(ge=0, le=100_000)] = 0,
+        layer: Literal["image", "mask", "heatmap"] = "image",
         analysis: Annotated[int, Query(ge=0, le=1000)] = 0,
-        slice: Annotated[int, Query(ge=0, le=100_000)] = 0,
-        window: str = "default",
-        mask: int = 1,
-        heatmap: int = 0,
         user: User = reader,
     ) -> Any:
-        from medsight.service.viewer import load_layers, render_slice
+        """One slice of one layer as raw bytes (see ``viewer.slice_bytes``)."""
+        from medsight.service.viewer import slice_bytes
 
-        source, labels_path, heatmap_path = source_of(study(study_key), analysis)
-        layers = load_layers(source, labels_path, heatmap_path)
-        png = render_slice(layers, slice, window, show_mask=bool(mask), show_heat=bool(heatmap))
-        return Response(png, media_type="image/png")
+        layers, _ = layers_of(study_key, analysis)
+        try:
+            payload = slice_bytes(layers, k, layer)
+        except (IndexError, LookupError) as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(payload, media_type="application/octet-stream")
 
     @app.get("/studies/{study_key}/{path:path}")
     def study_file(study_key: str, path: str, user: User = reader) -> Any:

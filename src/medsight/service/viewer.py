@@ -1,27 +1,40 @@
-"""The study viewer: slices rendered on the server (window/level presets, mask overlay), a
-page with a slice slider, preset and overlay controls, the findings and measurements, and a
-feedback control per finding. Small on purpose: server-rendered PNGs and a little JS."""
+"""The study viewer's server side: the volume's description (size, spacing, orientation
+labels from the affine, window presets that fit the modality, layers, findings with the
+slice and box of each segmented one) and raw slices of each layer. The drawing (zoom, pan,
+window/level, scrolling, measurement, layers with opacity and colour scale) happens in the
+browser, in ``static/viewer.js``.
+
+Why our own canvas code rather than Cornerstone3D: the viewer shows one analysis's stack with
+at most two overlays; Cornerstone3D brings a WebGL volume renderer, a loader framework and
+a build step for that (megabytes), while the canvas code is a few hundred lines a reviewer
+can read, runs offline and needs no vendored package. OHIF or Weasis attach over DICOMweb for
+everything beyond it."""
 
 from __future__ import annotations
 
 import functools
 import html
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 
+from medsight.findings.measurements import spoken_number, spoken_unit
 from medsight.image import Image
-from medsight.imaging import WINDOW_PRESETS, to_display
+from medsight.imaging import WINDOW_PRESETS
 from medsight.io import read_image
 from medsight.reporting.html_report import gate_html
-from medsight.reporting.overlays import blend_heatmap
 
-__all__ = ["Layers", "load_layers", "render_slice", "viewer_body"]
+__all__ = [
+    "Layers",
+    "load_layers",
+    "orientation_labels",
+    "presets",
+    "slice_bytes",
+    "viewer_body",
+    "volume_info",
+]
 
 _MASK_COLOURS = np.array(
     [[0, 0, 0], [255, 64, 64], [64, 200, 255], [255, 210, 0], [120, 255, 120]], dtype=np.float32
@@ -56,30 +69,173 @@ def load_layers(source: Path, label_map: Path | None, heatmap: Path | None) -> L
     return Layers(image, _same_grid(labels, image), _same_grid(heat, image))
 
 
-def render_slice(
-    layers: Layers, k: int, window: str, *, show_mask: bool, show_heat: bool = False
-) -> bytes:
-    """PNG of slice ``k`` (2D images: the image) with the chosen overlays."""
-    image, labels, heat = layers.image, layers.labels, layers.heat
-    preset = WINDOW_PRESETS.get(window)
-    shown = to_display(image, preset) if preset else to_display(image)
-    if image.spatial_dims == 3:
-        k = int(np.clip(k, 0, image.shape[2] - 1))
-        shown = shown[..., k]
-        labels = labels[..., k] if labels is not None else None
-        heat = heat[..., k] if heat is not None else None
-    rgb = np.repeat(shown[:1], 3, axis=0) if shown.shape[0] == 1 else shown[:3]
-    picture = np.clip(rgb, 0, 1).transpose(2, 1, 0) * 255.0  # (rows, columns, 3)
-    if show_heat and heat is not None:  # coloured as in the report's overlay
-        picture = blend_heatmap(picture / 255.0, heat.T) * 255.0
-    if show_mask and labels is not None:
-        mask = labels.T
-        colours = _MASK_COLOURS[np.clip(mask, 0, len(_MASK_COLOURS) - 1)]
-        inside = mask > 0
-        picture[inside] = 0.55 * picture[inside] + 0.45 * colours[inside]
-    buffer = io.BytesIO()
-    PILImage.fromarray(picture.astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _direction(vector: np.ndarray) -> str:
+    """The patient direction (LPS) a voxel axis points to: its largest components, e.g. "L"
+    or "LA" for an oblique axis."""
+    letters = (("R", "L"), ("A", "P"), ("I", "S"))
+    order = np.argsort(-np.abs(vector))
+    picked = [
+        letters[axis][int(vector[axis] > 0)]
+        for axis in order[:2]
+        if abs(vector[axis]) > 0.3 * np.abs(vector).max()
+    ]
+    return "".join(picked)
+
+
+_OPPOSITE = str.maketrans("RLAPIS", "LRPASI")
+
+
+def orientation_labels(image: Image) -> dict[str, str] | None:
+    """Where the patient is at each edge of a displayed slice (columns = i to the right,
+    rows = j downwards), from the affine; None when the orientation is not known, and for
+    photographs (a camera's frame has no patient direction, whatever a converter wrote)."""
+    if not image.orientation_known or _kind(image) == "photograph":
+        return None
+    right = _direction(image.affine[:3, 0])
+    down = _direction(image.affine[:3, 1])
+    return {
+        "right": right,
+        "left": right.translate(_OPPOSITE),
+        "bottom": down,
+        "top": down.translate(_OPPOSITE),
+    }
+
+
+def _kind(image: Image) -> str:
+    if image.photometric_interpretation == "RGB" or image.modality in ("XC", "OP", "GM", "ES"):
+        return "photograph"
+    if image.modality == "CT":
+        return "CT"
+    if image.modality in ("MR", "PT", "NM"):
+        return image.modality
+    return "radiograph" if image.spatial_dims == 2 else "volume"
+
+
+def presets(image: Image) -> list[dict[str, Any]]:
+    """Window presets that fit the image's kind: the CT presets only for CT, the image's own
+    window where it has one, and percentile and full-range windows for the rest."""
+    values = image.array[0]
+    sample = values[:: max(1, values.size // 2_000_000 + 1)] if values.ndim == 1 else values
+    low, high = np.percentile(sample, [1, 99]) if sample.size else (0.0, 1.0)
+    low_all, high_all = float(np.min(values)), float(np.max(values))
+    found: list[dict[str, Any]] = []
+    kind = _kind(image)
+    if kind == "photograph":
+        return [{"name": "as acquired", "center": 127.5, "width": 255.0}]
+    metadata = image.metadata
+    if "WindowCenter" in metadata and "WindowWidth" in metadata:
+        centre, width = metadata["WindowCenter"], metadata["WindowWidth"]
+        centre = float(centre[0] if isinstance(centre, list) else centre)
+        width = float(width[0] if isinstance(width, list) else width)
+        found.append({"name": "as acquired (DICOM)", "center": centre, "width": width})
+    if kind == "CT":
+        found += [
+            {"name": name, "center": centre, "width": width}
+            for name, (centre, width) in WINDOW_PRESETS.items()
+        ]
+    found.append(
+        {
+            "name": "auto (1st-99th percentile)",
+            "center": float(low + high) / 2,
+            "width": max(float(high - low), 1e-3),
+        }
+    )
+    found.append(
+        {
+            "name": "full range",
+            "center": (low_all + high_all) / 2,
+            "width": max(high_all - low_all, 1e-3),
+        }
+    )
+    if kind in ("MR", "PT", "NM", "volume"):  # no standard window: the image's own range
+        found.sort(key=lambda p: not str(p["name"]).startswith("auto"))
+    return found
+
+
+def volume_info(layers: Layers, analysis: dict[str, Any]) -> dict[str, Any]:
+    """What the canvas viewer needs to know before it asks for slices."""
+    image = layers.image
+    depth = image.shape[2] if image.spatial_dims == 3 else 1
+    findings = analysis.get("findings", [])
+    flagged = any(f.get("flag") for f in findings)
+    segments = analysis.get("segmentation", {}).get("segments", [])
+    selected = []
+    for finding in findings:
+        entry: dict[str, Any] = {
+            "name": finding["name"],
+            "meaning": finding.get("code", {}).get("meaning", finding["name"]),
+            "probability": finding.get("probability"),
+            "flag": finding.get("flag"),
+            "measurements": [
+                {
+                    "name": m["name"],
+                    "value": spoken_number(m["value"]),
+                    "unit": spoken_unit(m["unit"]),
+                }
+                for m in finding.get("measurements", [])
+            ],
+        }
+        index = next((s["index"] for s in segments if s["name"] == finding["name"]), None)
+        if index is not None and layers.labels is not None:
+            inside = np.argwhere(layers.labels == index)
+            if inside.size:
+                k = int(np.bincount(inside[:, 2]).argmax()) if depth > 1 else 0
+                in_slice = inside[inside[:, 2] == k] if depth > 1 else inside
+                entry["segment"] = index
+                entry["slice"] = k
+                entry["box"] = [  # columns (i) and rows (j) of the segment in that slice
+                    int(in_slice[:, 0].min()),
+                    int(in_slice[:, 1].min()),
+                    int(in_slice[:, 0].max()),
+                    int(in_slice[:, 1].max()),
+                ]
+        selected.append(entry)
+    return {
+        "columns": int(image.shape[0]),
+        "rows": int(image.shape[1]),
+        "slices": depth,
+        "channels": int(image.num_channels),
+        "spacing": [float(v) for v in image.spacing],
+        "spacing_known": bool(image.spacing_known),
+        "orientation": orientation_labels(image),
+        "kind": _kind(image),
+        "inverted": image.photometric_interpretation == "MONOCHROME1",
+        "modality": image.modality,
+        "presets": presets(image),
+        "mask": layers.labels is not None,
+        "segments": [
+            {"index": s["index"], "name": s["name"], "colour": _colour(s["index"])}
+            for s in segments
+        ],
+        "heatmap": layers.heat is not None,
+        "flagged": flagged,  # the heatmap is shown at first only for a flagged finding
+        "findings": selected,
+    }
+
+
+def _colour(index: int) -> list[int]:
+    return [int(v) for v in _MASK_COLOURS[index % len(_MASK_COLOURS) or 1]]
+
+
+def slice_bytes(layers: Layers, k: int, layer: str) -> bytes:
+    """One slice of a layer as raw little-endian bytes in row order (rows = j, columns = i):
+    the image as float32 per channel (values after the modality LUT), the label map as uint8,
+    the heatmap as uint8 (0-255). IndexError when ``k`` is outside the stack, LookupError
+    when the layer does not exist."""
+    image = layers.image
+    depth = image.shape[2] if image.spatial_dims == 3 else 1
+    if not 0 <= k < depth:
+        raise IndexError(f"slice {k} is outside the stack (0 to {depth - 1})")
+    if layer == "image":
+        values = image.array[..., k] if image.spatial_dims == 3 else image.array
+        return np.ascontiguousarray(values.transpose(0, 2, 1), dtype="<f4").tobytes()
+    source = {"mask": layers.labels, "heatmap": layers.heat}.get(layer)
+    if source is None:
+        raise LookupError(f"this analysis has no {layer} layer")
+    plane = source[..., k] if image.spatial_dims == 3 else source
+    if layer == "heatmap":
+        plane = np.clip(plane, 0, 1) * 255
+    return np.ascontiguousarray(plane.T, dtype=np.uint8).tobytes()
 
 
 def _failures(document: dict[str, Any]) -> str:
@@ -90,86 +246,52 @@ def _failures(document: dict[str, Any]) -> str:
     return f"<h2>Not analysed</h2><ul>{items}</ul>" if items else ""
 
 
-def viewer_body(study_key: str, document: dict[str, Any], index: int) -> tuple[str, str]:
-    """The viewer's HTML body and script (the page frame and banner are the caller's)."""
+def viewer_body(
+    study_key: str, document: dict[str, Any], index: int, *, viewable: bool = True
+) -> str:
+    """The viewer's HTML body (the page frame, banner and script tag are the caller's): the
+    canvas and its tools, the findings with feedback, the gate's notes."""
     priority = document["priority"]
     header = (
         f"<p>Priority <b>{html.escape(priority['level'])}</b>: "
         + "; ".join(html.escape(r) for r in priority["reasons"])
         + "</p>"
     )
-    if not document["analyses"]:
-        return header + _failures(document) + '<p><a href="/">worklist</a></p>', ""
-    analysis = document["analyses"][index]
-    gate = gate_html(analysis)
-    depth = analysis["input"]["shape"][2] if len(analysis["input"]["shape"]) == 3 else 1
-    presets = "".join(
-        f'<option value="{html.escape(name)}">{html.escape(name)}</option>'
-        for name in ["default", *WINDOW_PRESETS]
+    if not viewable:
+        return header + _failures(document) + '<p><a href="/">worklist</a></p>'
+    analysis = document["analyses"][index] if document["analyses"] else {}
+    task = (
+        f"{analysis['task']['id']} {analysis['task']['version']}"
+        if analysis
+        else "not analysed: the images as stored"
     )
-    rows = []
-    for finding in analysis.get("findings", []):
-        probability = finding.get("probability")
-        measured = "; ".join(
-            f"{html.escape(m['name'])} {m['value']:.4g} {html.escape(m['unit'])}"
-            for m in finding.get("measurements", [])
-        )
-        name = html.escape(finding["name"])
-        rows.append(
-            f"<tr><td>{html.escape(finding['code'].get('meaning', finding['name']))}</td>"
-            f"<td>{'' if probability is None else f'{probability:.3f}'}</td>"
-            f"<td>{'FLAGGED' if finding.get('flag') else '-'}</td><td>{measured}</td>"
-            f'<td><button class="fb" data-finding="{name}" data-verdict="agree">agree</button> '
-            f'<button class="fb" data-finding="{name}" data-verdict="disagree">disagree</button>'
-            "</td></tr>"
-        )
-    slider = (
-        f'<label>slice <input id="slice" type="range" min="0" max="{depth - 1}" '
-        f'value="{depth // 2}"></label>'
-        if depth > 1
-        else '<input id="slice" type="hidden" value="0">'
-    )
-    key = json.dumps(study_key)
-    toggles = ""
-    if "segmentation" in analysis:
-        toggles += '<label><input id="mask" type="checkbox" checked> mask</label>'
-    if analysis.get("classification", {}).get("heatmap"):
-        toggles += '<label><input id="heatmap" type="checkbox" checked> heatmap</label>'
-    body = f"""{header}<div style="display:flex;gap:1.5em"><div><div>{slider}
-<label>window <select id="window">{presets}</select></label>
-{toggles}</div>
-<img id="view" alt="image with AI overlay" style="width:480px;border:1px solid #999"></div>
-<div><h2>{html.escape(analysis["task"]["id"])} {html.escape(analysis["task"]["version"])}</h2>
-<table><tr><th>finding</th><th>probability</th><th>flag</th><th>measurements</th>
-<th>your feedback</th></tr>{"".join(rows)}</table><p id="status"></p>
-{gate}
+    return f"""{header}
+<div class="viewer" id="viewer" data-study="{html.escape(study_key)}" data-analysis="{index}">
+<div class="stage">
+<div class="tools" role="toolbar">
+<button data-tool="pan" class="active" title="drag to pan">pan</button>
+<button data-tool="window" title="drag: left-right width, up-down level">window/level</button>
+<button data-tool="distance" title="drag to measure a distance">distance</button>
+<button data-tool="area" title="click corners, double-click to close">area</button>
+<button id="zoom-in" title="zoom in (+)">+</button>
+<button id="zoom-out" title="zoom out (-)">-</button>
+<button id="reset" title="reset view (r)">reset</button>
+<select id="preset" aria-label="window preset"></select>
+<label id="mask-control" hidden><input id="mask" type="checkbox" checked> mask
+<input id="mask-opacity" type="range" min="0" max="100" value="45"
+ aria-label="mask opacity"></label>
+<label id="heat-control" hidden><input id="heatmap" type="checkbox"> heatmap
+<input id="heat-opacity" type="range" min="0" max="100" value="50"
+ aria-label="heatmap opacity"></label>
+</div>
+<canvas id="canvas" width="720" height="720" tabindex="0"
+ aria-label="image: wheel or arrow keys scroll slices, drag with the chosen tool"></canvas>
+<div id="legend"></div>
+<p id="status" class="muted"></p><p id="measured"></p>
+</div>
+<div class="side"><h2>{html.escape(task)}</h2>
+<table id="findings"><thead><tr><th>finding</th><th>result</th><th>measurements</th>
+<th>your feedback</th></tr></thead><tbody></tbody></table><p id="feedback-status"></p>
+{gate_html(analysis) if analysis else ""}
 {_failures(document)}
 <p><a href="report.html">full report</a> - <a href="/">worklist</a></p></div></div>"""
-    script = f"""
-const key = {key}, index = {index};
-function checked(id) {{
-  const box = document.getElementById(id); return box && box.checked ? 1 : 0; }}
-const view = document.getElementById("view");
-function draw() {{
-  const k = document.getElementById("slice").value;
-  const w = document.getElementById("window").value;
-  view.src = `/api/studies/${{key}}/render?analysis=${{index}}&slice=${{k}}` +
-    `&window=${{w}}&mask=${{checked("mask")}}&heatmap=${{checked("heatmap")}}`;
-}}
-for (const id of ["slice", "window", "mask", "heatmap"]) {{
-  const control = document.getElementById(id);
-  if (control) control.addEventListener("input", draw);
-}}
-for (const button of document.querySelectorAll("button.fb")) {{
-  button.addEventListener("click", async () => {{
-    const response = await fetch(`/api/studies/${{key}}/feedback`, {{
-      method: "POST", headers: {{"Content-Type": "application/json"}},
-      body: JSON.stringify({{finding: button.dataset.finding,
-                             verdict: button.dataset.verdict}})}});
-    document.getElementById("status").textContent =
-      response.ok ? `feedback stored: ${{button.dataset.verdict}}` : "feedback failed";
-  }});
-}}
-draw();
-"""
-    return body, script
