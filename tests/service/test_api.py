@@ -108,8 +108,8 @@ def test_worklist_study_feedback_audit_metrics_and_pages(tmp_path):
         assert 'medsight_result_latency_seconds{quantile="0.95"}' in metrics
         assert "paths" in clinician.json("/openapi.json")
         page = clinician.call("GET", "/")[1].decode()
-        assert "Research use only, not for" in page and "/static/worklist.js" in page
-        script = clinician.call("GET", "/static/worklist.js")
+        assert "Research use only, not for" in page and "/static/worklist/worklist.js" in page
+        script = clinician.call("GET", "/static/worklist/worklist.js")
         assert script[0] == 200 and b"/api/worklist" in script[1]
         models = clinician.call("GET", "/models")[1].decode()
         assert "cxr-pneumonia" in models and "<h2" in models and "Research use only" in models

@@ -28,7 +28,8 @@ def test_query_and_retrieve_with_a_real_dicomweb_client(tmp_path):
 
     data, port, http = tmp_path / "data", free_port(), free_port()
     log = tmp_path / "serve.log"
-    process = start(data, port, log, extra=["--http-port", str(http)])
+    viewer = "http://viewer.example:3000"  # an OHIF on another origin, with a bearer token
+    process = start(data, port, log, extra=["--http-port", str(http), "--cors-origin", viewer])
     base = f"http://127.0.0.1:{http}"
     try:
         wait_for(Api(base).up, 60, "the API", process, log)
@@ -87,6 +88,20 @@ def test_query_and_retrieve_with_a_real_dicomweb_client(tmp_path):
         png = client.retrieve_instance_rendered(ct_uid, ct_series, str(ct.SOPInstanceUID))
         assert Image.open(io.BytesIO(png)).size == (ct.Columns, ct.Rows)
         assert len(client.retrieve_study_metadata(ct_uid)) == 3
+
+        # the named viewer origin may call with a bearer token; any other origin may not
+        preflight = {
+            "Origin": viewer,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        status, _, headers = Api(base).call("OPTIONS", "/dicom-web/studies", None, preflight)
+        assert status == 200 and headers["access-control-allow-origin"] == viewer
+        other = {**preflight, "Origin": "http://evil.example"}
+        status, _, headers = Api(base).call("OPTIONS", "/dicom-web/studies", None, other)
+        assert "access-control-allow-origin" not in {k.lower() for k in headers}
+        cross = Api(base, token).call("GET", "/dicom-web/studies", None, {"Origin": viewer})
+        assert cross[0] == 200 and cross[2]["access-control-allow-origin"] == viewer
 
         # refusals: no credentials, the service role, bad queries, unknown UIDs, bad frames
         assert Api(base).call("GET", "/dicom-web/studies")[0] == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 from rich.console import Console
 
 from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.errors import InvalidInputError
 
 console = Console(highlight=False, stderr=True, soft_wrap=True)
 
@@ -80,6 +82,14 @@ def serve(
     monitor_window: Annotated[
         int, typer.Option(min=5, help="Drift monitoring's rolling window (analyses).")
     ] = 20,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="<origin>",
+            help="A viewer origin allowed to call the API with a bearer token "
+            "(e.g. http://ohif.example:3000).",
+        ),
+    ] = None,
     dev: Annotated[
         bool,
         typer.Option(
@@ -113,6 +123,11 @@ def serve(
         from medsight.tasks.selection import load_rules
 
         configure_service_logging(logging.DEBUG if debug else logging.INFO)
+        for origin in cors_origin or []:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise InvalidInputError(
+                    f"--cors-origin {origin!r} is not an origin (scheme://host[:port], no path)"
+                )
         if push:
             PacsTarget.parse(push)  # a bad value is refused before anything starts
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
@@ -165,7 +180,9 @@ def serve(
             tls_client_ca=tls_client_ca,
         )
         settings = ServiceSettings(
-            max_upload_bytes=max_upload_mb * 1024 * 1024, tasks_dirs=list(tasks_dir or [])
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            tasks_dirs=list(tasks_dir or []),
+            cors_origins=list(cors_origin or []),
         )
         web = uvicorn.Server(
             uvicorn.Config(

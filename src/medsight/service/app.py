@@ -497,10 +497,18 @@ def create_app(store: InstanceStore, settings: ServiceSettings | None = None) ->
 
     from fastapi.staticfiles import StaticFiles
 
-    app.mount("/static", StaticFiles(directory=Path(__file__).with_name("static")), name="static")
     from medsight.service.dicomweb import add_dicomweb
+    from medsight.service.viewer.page import add_viewer
+    from medsight.service.worklist.page import add_worklist_page
 
+    here = Path(__file__).parent
+    for feature in ("worklist", "viewer"):  # each feature folder serves its own scripts
+        app.mount(
+            f"/static/{feature}", StaticFiles(directory=here / feature / "static"), name=feature
+        )
     add_dicomweb(app, store, reader=reader, audit=audit)
+    add_worklist_page(app, reader=reader)
+    add_viewer(app, store, reader=reader, study=_study, audit=audit)
     pages.add_pages(app, store, settings, reader=reader, admin=admin, study=_study, audit=audit)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
     if settings.cors_origins:  # a DICOMweb viewer on another origin, with a bearer token
