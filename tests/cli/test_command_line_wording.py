@@ -69,3 +69,19 @@ def test_folder_of_photographs_named_task_file_names_and_wording(tmp_path):
     reason = json.dumps(json.loads(written.read_text()))
     assert "for photographs: derm-lesion, derm-melanoma, fundus-vessels" in reason
     assert "cxr-pneumonia" not in reason  # one line, not a list of five refusals
+
+
+def test_units_as_people_write_them():
+    from medsight.findings.measurements import spoken_measurement, spoken_unit
+
+    assert [spoken_unit(u) for u in ("mL", "mm3", "mm2", "%", "1", "[hnsf'U]")] == [
+        "mL",
+        "mm³",
+        "mm²",
+        "%",
+        "",
+        "HU",
+    ]
+    assert spoken_measurement(97538.0, "{px2}") == "97,538 pixels (no pixel spacing: not in mm)"
+    assert spoken_measurement(1.998, "mL") == "1.998 mL"
+    assert spoken_measurement(0.21, "1") == "0.21"

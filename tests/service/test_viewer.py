@@ -119,13 +119,18 @@ def test_sign_in_worklist_viewer_feedback_and_audit_in_a_browser(tmp_path):
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
         }
         assert stow.call("POST", "/dicom-web/studies", body, headers)[0] == 200  # JPEG 2000
+        photo = require_data("ph2", "images", "IMD063.jpg").read_bytes()
+        query = "/api/upload?task=derm-lesion&patient_id=PH2-063&patient_name=Doe%5EJane"
+        query += "&accession_number=A63"
+        uploaded = stow.call("POST", query, photo, {"Content-Type": "image/jpeg"})
+        assert uploaded[0] == 201, uploaded[1]
         store = InstanceStore(data)
 
         def finished() -> bool:
             states = store.queue.states()
-            return states.get("done", 0) + states.get("dead", 0) == 4
+            return states.get("done", 0) + states.get("dead", 0) == 5
 
-        wait_for(finished, 300, "the four studies", process, log)
+        wait_for(finished, 300, "the five studies", process, log)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
@@ -140,7 +145,7 @@ def test_sign_in_worklist_viewer_feedback_and_audit_in_a_browser(tmp_path):
             levels = page.locator("#rows tr").evaluate_all(
                 "rows => rows.map(r => r.dataset.priority)"
             )
-            assert levels[0] == "URGENT" and len(levels) == 4, levels
+            assert levels[0] == "URGENT" and len(levels) == 5, levels
             # a clinician can match each row to a patient
             cxr_row = page.locator("#rows tr").nth(0).inner_text()
             assert "SAMPLE KERMANY" in cxr_row and "KERMANY-SAMPLE-1" in cxr_row
@@ -148,6 +153,8 @@ def test_sign_in_worklist_viewer_feedback_and_audit_in_a_browser(tmp_path):
             ct_key = study_key_of(str(ct.StudyInstanceUID))
             ct_row = page.locator(f"#rows tr[data-study='{ct_key}']").inner_text()
             assert "ACC-TS-1" in ct_row and "CT" in ct_row and "TotalSegmentator" in ct_row
+            photo_row = page.locator("#rows tr", has_text="PH2-063").inner_text()
+            assert "Doe Jane" in photo_row and "A63" in photo_row and "XC" in photo_row
             page.screenshot(path=str(ARTIFACTS / "worklist.png"), full_page=True)
             page.fill("input[name=q]", "totalseg")
             page.click("#filters button")
