@@ -127,10 +127,18 @@ class EnsembleBackend(FeatureCollector):
                 member.start()
 
     def stop(self) -> list[np.ndarray]:
+        """The members' features averaged row by row. Each member's rows are joined first:
+        with parallel streams a member's batches finish in its own order (a last, smaller
+        batch may come at any place), so batch-by-batch pairing would mix shapes. Rows pair
+        up exactly where order is fixed (classifiers: one row per image, in order); for
+        sliding windows the predictor averages all rows anyway."""
         rows = [m.stop() for m in self.members if isinstance(m, FeatureCollector)]
-        if not rows or any(len(r) != len(rows[0]) for r in rows):
+        joined = [np.concatenate(r) for r in rows if r]
+        if not joined or len(joined) != len(rows):
             return []
-        return [np.mean(parts, axis=0) for parts in zip(*rows, strict=True)]
+        if any(j.shape != joined[0].shape for j in joined):
+            return []
+        return [np.mean(joined, axis=0)]
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
