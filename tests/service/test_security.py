@@ -104,7 +104,9 @@ def test_roles_are_enforced(service):
         f"/api/studies/{key}",
         f"/studies/{key}/viewer",
         f"/studies/{key}/report.html",
-        f"/api/studies/{key}/render",
+        f"/api/studies/{key}/volume",
+        f"/api/studies/{key}/slice",
+        "/dicom-web/studies",
         "/",
     ):
         assert robot.call("GET", path)[0] == 403, path  # an integration account reads nothing

@@ -165,6 +165,8 @@ def test_sign_in_worklist_viewer_feedback_and_audit_in_a_browser(tmp_path):
             sample = pydicom.dcmread(SAMPLE, stop_before_pixels=True)
             cxr_key = study_key_of(str(sample.StudyInstanceUID))
             open_viewer(page, base, cxr_key)
+            patient = page.locator("#patient").inner_text()
+            assert "SAMPLE KERMANY" in patient and "KERMANY-SAMPLE-1" in patient and "DX" in patient
             assert viewer_state(page, "heat") is True and page.is_checked("#heatmap")
             assert "heatmap (Grad-CAM relevance)" in page.locator("#legend").inner_text()
             presets = page.locator("#preset option").all_inner_texts()

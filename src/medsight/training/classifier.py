@@ -622,7 +622,11 @@ def _model_card(
         f"- command: `{record['command']}`",
         time_line(metrics, record),
         f"- software: {json.dumps(record['software'])}",
-        f"- epochs run: {len(metrics['history'])}; history: {epochs(metrics['history'])}",
+        (
+            f"- epochs run: {len(metrics['history'])}; history: {epochs(metrics['history'])}"
+            if metrics["history"]
+            else "- no model trained after the folds: the fold models below are what ships"
+        ),
     ]
     for fold in metrics["folds"]:
         lines.append(f"- held out {fold['fold']}: {epochs(fold['epochs'])}")

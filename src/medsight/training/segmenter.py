@@ -539,7 +539,11 @@ def _model_card(
         f"- command: `{record['command']}`",
         time_line(metrics, record),
         f"- software: {json.dumps(record['software'])}",
-        f"- epochs run: {len(metrics['history'])}; history: {history}",
+        (
+            f"- epochs run: {len(metrics['history'])}; history: {history}"
+            if metrics["history"]
+            else "- no model trained after the folds: the fold models below are what ships"
+        ),
         *(f"- fold {f['fold']}: {epochs(f['epochs'])}" for f in metrics["folds"]),
         f"- weights SHA-256: `{record['weights_sha256']}`",
         "",

@@ -3,6 +3,7 @@ A study nothing analysed still shows its first stored image series."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,9 +87,37 @@ def add_viewer(
                 raise  # 404 before a page that cannot show images
             viewable = False  # nothing analysed and nothing to show: the reasons only
         audit.append(user.name, "view", study_key, {"result_id": document.get("result_id")})
-        body = viewer_body(study_key, document, analysis, viewable=viewable)
+        body = patient_line(study_key) + viewer_body(
+            study_key, document, analysis, viewable=viewable
+        )
         scripts = ["/static/viewer/viewer.js"] if viewable else []
         return page(f"viewer {study_key}", body, user=user, scripts=scripts)
+
+    def patient_line(study_key: str) -> str:
+        """Who and what this study is, for the reading roles (the page view is audited)."""
+        from sqlalchemy import select
+
+        from medsight.service import schema
+
+        table = schema.worklist
+        with store.engine.connect() as connection:
+            row = connection.execute(select(table).where(table.c.study_key == study_key)).first()
+        if row is None:
+            return ""
+        name = (row.patient_name or "(no name)").replace("^", " ")
+        date = row.study_date or ""
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 else date
+        parts = [
+            f"<b>{html.escape(name)}</b>",
+            f"ID {html.escape(row.patient_id or '-')}",
+            html.escape(" ".join(v for v in (row.patient_age, row.patient_sex) if v)),
+            f"accession {html.escape(row.accession_number or '-')}",
+            html.escape(date),
+            html.escape(row.modality or ""),
+            html.escape(row.body_part or ""),
+            html.escape(row.study_description or ""),
+        ]
+        return f'<p id="patient">{" | ".join(p for p in parts if p)}</p>'
 
     def layers_of(study_key: str, analysis: int) -> tuple[Any, dict[str, Any]]:
         document = study(study_key)
