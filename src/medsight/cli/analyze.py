@@ -48,6 +48,7 @@ def analyze(
         int,
         typer.Option(
             min=1,
+            max=256,
             help="Studies analysed at once, each in its own process with cores/jobs threads, "
             "for machines with more cores than one study keeps busy (memory grows with it).",
         ),

@@ -16,7 +16,7 @@ def select_for_labelling(
     task: Annotated[str, typer.Argument(help="Task name, name@version, or task folder.")],
     folder: Annotated[Path, typer.Argument(help="Unlabelled images (any readable format).")],
     method: Annotated[str, typer.Option(help="entropy or tta.")] = "entropy",
-    top: Annotated[int, typer.Option(help="How many cases to list.")] = 20,
+    top: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many cases to list.")] = 20,
     tasks_dir: Annotated[
         list[Path] | None, typer.Option(metavar="<dir>", help="Extra task folder(s).")
     ] = None,

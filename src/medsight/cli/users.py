@@ -32,6 +32,21 @@ def _store(data_dir: Path, database_url: str | None) -> Any:
     return InstanceStore(data_dir, database_url)
 
 
+def _password_from_terminal_or_pipe() -> str:
+    """Prompt twice on a terminal; read one line from a pipe (``echo ... | medsight users
+    add``), where there is nobody to answer a prompt."""
+    import sys
+
+    from medsight.errors import InvalidInputError
+
+    if sys.stdin is not None and not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InvalidInputError("no password on standard input")
+        return password
+    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
 @users_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="User name.")],
@@ -55,7 +70,7 @@ def add(
             if not password:
                 raise InvalidInputError(f"environment variable {password_env} is empty or unset")
         else:
-            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+            password = _password_from_terminal_or_pipe()
         Users(_store(data_dir, database_url).engine).add(name, role, password)
         console.print(f"user {name} ({role}) saved")
 

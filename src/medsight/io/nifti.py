@@ -8,6 +8,7 @@ superior. The two differ by negating x and y, done here and nowhere else:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def read_nifti(path: str | Path) -> Image:
     """Read a 2D, 3D or 4D NIfTI (the 4th axis becomes the time axis ``t``)."""
     path = Path(path)
+    quiet = logging.getLogger("nibabel")  # its log lines repeat what the error below says
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL + 1)
     try:
         nifti: Any = nib.load(path)
         data = np.asanyarray(nifti.dataobj)
@@ -33,6 +37,8 @@ def read_nifti(path: str | Path) -> Image:
         raise UnreadableFileError("file not found", path=path) from exc
     except Exception as exc:  # nibabel raises many types for broken or truncated files
         raise UnreadableFileError(f"cannot read NIfTI ({exc})", path=path) from exc
+    finally:
+        quiet.setLevel(level)
     if data.ndim == 2:
         data = data[:, :, np.newaxis]
     while data.ndim > 4 and data.shape[-1] == 1:

@@ -6,6 +6,7 @@ known (e.g. from the camera calibration); otherwise the image says ``spacing_kno
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,34 @@ def _to_array(picture: PILImage.Image) -> tuple[np.ndarray, str, list[str]]:
     return pixels, "RGB", notes
 
 
+def _declared_pixels(path: Path) -> int:
+    """Width x height as the file declares them (read without decoding the pixels)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+        try:
+            with PILImage.open(path) as picture:
+                return int(picture.width) * int(picture.height)
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = previous
+
+
 def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None) -> Image:
     """Read one 2D raster image; ``spacing`` is (column, row) pixel size in mm when known."""
     path = Path(path)
     try:
-        with PILImage.open(path) as picture:
-            picture.load()
-            pixels, photometric, notes = _to_array(picture)
+        with warnings.catch_warnings():  # Pillow's bomb warning: the error below says it
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(path) as picture:
+                picture.load()
+                pixels, photometric, notes = _to_array(picture)
+    except PILImage.DecompressionBombError:
+        raise InvalidInputError(
+            f"image of {_declared_pixels(path):,} pixels is over the limit of "
+            f"{2 * (PILImage.MAX_IMAGE_PIXELS or 0):,} pixels (a guard against decompression "
+            "bombs); reduce it before analysis",
+            path=path,
+        ) from None
     except FileNotFoundError as exc:
         raise UnreadableFileError("file not found", path=path) from exc
     except UnidentifiedImageError as exc:
@@ -64,9 +86,9 @@ def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None)
         raise InvalidInputError(f"spacing must be two positive numbers (mm), got {spacing}")
     column_size, row_size = spacing if spacing is not None else (1.0, 1.0)
     affine = np.diag([column_size, row_size, 1.0, 1.0])
-    warnings = list(notes)
+    notes_out = list(notes)
     if spacing is None:
-        warnings.append("pixel spacing unknown: the affine uses 1 mm pixels as a placeholder")
+        notes_out.append("pixel spacing unknown: the affine uses 1 mm pixels as a placeholder")
     return Image(
         # (rows, columns, c) -> (c, i=columns, j=rows)
         array=pixels.transpose(2, 1, 0),
@@ -78,5 +100,5 @@ def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None)
         spacing_known=spacing is not None,
         orientation_known=False,
         metadata={"source_format": path.suffix.lower().lstrip(".")},
-        warnings=tuple(warnings),
+        warnings=tuple(notes_out),
     )
