@@ -244,6 +244,16 @@ def analyze_study(
                 {"what": source.description, "reason": str(exc), "exit_code": exc.exit_code}
             )
             continue
+        except OSError as exc:  # a file gone or unreadable since discovery: this image only
+            missing = exc.filename or source.description
+            outcome.failures.append(
+                {
+                    "what": source.description,
+                    "reason": f"{missing}: cannot be read any more ({exc.strerror or exc})",
+                    "exit_code": 2,
+                }
+            )
+            continue
         outcome.analyses.append(record)
 
     result_path = _write_study_result(
