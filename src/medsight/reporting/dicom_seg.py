@@ -142,6 +142,9 @@ def write_seg(
         omit_empty_frames=False,
     )
     seg.SeriesDescription = f"AI SEG {task.id} - research use only"[:64]
+    if "FrameOfReferenceUID" not in first and "PatientOrientation" not in seg:
+        # General Image, Type 2C without a frame of reference: the source's, or empty
+        seg.PatientOrientation = first.get("PatientOrientation", "")
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return path

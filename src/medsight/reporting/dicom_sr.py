@@ -150,7 +150,7 @@ def _group(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
                 segment_number=segment,
-                frame_number=1,
+                frame_number=segment,  # a 2D SEG holds one frame per segment, in order
                 source_image=hd.sr.SourceImageForSegmentation.from_source_image(sources[0]),
             ),
             **common,
@@ -202,6 +202,17 @@ def _gate_group(gate: GateResult, task: Task, sources: list[Any]) -> Any:
         algorithm_id=_algorithm(task),
         qualitative_evaluations=[evaluation],
     )
+
+
+def _frame_references_without_segment_numbers(dataset: Any) -> None:
+    """An image reference to a SEG frame names the frame only: the frame already belongs to
+    one segment, and PS3.3 forbids ReferencedSegmentNumber beside ReferencedFrameNumber
+    (dciodvfy flags it in highdicom's planar ROI reference)."""
+    for item in dataset.get("ContentSequence", []):
+        for reference in item.get("ReferencedSOPSequence", []):
+            if "ReferencedFrameNumber" in reference and "ReferencedSegmentNumber" in reference:
+                del reference.ReferencedSegmentNumber
+        _frame_references_without_segment_numbers(item)
 
 
 def write_sr(
@@ -268,5 +279,6 @@ def write_sr(
     )
     sr.SeriesDescription = f"AI report {task.id} - research use only"[:64]
     path.parent.mkdir(parents=True, exist_ok=True)
+    _frame_references_without_segment_numbers(sr)
     sr.save_as(path)
     return path
