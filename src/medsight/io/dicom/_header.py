@@ -201,7 +201,52 @@ def projection_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, st
     nominal = _spacing_pair(dataset.get("NominalScannedPixelSpacing"))
     if nominal is not None:
         return (nominal[0], nominal[1]), "NominalScannedPixelSpacing (scanned film)"
-    return None, None
+    return ultrasound_spacing(dataset)
+
+
+_CENTIMETRE = 3  # PhysicalUnitsX/YDirection (PS3.3 C.8.5.5.1.15)
+_TISSUE_2D = 1  # RegionSpatialFormat: 2D (tissue or flow)
+
+
+def ultrasound_spacing(dataset: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    """Pixel spacing from an ultrasound image's calibrated regions (SequenceOfUltrasoundRegions,
+    PS3.3 C.8.5.5): the 2D regions in centimetres, when they agree. The spacing holds inside
+    those regions only (Doppler strips and annotations elsewhere have other scales), which the
+    note says."""
+    pairs = []
+    boxes = []
+    for region in dataset.get("SequenceOfUltrasoundRegions", []) or []:
+        if (
+            region.get("RegionSpatialFormat") != _TISSUE_2D
+            or region.get("PhysicalUnitsXDirection") != _CENTIMETRE
+            or region.get("PhysicalUnitsYDirection") != _CENTIMETRE
+        ):
+            continue
+        delta_x = _float_or_none(region.get("PhysicalDeltaX"))
+        delta_y = _float_or_none(region.get("PhysicalDeltaY"))
+        if not delta_x or not delta_y or delta_x <= 0 or delta_y <= 0:
+            continue
+        pairs.append((abs(delta_y) * 10.0, abs(delta_x) * 10.0))  # (row, column) in mm
+        boxes.append(
+            "x {}-{}, y {}-{}".format(
+                *(
+                    region.get(k)
+                    for k in (
+                        "RegionLocationMinX0",
+                        "RegionLocationMaxX1",
+                        "RegionLocationMinY0",
+                        "RegionLocationMaxY1",
+                    )
+                )
+            )
+        )
+    if not pairs or any(not np.allclose(p, pairs[0], rtol=1e-3) for p in pairs):
+        return None, None
+    return pairs[0], (
+        "SequenceOfUltrasoundRegions (valid inside the calibrated region(s) only: "
+        + "; ".join(boxes)
+        + ")"
+    )
 
 
 def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
