@@ -101,3 +101,18 @@ def test_raster_errors_name_the_file(tmp_path):
     with pytest.raises(InvalidInputError, match="spacing"):
         PILImage.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "ok.png")
         read_raster(tmp_path / "ok.png", spacing=(0.0, 1.0))
+
+
+def test_a_raster_longer_than_the_side_limit_is_reduced_as_read_with_its_pixel_size(tmp_path):
+    from PIL import Image as PILImage
+
+    from medsight.io import read_image
+    from medsight.io.raster import MAX_RASTER_SIDE
+
+    wide = tmp_path / "wide.png"
+    PILImage.new("L", (MAX_RASTER_SIDE * 2 + 10, 30), 200).save(wide)
+    image = read_image(wide)
+    assert image.shape == (-(-(MAX_RASTER_SIDE * 2 + 10) // 3), 10)  # a whole factor of 3
+    assert image.array.dtype.kind == "u"  # still integers: no float copy of the file
+    assert image.spacing[0] > 2.9 and image.spacing[1] == 3.0  # file pixels per pixel
+    assert image.warnings[0].startswith(f"reduced from {MAX_RASTER_SIDE * 2 + 10}x30")

@@ -48,6 +48,28 @@ def _to_array(picture: PILImage.Image) -> tuple[np.ndarray, str, list[str]]:
     return pixels, "RGB", notes
 
 
+#: a raster longer than this on a side is reduced (in 8/16-bit, by a whole factor, before
+#: any float conversion) as it is read: every model here takes well under this, and memory
+#: then follows the model's input size rather than the file's
+MAX_RASTER_SIDE = 4096
+
+
+def _reduction(size: tuple[int, int]) -> int:
+    return max(1, -(-max(size) // MAX_RASTER_SIDE))  # ceiling division
+
+
+def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
+    factor = _reduction(size)
+    return (max(1, size[0] // factor), max(1, size[1] // factor))
+
+
+def _reduced_note(original: tuple[int, int], reduced: tuple[int, int]) -> str:
+    return (
+        f"reduced from {original[0]}x{original[1]} to {reduced[0]}x{reduced[1]} pixels as read "
+        f"(longest side over {MAX_RASTER_SIDE}); pixel sizes scale with it"
+    )
+
+
 def _declared_pixels(path: Path) -> int:
     """Width x height as the file declares them (read without decoding the pixels)."""
     with warnings.catch_warnings():
@@ -67,8 +89,16 @@ def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None)
         with warnings.catch_warnings():  # Pillow's bomb warning: the error below says it
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as picture:
+                original = picture.size
+                if picture.format == "JPEG" and _reduction(original) > 1:
+                    picture.draft(picture.mode, _draft_size(original))  # decode smaller
                 picture.load()
-                pixels, photometric, notes = _to_array(picture)
+                factor = _reduction(picture.size)
+                reduced = picture.reduce(factor) if factor > 1 else picture
+                pixels, photometric, notes = _to_array(reduced)
+                shown = reduced.size
+                if shown != original:
+                    notes.insert(0, _reduced_note(original, shown))
     except PILImage.DecompressionBombError:
         raise InvalidInputError(
             f"image of {_declared_pixels(path):,} pixels is over the limit of "
@@ -85,6 +115,9 @@ def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None)
     if spacing is not None and (len(spacing) != 2 or min(spacing) <= 0):
         raise InvalidInputError(f"spacing must be two positive numbers (mm), got {spacing}")
     column_size, row_size = spacing if spacing is not None else (1.0, 1.0)
+    # a reduced image's pixel covers several of the file's (placeholder or real) pixels
+    column_size *= original[0] / shown[0]
+    row_size *= original[1] / shown[1]
     affine = np.diag([column_size, row_size, 1.0, 1.0])
     notes_out = list(notes)
     if spacing is None:
