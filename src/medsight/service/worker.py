@@ -119,8 +119,9 @@ class Worker:
             self._failed(job, f"internal error: {type(exc).__name__}: {exc}")
             return job
         written = [o.result_path for o in outcomes if o.result_path is not None]
-        for path in written:
-            document = json.loads(path.read_text())
+        documents = [json.loads(path.read_text()) for path in written]
+        identifiers = self._identifiers(instances)
+        for path, document in zip(written, documents, strict=True):
             relative = str(path.relative_to(self.results))
             for analysis in document["analyses"]:
                 self.audit.append(
@@ -131,12 +132,9 @@ class Worker:
                 )
             if self.outbound is not None:  # recorded before the job completes: never lost
                 self.outbound.plan(path.parent, document, job.study_instance_uid)
-            self.worklist.index(
-                path, self.results, self._identifiers(instances), job.study_instance_uid
-            )
+            self.worklist.index(path, self.results, identifiers, job.study_instance_uid)
         queue.complete(job, ";".join(str(p.relative_to(self.results)) for p in written))
-        for path in written:
-            document = json.loads(path.read_text())
+        for document in documents:
             log_event(
                 "analysed",
                 study_key=document["study_key"],
