@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from sqlalchemy import create_engine, insert, inspect, select, text
 
@@ -186,3 +187,22 @@ def test_tokens_table_keeps_labels(tmp_path):
     assert listed["label"] == "ohif" and listed["expires"] and token not in json.dumps(listed)
     assert users.revoke_api_token("dr", "ohif") and users.user_for_token(token) is None
     assert not users.revoke_api_token("dr", "ohif")
+
+
+def test_a_zombie_worker_counts_as_gone(tmp_path):
+    """A worker killed with its server is a zombie until someone reaps it; in a container
+    whose init does not, it must still count as gone."""
+    from medsight.service.queue import _gone
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    name = worker_name(child.pid)
+    deadline = time.time() + 10
+    while time.time() < deadline:  # exited but not reaped: a zombie
+        state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    assert state == "Z"
+    assert _gone(name, name.split(":")[1])
+    child.wait()
+    assert _gone(name, name.split(":")[1])

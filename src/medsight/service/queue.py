@@ -28,7 +28,10 @@ def _started(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name may hold spaces
+    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+    if fields[0] in ("Z", "X"):  # a zombie nobody reaped (a container's init may not): gone
+        return None
+    return fields[19]  # field 22: start time
 
 
 def worker_name(pid: int | None = None) -> str:
