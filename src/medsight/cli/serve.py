@@ -132,8 +132,13 @@ def serve(
             PacsTarget.parse(push)  # a bad value is refused before anything starts
         store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
         store.remove_partials()  # writes a crash interrupted: never acknowledged
-        for uid in store.queue.reclaim_leases_of_gone_workers():
-            log_event("lease-reclaimed", study_key=study_key_of(uid), study_instance_uid=uid)
+
+        def reclaim() -> None:
+            """Put back at once the jobs of workers that are gone (an earlier run's)."""
+            for uid in store.queue.reclaim_leases_of_gone_workers():
+                log_event("lease-reclaimed", study_key=study_key_of(uid), study_instance_uid=uid)
+
+        reclaim()
         indexed = Worklist(store.engine).reconcile(
             store.data_dir / "results", identifiers_from_store(store)
         )
@@ -164,7 +169,7 @@ def serve(
                 ae_title=ae_title,
             ),
             workers,
-            on_restart=store.queue.reclaim_leases_of_gone_workers,
+            on_restart=reclaim,
         )
         listener = DicomListener(
             store,
@@ -224,8 +229,12 @@ def serve(
             f"{' (DEVELOPMENT MODE)' if dev else ''} - research use only, not for diagnostic use"
         )
         try:
+            checked = time.monotonic()
             while True:
                 pool.check()
+                if time.monotonic() - checked > 5:  # a worker of an earlier run may die late
+                    reclaim()
+                    checked = time.monotonic()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
