@@ -47,8 +47,20 @@ def read_nifti(path: str | Path) -> Image:
         raise InvalidInputError(
             f"NIfTI with {data.ndim} axes {data.shape} is not supported", path=path
         )
-    affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
-    units = nifti.header.get_xyzt_units()[0] if hasattr(nifti.header, "get_xyzt_units") else "mm"
+    if data.size == 0:
+        raise InvalidInputError(f"NIfTI with an empty axis {data.shape}: no voxels", path=path)
+    try:  # header fields nibabel only interprets on demand
+        affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
+        units = (
+            nifti.header.get_xyzt_units()[0] if hasattr(nifti.header, "get_xyzt_units") else "mm"
+        )
+    except Exception as exc:
+        raise UnreadableFileError(f"cannot read the NIfTI header ({exc!r})", path=path) from exc
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InvalidInputError(
+            "the NIfTI affine is not a valid geometry (not finite, or a zero voxel size)",
+            path=path,
+        )
     warnings: tuple[str, ...] = ()
     if units not in ("mm", "unknown"):
         scale = {"meter": 1000.0, "micron": 0.001}.get(units, 1.0)

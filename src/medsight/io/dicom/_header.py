@@ -78,6 +78,30 @@ class FrameInfo:
         return self.frame_index is not None
 
 
+def _drop_unparseable(dataset: Dataset, depth: int = 0) -> list[str]:
+    """Parse every element now (pydicom parses lazily) and drop those that cannot be parsed
+    (an unknown VR, a length past the end): one broken element, often private, must not
+    make a later stage fail, nor make the whole file unreadable. Returns what was dropped."""
+    dropped: list[str] = []
+    for tag in list(dataset.keys()):
+        try:
+            element = dataset[tag]
+            if element.VR == "SQ" and depth < 32:
+                for item in element.value:
+                    dropped += _drop_unparseable(item, depth + 1)
+        except Exception as exc:
+            del dataset[tag]
+            dropped.append(f"{tag} ({type(exc).__name__})")
+    return dropped
+
+
+def _parsed(dataset: Dataset, path: Path) -> Dataset:
+    dropped = _drop_unparseable(dataset)
+    if dropped:
+        logger.warning("%s: unreadable element(s) ignored: %s", path.name, "; ".join(dropped))
+    return dataset
+
+
 def read_header(path: Path) -> Dataset:
     """Read a DICOM header without pixel data, with or without preamble and file meta.
 
@@ -88,7 +112,7 @@ def read_header(path: Path) -> Dataset:
     try:
         dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
         infer_transfer_syntax(dataset)
-        return dataset
+        return _parsed(dataset, path)
     except InvalidDicomError:
         pass
     # Older exports have no 128-byte preamble and no file meta: pydicom reads them only with
@@ -101,7 +125,7 @@ def read_header(path: Path) -> Dataset:
     if not plausible or len(dataset) < 3:
         raise InvalidDicomError("no DICOM preamble, file meta or SOP Class UID")
     infer_transfer_syntax(dataset)
-    return dataset
+    return _parsed(dataset, path)
 
 
 def infer_transfer_syntax(dataset: Dataset) -> None:

@@ -317,9 +317,12 @@ def _scan_file(path: Path) -> tuple[list[FrameInfo], SkippedFile | None]:
         return [], SkippedFile(path, "not a DICOM file")
     except Exception as exc:  # a broken header must not stop the scan of the others
         return [], SkippedFile(path, f"unreadable DICOM header ({exc})")
-    if not has_pixel_data(dataset):
-        return [], SkippedFile(path, _why_no_image(dataset))
-    return describe_frames(path, dataset), None
+    try:
+        if not has_pixel_data(dataset):
+            return [], SkippedFile(path, _why_no_image(dataset))
+        return describe_frames(path, dataset), None
+    except Exception as exc:
+        return [], SkippedFile(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})")
 
 
 def _map_files(function: Callable[[Path], T], paths: list[Path], workers: int | None) -> list[T]:

@@ -80,7 +80,10 @@ _KEPT_ATTRIBUTES = (
 def _metadata(header: Dataset, frames: list[FrameInfo]) -> dict[str, object]:
     metadata: dict[str, object] = {}
     for keyword in _KEPT_ATTRIBUTES:
-        value = header.get(keyword)
+        try:
+            value = header.get(keyword)
+        except Exception:  # a malformed element (bad VR or length): the attribute is unknown
+            continue
         if value is None or value == "":
             continue
         if hasattr(value, "__iter__") and not isinstance(value, str | bytes):

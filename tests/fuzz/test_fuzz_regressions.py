@@ -1,0 +1,62 @@
+"""Inputs the fuzz targets found that escaped as non-medsight errors, each now refused with
+a reason (kept as fixed reproducers, independent of the fuzzer's choices)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from medsight.errors import MedsightError
+from medsight.io import read_image
+
+
+def test_an_element_with_an_unknown_vr_is_dropped_and_the_image_still_read(tmp_path, caplog):
+    original = Path(get_testdata_file("CT_small.dcm"))
+    data = bytearray(original.read_bytes())
+    tag = struct.pack("<HH", 0x0008, 0x0016) + b"UI"  # SOPClassUID, explicit VR
+    where = data.index(tag, 132)
+    data[where + 4 : where + 6] = b"TI"  # no such VR: pydicom raised NotImplementedError
+    path = tmp_path / "vr.dcm"
+    path.write_bytes(bytes(data))
+    image = read_image(path)  # one broken element does not make the file unreadable
+    np.testing.assert_array_equal(image.array, read_image(original).array)
+    assert "unreadable element(s) ignored: (0008,0016)" in caplog.text
+
+
+def _nifti(tmp_path, name: str, edit) -> Path:
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(np.ones((3, 4, 5), np.int16), np.eye(4)), path)
+    data = bytearray(path.read_bytes())
+    edit(data)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_nifti_with_an_empty_axis_is_refused(tmp_path):
+    def empty(data: bytearray) -> None:
+        data[42:44] = struct.pack("<h", 0)  # dim[1] = 0
+
+    with pytest.raises(MedsightError):
+        read_image(_nifti(tmp_path, "empty.nii", empty))
+
+
+def test_a_nifti_with_an_unknown_unit_code_is_refused(tmp_path):
+    def units(data: bytearray) -> None:
+        data[123] = 7  # xyzt_units: no such spatial unit
+
+    with pytest.raises(MedsightError, match="NIfTI header"):
+        read_image(_nifti(tmp_path, "units.nii", units))
+
+
+def test_a_nifti_with_a_zero_voxel_size_is_refused(tmp_path):
+    def flat(data: bytearray) -> None:
+        data[252:256] = struct.pack("<hh", 0, 2)  # the sform decides
+        data[280:296] = struct.pack("<4f", 0.0, 0.0, 0.0, 0.0)  # srow_x: a flat voxel
+
+    with pytest.raises(MedsightError, match="not a valid geometry"):
+        read_image(_nifti(tmp_path, "flat.nii", flat))
