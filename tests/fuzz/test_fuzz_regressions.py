@@ -60,3 +60,14 @@ def test_a_nifti_with_a_zero_voxel_size_is_refused(tmp_path):
 
     with pytest.raises(MedsightError, match="not a valid geometry"):
         read_image(_nifti(tmp_path, "flat.nii", flat))
+
+
+def test_an_impossible_bits_allocated_is_refused(tmp_path):
+    import pydicom
+
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    dataset.BitsAllocated = 65528  # the fuzzer's: numpy was asked for a 'u8191' dtype
+    path = tmp_path / "bits.dcm"
+    dataset.save_as(path)
+    with pytest.raises(MedsightError, match="BitsAllocated 65528"):
+        read_image(path)

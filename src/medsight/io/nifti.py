@@ -50,7 +50,8 @@ def read_nifti(path: str | Path) -> Image:
     if data.size == 0:
         raise InvalidInputError(f"NIfTI with an empty axis {data.shape}: no voxels", path=path)
     try:  # header fields nibabel only interprets on demand
-        affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
+        with np.errstate(all="ignore"):  # a NaN or huge affine is refused just below
+            affine = RAS_TO_LPS @ np.asarray(nifti.affine, dtype=np.float64)
         units = (
             nifti.header.get_xyzt_units()[0] if hasattr(nifti.header, "get_xyzt_units") else "mm"
         )

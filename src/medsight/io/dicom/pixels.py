@@ -39,6 +39,7 @@ from pydicom.dataset import Dataset
 
 from medsight.errors import (
     DicomReadError,
+    InvalidInputError,
     NoPixelDataError,
     UnreadableFileError,
     UnsupportedTransferSyntaxError,
@@ -72,6 +73,11 @@ def output_dtype(frames: Sequence[FrameInfo], dataset: Dataset) -> np.dtype:
     """The storage dtype of a stack after the modality transform (see module doc)."""
     photometric = frames[0].photometric_interpretation
     bits_allocated = int(dataset.get("BitsAllocated") or 16)
+    if bits_allocated not in (1, 8, 16, 32, 64):
+        raise InvalidInputError(
+            f"BitsAllocated {bits_allocated} is not a DICOM value (1, 8, 16, 32 or 64)",
+            path=frames[0].path,
+        )
     if "FloatPixelData" in dataset:
         return np.dtype(np.float32)
     if "DoubleFloatPixelData" in dataset:
