@@ -191,9 +191,10 @@ class Entry:
 
 @functools.lru_cache(maxsize=20_000)
 def _header(path: Path, mtime_ns: int) -> Any:
-    import pydicom
+    """The header as the readers take it (broken elements dropped, pixel data deferred)."""
+    from medsight.io.dicom._header import read_header
 
-    return pydicom.dcmread(path, stop_before_pixels=True)
+    return read_header(path)
 
 
 def header(entry: Entry) -> Any:
@@ -289,7 +290,8 @@ def search(
     series: str | None = None,
 ) -> list[dict[str, Any]]:
     """QIDO-RS: the matching studies, series or instances as DICOM JSON."""
-    study = study or (query.matches.get("StudyInstanceUID") if level == "studies" else study)
+    if study is None and level == "studies":
+        study = query.matches.get("StudyInstanceUID")
     if study and "," in study:
         studies = study.split(",")
     else:
@@ -403,6 +405,7 @@ def rendered(entry: Entry, frame: int = 1) -> bytes:
     import numpy as np
     import pydicom
     from PIL import Image as PILImage
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     dataset = pydicom.dcmread(entry.path)
     count = int(dataset.get("NumberOfFrames", 1) or 1)
@@ -412,17 +415,11 @@ def rendered(entry: Entry, frame: int = 1) -> bytes:
     if count > 1:
         pixels = pixels[frame - 1]
     if pixels.ndim == 2:
-        values = pixels.astype(np.float32)
-        slope = float(dataset.get("RescaleSlope", 1) or 1)
-        values = values * slope + float(dataset.get("RescaleIntercept", 0) or 0)
-        centre, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-        if centre is not None and width is not None:
-            centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
-            width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-            low, high = centre - width / 2, centre + width / 2
-        else:
-            low, high = float(values.min()), float(values.max())
-        scaled = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
+        # pydicom's modality and VOI transforms (rescale or LUT, then the image's own window
+        # or VOI LUT); without a window, the frame's full range
+        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / max(high - low, 1e-6) * 255
         if str(dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
             scaled = 255 - scaled
         image = PILImage.fromarray(scaled.astype(np.uint8))

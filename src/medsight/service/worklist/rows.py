@@ -86,7 +86,7 @@ def _age(header: Any) -> str | None:
 def study_identifiers(instance_paths: Sequence[Path], series_uids: Sequence[str]) -> dict[str, Any]:
     """The study's identifiers from its first readable header, with the modalities of all
     series it was given (one header per series is read) and the series and instance counts."""
-    import pydicom
+    from medsight.io.dicom._header import read_header
 
     found: dict[str, Any] = {
         "series_count": len(set(series_uids)),
@@ -98,7 +98,7 @@ def study_identifiers(instance_paths: Sequence[Path], series_uids: Sequence[str]
         first_of_series.setdefault(series, path)
     for path in first_of_series.values():
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
+            header = read_header(path)
         except Exception as exc:
             logger.debug("no identifiers from %s: %s", path.name, exc)
             continue
