@@ -71,3 +71,18 @@ def test_an_impossible_bits_allocated_is_refused(tmp_path):
     dataset.save_as(path)
     with pytest.raises(MedsightError, match="BitsAllocated 65528"):
         read_image(path)
+
+
+def test_a_transfer_syntax_uid_that_is_not_one_is_refused_naming_the_file(tmp_path: Path) -> None:
+    # found by the fuzzer once codestreams were checked: UID.is_compressed raised ValueError
+    from tests._builders import base_slice
+
+    path = tmp_path / "odd-syntax.dcm"
+    base_slice().save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    syntax = b"1.2.840.10008.1.2.1\x00"  # Explicit VR Little Endian, as written
+    assert data.count(syntax) == 1
+    path.write_bytes(data.replace(syntax, b"1.2.840.10008.9.9.9\x00"))  # not a syntax
+    with pytest.raises(MedsightError) as caught:
+        read_image(path)
+    assert "odd-syntax.dcm" in str(caught.value)

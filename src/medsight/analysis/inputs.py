@@ -11,6 +11,7 @@ from pathlib import Path
 from medsight.errors import NoImageFoundError
 from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medsight.io.limits import ResourceLimitError
 from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
 from medsight.tasks.task import sha256_file
 
@@ -68,6 +69,19 @@ def _file_study(path: Path, root: Path | None = None) -> StudyInput:
     return StudyInput(key=_hash(sha256_file(path)), label=path.name, images=[source])
 
 
+def _refuse(path: Path, reason: str, limit: str) -> Image:
+    raise ResourceLimitError(reason, path=path, limit=limit)
+
+
+def _refused_study(path: Path, root: Path, reason: str, limit: str) -> StudyInput:
+    """A DICOM file over a resource limit, as a study whose one image fails to load (so the
+    batch records it); keyed by its path, since hashing a huge file is what is refused."""
+    source = ImageSource(
+        path.name, "dicom", partial(_refuse, path, reason, limit), path, _relative(path, root)
+    )
+    return StudyInput(key=_hash(str(path.resolve())), label=path.name, images=[source])
+
+
 def _is_image_file(path: Path) -> bool:
     return (
         path.name.lower().endswith(NIFTI_SUFFIXES)
@@ -117,6 +131,8 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
     for skip in scan.skipped:
         if _is_image_file(skip.path):
             studies.append(_file_study(skip.path, path))
+        elif skip.limit is not None:  # recorded as refused, never silently left out
+            studies.append(_refused_study(skip.path, path, skip.reason, skip.limit))
     if not studies:
         reason = scan.skipped[0].reason if scan.skipped else "the folder is empty"
         raise NoImageFoundError(f"no image found ({reason})", path=path)

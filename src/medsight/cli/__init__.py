@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
+from typing import Annotated
 
 import typer
 
@@ -22,6 +24,7 @@ from medsight.cli import (
     users,
 )
 from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.io.limits import LIMIT_NAMES, apply_limit_setting, current_limits
 
 app = typer.Typer(
     name="medsight",
@@ -42,14 +45,27 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_LIMIT_HELP = (
+    "Change a resource limit for this run (repeatable): "
+    + ", ".join(LIMIT_NAMES)
+    + " (see docs/hostile-input.md). Also MEDSIGHT_LIMIT_<NAME>."
+)
+
+
 @app.callback()
 def _options(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    limit: Annotated[
+        list[str] | None, typer.Option("--limit", metavar="NAME=VALUE", help=_LIMIT_HELP)
+    ] = None,
 ) -> None:
     """medsight: AI decision support for medical images. Research use only, not for
     diagnostic use."""
+    for setting in limit or []:
+        run(partial(apply_limit_setting, setting))
+    run(current_limits)  # a bad MEDSIGHT_LIMIT_* setting is reported once, before any work
 
 
 app.command("info")(info.info)

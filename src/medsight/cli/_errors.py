@@ -28,6 +28,9 @@ def run(action: Callable[[], T], *, debug: bool = False) -> T:
         level=logging.DEBUG if debug else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # library warnings (pydicom's about non-conformant files) go to the log, not raw to the
+    # terminal: what matters reaches the user as a medsight warning or error
+    logging.captureWarnings(True)
     try:
         return action()
     except typer.Exit:

@@ -91,6 +91,7 @@ def _convert_dicom(
         s for s in scan.series if series_uid is None or s.series_instance_uid == series_uid
     ]
     if not series_list:
+        scan.raise_if_refused()
         what = f"no series with UID {series_uid}" if series_uid else "no DICOM image found"
         reason = f" ({scan.skipped[0].reason})" if scan.skipped and not series_uid else ""
         raise NoImageFoundError(what + reason, path=path)

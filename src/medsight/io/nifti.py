@@ -17,11 +17,26 @@ import numpy as np
 
 from medsight.errors import InvalidInputError, UnreadableFileError
 from medsight.image import FrameReference, Image
+from medsight.io.limits import ResourceLimitError, current_limits
 
 __all__ = ["RAS_TO_LPS", "read_nifti", "write_nifti"]
 
 #: multiply a RAS affine by this (on the left) to get the LPS affine, and vice versa
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _check_declared(nifti: Any, path: Path) -> None:
+    """File size, slice size and decoded size from the header, before nibabel reads the data
+    (a gzip of zeros declaring 2048^3 voxels would otherwise inflate to gigabytes)."""
+    limits = current_limits()
+    size = path.stat().st_size
+    limits.check("file_bytes", size, f"a file of {size:,} bytes", path)
+    shape = tuple(int(n) for n in nifti.header.get_data_shape())
+    itemsize = int(nifti.header.get_data_dtype().itemsize)
+    rows, columns = (*shape, 1, 1)[:2]
+    limits.check_frame(rows, columns, 1, itemsize, path)
+    voxels = int(np.prod(shape, dtype=object))
+    limits.check("image_bytes", voxels * itemsize, f"an image of {voxels * itemsize:,} bytes", path)
 
 
 def read_nifti(path: str | Path) -> Image:
@@ -32,9 +47,12 @@ def read_nifti(path: str | Path) -> Image:
     quiet.setLevel(logging.CRITICAL + 1)
     try:
         nifti: Any = nib.load(path)
+        _check_declared(nifti, path)
         data = np.asanyarray(nifti.dataobj)
     except FileNotFoundError as exc:
         raise UnreadableFileError("file not found", path=path) from exc
+    except ResourceLimitError:
+        raise
     except Exception as exc:  # nibabel raises many types for broken or truncated files
         raise UnreadableFileError(f"cannot read NIfTI ({exc})", path=path) from exc
     finally:

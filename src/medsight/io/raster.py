@@ -15,6 +15,7 @@ from PIL import UnidentifiedImageError
 
 from medsight.errors import InvalidInputError, UnreadableFileError
 from medsight.image import FrameReference, Image
+from medsight.io.limits import ReadLimits, ResourceLimitError, current_limits
 
 __all__ = ["RASTER_SUFFIXES", "read_raster"]
 
@@ -70,44 +71,47 @@ def _reduced_note(original: tuple[int, int], reduced: tuple[int, int]) -> str:
     )
 
 
-def _declared_pixels(path: Path) -> int:
-    """Width x height as the file declares them (read without decoding the pixels)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
-        try:
-            with PILImage.open(path) as picture:
-                return int(picture.width) * int(picture.height)
-        finally:
-            PILImage.MAX_IMAGE_PIXELS = previous
+def _check_declared(path: Path, limits: ReadLimits) -> None:
+    """The file's size and its declared width x height against the limits, before decoding
+    (Pillow's own bomb guard is replaced by the configurable ``frame_pixels`` limit)."""
+    size = path.stat().st_size
+    limits.check("file_bytes", size, f"a file of {size:,} bytes", path)
+    with warnings.catch_warnings():  # Pillow's bomb warning: the check below decides
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with PILImage.open(path) as picture:
+            width, height = picture.size
+            samples = len(picture.getbands())
+    limits.check_frame(height, width, samples, 2 if picture.mode.startswith("I") else 1, path)
 
 
 def read_raster(path: str | Path, *, spacing: tuple[float, float] | None = None) -> Image:
-    """Read one 2D raster image; ``spacing`` is (column, row) pixel size in mm when known."""
+    """Read one 2D raster image; ``spacing`` is (column, row) pixel size in mm when known.
+
+    An image longer than ``MAX_RASTER_SIDE`` is reduced as it is read; one over the
+    ``frame_pixels`` resource limit is refused before decoding.
+    """
     path = Path(path)
+    limits = current_limits()
+    # Pillow's own guard (a process-wide setting) is raised to the configured limit, which is
+    # checked here from the header; raised only, so threads cannot race it lower
+    PILImage.MAX_IMAGE_PIXELS = max(PILImage.MAX_IMAGE_PIXELS or 0, limits.frame_pixels)
     try:
-        with warnings.catch_warnings():  # Pillow's bomb warning: the error below says it
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            with PILImage.open(path) as picture:
-                original = picture.size
-                if picture.format == "JPEG" and _reduction(original) > 1:
-                    picture.draft(picture.mode, _draft_size(original))  # decode smaller
-                picture.load()
-                factor = _reduction(picture.size)
-                reduced = picture.reduce(factor) if factor > 1 else picture
-                pixels, photometric, notes = _to_array(reduced)
-                shown = reduced.size
-                if shown != original:
-                    notes.insert(0, _reduced_note(original, shown))
-    except PILImage.DecompressionBombError:
-        raise InvalidInputError(
-            f"image of {_declared_pixels(path):,} pixels is over the limit of "
-            f"{2 * (PILImage.MAX_IMAGE_PIXELS or 0):,} pixels (a guard against decompression "
-            "bombs); reduce it before analysis",
-            path=path,
-        ) from None
+        _check_declared(path, limits)
+        with PILImage.open(path) as picture:
+            original = picture.size
+            if picture.format == "JPEG" and _reduction(original) > 1:
+                picture.draft(picture.mode, _draft_size(original))  # decode smaller
+            picture.load()
+            factor = _reduction(picture.size)
+            reduced = picture.reduce(factor) if factor > 1 else picture
+            pixels, photometric, notes = _to_array(reduced)
+            shown = reduced.size
+            if shown != original:
+                notes.insert(0, _reduced_note(original, shown))
     except FileNotFoundError as exc:
         raise UnreadableFileError("file not found", path=path) from exc
+    except ResourceLimitError:
+        raise
     except UnidentifiedImageError as exc:
         raise UnreadableFileError("not an image file Pillow can read", path=path) from exc
     except (OSError, ValueError, SyntaxError) as exc:

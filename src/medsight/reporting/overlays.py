@@ -46,10 +46,28 @@ def blend_heatmap(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """``rgb`` (rows, columns, 3) in 0-1 under a jet-coloured ``heat`` (rows, columns)."""
     import matplotlib
 
-    heat = np.clip(heat, 0, 1)
-    colour = matplotlib.colormaps["jet"](heat)[..., :3]
+    heat = np.clip(heat, 0, 1).astype(np.float32)
+    colour = matplotlib.colormaps["jet"](heat, bytes=True)[..., :3].astype(np.float32) / 255
     alpha = 0.5 * heat[..., np.newaxis]  # strong evidence shows, weak leaves the image as is
     return (1 - alpha) * rgb + alpha * colour
+
+
+#: rows composed at a time, so a large image's overlay needs a strip of float temporaries
+_STRIP_ROWS = 256
+
+
+def _composed(shown: np.ndarray, heatmap: np.ndarray | None) -> np.ndarray:
+    """8-bit RGB (rows, columns, 3) of display values ``shown`` (c, i, j) under ``heatmap``."""
+    rows, columns = shown.shape[2], shown.shape[1]
+    pixels = np.empty((rows, columns, 3), dtype=np.uint8)
+    for top in range(0, rows, _STRIP_ROWS):
+        part = shown[:, :, top : top + _STRIP_ROWS]
+        rgb = np.repeat(part, 3, axis=0) if part.shape[0] == 1 else part[:3]
+        rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
+        if heatmap is not None:
+            rgb = blend_heatmap(rgb, heatmap[:, top : top + _STRIP_ROWS].T)
+        pixels[top : top + _STRIP_ROWS] = (np.nan_to_num(rgb) * 255).astype(np.uint8)
+    return pixels
 
 
 def _banner(text: str, width: int) -> PILImage.Image:
@@ -92,11 +110,7 @@ def overlay_png(
         shown = shown[..., slice_index]
         label_map = label_map[..., slice_index] if label_map is not None else None
         heatmap = heatmap[..., slice_index] if heatmap is not None else None
-    rgb = np.repeat(shown, 3, axis=0) if shown.shape[0] == 1 else shown[:3]
-    rgb = np.clip(rgb.transpose(2, 1, 0), 0, 1)  # (rows, columns, 3)
-    if heatmap is not None:
-        rgb = blend_heatmap(rgb, heatmap.T)
-    pixels = (np.nan_to_num(rgb) * 255).astype(np.uint8)
+    pixels = _composed(shown, heatmap)
     if label_map is not None:
         for number, value in enumerate(v for v in np.unique(label_map) if v != 0):
             edge = _outline(value == label_map.T)

@@ -9,15 +9,19 @@ decoding) works on the same :class:`FrameInfo` records, whatever the file layout
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+
+from medsight.io.limits import ReadLimits, ResourceLimitError, current_limits, limit_message
 
 logger = logging.getLogger(__name__)
 
@@ -78,41 +82,124 @@ class FrameInfo:
         return self.frame_index is not None
 
 
-def _drop_unparseable(dataset: Dataset, depth: int = 0) -> list[str]:
+def _drop_unparseable(
+    dataset: Dataset, limits: ReadLimits, path: Path, depth: int = 0
+) -> list[str]:
     """Parse every element now (pydicom parses lazily) and drop those that cannot be parsed
     (an unknown VR, a length past the end): one broken element, often private, must not
-    make a later stage fail, nor make the whole file unreadable. Returns what was dropped."""
+    make a later stage fail, nor make the whole file unreadable. Returns what was dropped.
+    Sequences nested deeper than the ``sequence_depth`` limit are refused."""
+    if depth > limits.sequence_depth:
+        limits.check("sequence_depth", depth, f"sequences nested {depth} deep", path)
     dropped: list[str] = []
     for tag in list(dataset.keys()):
+        raw = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None:
+            continue  # a deferred value (pixel data, a large blob): left on disk, unparsed
         try:
             element = dataset[tag]
-            if element.VR == "SQ" and depth < 32:
+            if element.VR == "SQ":
                 for item in element.value:
-                    dropped += _drop_unparseable(item, depth + 1)
+                    dropped += _drop_unparseable(item, limits, path, depth + 1)
+        except (ResourceLimitError, RecursionError):
+            raise
         except Exception as exc:
             del dataset[tag]
             dropped.append(f"{tag} ({type(exc).__name__})")
     return dropped
 
 
-def _parsed(dataset: Dataset, path: Path) -> Dataset:
-    dropped = _drop_unparseable(dataset)
+def _parsed(dataset: Dataset, path: Path, limits: ReadLimits) -> Dataset:
+    dropped = _drop_unparseable(dataset, limits, path)
     if dropped:
         logger.warning("%s: unreadable element(s) ignored: %s", path.name, "; ".join(dropped))
+    header_bytes = _pixel_data_offset(dataset)
+    if header_bytes is not None:
+        limits.check("header_bytes", header_bytes, f"a header of {header_bytes:,} bytes", path)
     return dataset
 
 
-def read_header(path: Path) -> Dataset:
+def _pixel_data_offset(dataset: Dataset) -> int | None:
+    for tag in _PIXEL_TAGS:
+        if tag in dataset:
+            raw = dataset.get_item(tag, keep_deferred=True)
+            tell = getattr(raw, "value_tell", None)
+            return int(tell) if tell is not None else None
+    return None
+
+
+def _check_deflated(path: Path, limits: ReadLimits) -> None:
+    """A Deflated transfer syntax is inflated whole by pydicom: measure the inflated size
+    first, by streaming with a cap, so a deflate bomb is refused before it is expanded."""
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # no file meta (or broken): pydicom will not inflate it either
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    group_length = int(meta.get("FileMetaInformationGroupLength") or 0)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    cap = limits.header_bytes + limits.image_bytes
+    with path.open("rb") as handle:
+        handle.seek(132 + 12 + group_length)
+        while chunk := handle.read(1 << 20):
+            data = inflater.decompress(chunk, 1 << 24)
+            while True:
+                inflated += len(data)
+                if inflated > cap:
+                    found = (
+                        f"a deflated dataset inflating to over {inflated:,} bytes (allowed: "
+                        f"header_bytes + image_bytes = {cap:,})"
+                    )
+                    raise ResourceLimitError(
+                        limit_message("image_bytes", found, limits.image_bytes),
+                        path=path,
+                        limit="image_bytes",
+                    )
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, 1 << 24)
+
+
+def _check_file(path: Path, limits: ReadLimits) -> None:
+    size = path.stat().st_size
+    limits.check("file_bytes", size, f"a file of {size:,} bytes", path)
+    _check_deflated(path, limits)
+
+
+def read_header(path: Path, limits: ReadLimits | None = None) -> Dataset:
     """Read a DICOM header without pixel data, with or without preamble and file meta.
 
-    Raises :class:`InvalidDicomError` for a file that is not DICOM at all.
+    Raises :class:`InvalidDicomError` for a file that is not DICOM at all, and
+    :class:`~medsight.io.limits.ResourceLimitError` for one over the resource limits.
     """
+    limits = limits or current_limits()
+    _check_file(path, limits)
+    try:
+        return _read_header(path, limits)
+    except RecursionError:  # pydicom parses nested sequences recursively
+        raise ResourceLimitError(
+            limit_message(
+                "sequence_depth",
+                "sequences nested deeper than the parser can follow",
+                limits.sequence_depth,
+            ),
+            path=path,
+            limit="sequence_depth",
+        ) from None
+
+
+def _read_header(path: Path, limits: ReadLimits) -> Dataset:
     # defer_size reads the whole header, so the presence of pixel data is known, but leaves
     # the pixel bytes on disk.
     try:
         dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
         infer_transfer_syntax(dataset)
-        return _parsed(dataset, path)
+        return _parsed(dataset, path, limits)
     except InvalidDicomError:
         pass
     # Older exports have no 128-byte preamble and no file meta: pydicom reads them only with
@@ -125,7 +212,7 @@ def read_header(path: Path) -> Dataset:
     if not plausible or len(dataset) < 3:
         raise InvalidDicomError("no DICOM preamble, file meta or SOP Class UID")
     infer_transfer_syntax(dataset)
-    return _parsed(dataset, path)
+    return _parsed(dataset, path, limits)
 
 
 def infer_transfer_syntax(dataset: Dataset) -> None:
@@ -288,7 +375,7 @@ def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
             return None
         if not str(dataset.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
             return None  # palette colour needs its lookup table: pydicom's path
-        element = dataset.get_item("PixelData")
+        element = dataset.get_item("PixelData", keep_deferred=True)
         # a raw element knows its value position and length; a deferred (converted) one only
         # its value position, and a truncated file then shows when the pixels are read
         offset = getattr(element, "value_tell", None) or getattr(element, "file_tell", None)
@@ -304,8 +391,60 @@ def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
     return NativePixels(int(offset), f"{order}{'i' if signed else 'u'}{bits // 8}", stored)
 
 
+def check_declared_size(
+    path: Path | None, dataset: Dataset, limits: ReadLimits | None = None
+) -> None:
+    """The frame count and frame size the header declares, against the resource limits."""
+    limits = limits or current_limits()
+    frames = _int_or_none(dataset.get("NumberOfFrames")) or 1
+    limits.check("frames", frames, f"a header declaring {frames:,} frames", path)
+    bits = _int_or_none(dataset.get("BitsAllocated")) or 8
+    check_bits_allocated(bits, path)
+    rows = _int_or_none(dataset.get("Rows")) or 0
+    columns = _int_or_none(dataset.get("Columns")) or 0
+    samples = _int_or_none(dataset.get("SamplesPerPixel")) or 1
+    limits.check_frame(rows, columns, samples, -(-bits // 8), path)
+    _check_native_length(path, dataset, frames * rows * columns * samples, bits)
+
+
+def check_bits_allocated(bits: int, path: Path | None) -> None:
+    from medsight.errors import DicomReadError
+
+    if bits not in (1, 8, 16, 32, 64):
+        raise DicomReadError(
+            f"BitsAllocated {bits} is not a DICOM value (1, 8, 16, 32 or 64)", path=path
+        )
+
+
+def _check_native_length(path: Path | None, dataset: Dataset, values: int, bits: int) -> None:
+    """Uncompressed pixel data shorter than the header declares is refused before a buffer
+    of the declared size is allocated (a header may claim 30,000 frames and hold one)."""
+    from medsight.errors import DicomReadError
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in dataset or syntax is None:
+        return
+    try:
+        if syntax.is_compressed:
+            return
+    except ValueError:  # not a transfer syntax: decoding reports it
+        return
+    if str(dataset.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        values = values * 2 // 3  # two samples' worth per pixel once subsampled
+    expected = -(-values * bits // 8)
+    length = getattr(dataset.get_item("PixelData", keep_deferred=True), "length", None)
+    if isinstance(length, int) and 0 <= length < expected and length != 0xFFFFFFFF:
+        raise DicomReadError(
+            f"pixel data is truncated: {length:,} of the {expected:,} bytes the header "
+            "declares are present",
+            path=path,
+        )
+
+
 def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
-    """One :class:`FrameInfo` per frame of a header that has pixel data."""
+    """One :class:`FrameInfo` per frame of a header that has pixel data (refused when it
+    declares more or larger frames than the resource limits admit)."""
+    check_declared_size(path, dataset)
     transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     number_of_frames = _int_or_none(dataset.get("NumberOfFrames")) or 1
     shared = _group_item(dataset, "SharedFunctionalGroupsSequence")

@@ -23,8 +23,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from medsight.errors import NoImageFoundError, UnreadableFileError
+from medsight.errors import DicomReadError, NoImageFoundError, UnreadableFileError
 from medsight.io.dicom._header import FrameInfo, describe_frames, has_pixel_data, read_header
+from medsight.io.limits import ResourceLimitError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class SkippedFile:
 
     path: Path
     reason: str
+    limit: str | None = None  # the resource limit it was over, when that is why
 
 
 @dataclass
@@ -108,6 +110,14 @@ class DicomScan:
     @property
     def series(self) -> list[Series]:
         return [s for study in self.studies for s in study.series]
+
+    def raise_if_refused(self) -> None:
+        """Nothing readable was found because a file is over a resource limit: say so, with
+        the limit, rather than "no image found"."""
+        refused = [skip for skip in self.skipped if skip.limit is not None]
+        if not self.series and refused:
+            first = refused[0]
+            raise ResourceLimitError(first.reason, path=first.path, limit=first.limit or "")
 
 
 # --- walking the path ----------------------------------------------------------------------
@@ -315,12 +325,18 @@ def _scan_file(path: Path) -> tuple[list[FrameInfo], SkippedFile | None]:
         dataset = read_header(path)
     except InvalidDicomError:
         return [], SkippedFile(path, "not a DICOM file")
+    except ResourceLimitError as exc:
+        return [], SkippedFile(path, exc.message, exc.limit)
     except Exception as exc:  # a broken header must not stop the scan of the others
         return [], SkippedFile(path, f"unreadable DICOM header ({exc})")
     try:
         if not has_pixel_data(dataset):
             return [], SkippedFile(path, _why_no_image(dataset))
         return describe_frames(path, dataset), None
+    except ResourceLimitError as exc:
+        return [], SkippedFile(path, exc.message, exc.limit)
+    except DicomReadError as exc:
+        return [], SkippedFile(path, exc.message)
     except Exception as exc:
         return [], SkippedFile(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})")
 

@@ -23,6 +23,7 @@ anonymous memory map, so the volume is held once (no per-worker copies are sent 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import multiprocessing
@@ -32,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -39,12 +41,18 @@ from pydicom.dataset import Dataset
 
 from medsight.errors import (
     DicomReadError,
-    InvalidInputError,
     NoPixelDataError,
     UnreadableFileError,
     UnsupportedTransferSyntaxError,
 )
-from medsight.io.dicom._header import FrameInfo, infer_transfer_syntax
+from medsight.io.dicom._header import (
+    FrameInfo,
+    check_bits_allocated,
+    check_declared_size,
+    infer_transfer_syntax,
+)
+from medsight.io.dicom.codestream import declared_size
+from medsight.io.limits import DecodeClock, ResourceLimitError, current_limits
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +81,7 @@ def output_dtype(frames: Sequence[FrameInfo], dataset: Dataset) -> np.dtype:
     """The storage dtype of a stack after the modality transform (see module doc)."""
     photometric = frames[0].photometric_interpretation
     bits_allocated = int(dataset.get("BitsAllocated") or 16)
-    if bits_allocated not in (1, 8, 16, 32, 64):
-        raise InvalidInputError(
-            f"BitsAllocated {bits_allocated} is not a DICOM value (1, 8, 16, 32 or 64)",
-            path=frames[0].path,
-        )
+    check_bits_allocated(bits_allocated, frames[0].path)
     if "FloatPixelData" in dataset:
         return np.dtype(np.float32)
     if "DoubleFloatPixelData" in dataset:
@@ -136,6 +140,9 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
             path=path,
         )
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    check_declared_size(path, dataset)
+    if _is_compressed(syntax) and "PixelData" in dataset:
+        _check_codestreams(dataset, path)
     try:
         return np.asarray(dataset.pixel_array)
     except NotImplementedError as exc:
@@ -168,6 +175,47 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
                 path=path,
             ) from exc
         raise DicomReadError(f"cannot decode pixel data: {message}", path=path) from exc
+
+
+def _is_compressed(syntax: Any) -> bool:
+    try:
+        return bool(syntax is not None and syntax.is_compressed)
+    except ValueError:  # not a transfer syntax UID: decoding will say so
+        return False
+
+
+def _check_codestreams(dataset: Dataset, path: Path) -> None:
+    """Each compressed frame's own declared size against the header and the limits, before
+    a decoder allocates what the codestream asks for (see :mod:`codestream`)."""
+    from pydicom.encaps import generate_frames
+
+    limits = current_limits()
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    count = int(dataset.get("NumberOfFrames") or 1)
+    frames = generate_frames(dataset.PixelData, number_of_frames=count)
+    for index in itertools.count():
+        try:
+            frame = next(frames)
+        except StopIteration:
+            break
+        except (ValueError, TypeError) as exc:  # fragments that cannot be split into frames
+            raise DicomReadError(
+                f"encapsulated pixel data is malformed ({exc})", path=path
+            ) from exc
+        size = declared_size(frame)
+        if size is None or size == (rows, columns):
+            continue
+        limits.check(
+            "frame_pixels",
+            size[0] * size[1],
+            f"frame {index + 1}'s codestream declaring {size[0]:,} x {size[1]:,} pixels",
+            path,
+        )
+        raise DicomReadError(
+            f"frame {index + 1}'s codestream declares {size[0]} x {size[1]} pixels where "
+            f"the header says {rows} x {columns}: the pixel data is corrupt",
+            path=path,
+        )
 
 
 def modality_transform(
@@ -285,15 +333,18 @@ def _decode_file_into(
 _Task = tuple[Path, list[_FrameSlot], list[FrameInfo], np.dtype]
 
 
-def _worker(task: _Task) -> tuple[str, str, int] | None:
+def _worker(task: _Task) -> tuple[str, str, str | None] | None:
+    """Decode one file in a forked worker; a failure comes back as (path, message, limit)."""
     path, slots, frames, out_dtype = task
     assert _SHARED_TARGET is not None
     try:
         _decode_file_into(_SHARED_TARGET, path, slots, frames, out_dtype)
+    except ResourceLimitError as exc:
+        return (str(path), exc.message, exc.limit)
     except DicomReadError as exc:
-        return (str(path), exc.message, 2)
+        return (str(path), exc.message, None)
     except Exception as exc:  # reported to the parent, which raises it with the file name
-        return (str(path), f"cannot decode pixel data: {exc}", 70)
+        return (str(path), f"cannot decode pixel data: {exc}", None)
     return None
 
 
@@ -312,6 +363,11 @@ def decode_frames(
     rows, columns = frames[0].rows, frames[0].columns
     shape = (len(frames), rows, columns, channels)
     nbytes = int(np.prod(shape)) * out_dtype.itemsize
+    limits = current_limits()
+    where = frames[0].path
+    limits.check("frames", len(frames), f"a stack of {len(frames):,} frames", where)
+    limits.check("image_bytes", nbytes, f"an image of {nbytes:,} decoded bytes", where)
+    clock = DecodeClock(limits, where)
     by_file: dict[Path, list[_FrameSlot]] = defaultdict(list)
     frames_by_file: dict[Path, list[FrameInfo]] = defaultdict(list)
     for slot, frame in enumerate(frames):
@@ -340,6 +396,7 @@ def decode_frames(
         target = np.empty(shape, dtype=out_dtype)
         for path, slots, file_frames, _ in tasks:
             _decode_file_into(target, path, slots, file_frames, out_dtype)
+            clock.check()
         return target
 
     buffer = mmap.mmap(-1, max(nbytes, 1))
@@ -350,10 +407,11 @@ def decode_frames(
         chunk = max(1, len(tasks) // (workers * 8))
         with context.Pool(workers) as pool:
             for failure in pool.imap_unordered(_worker, tasks, chunksize=chunk):
+                clock.check()
                 if failure is not None:
-                    path_text, message, code = failure
-                    if code == 2:
-                        raise DicomReadError(message, path=path_text)
+                    path_text, message, limit = failure
+                    if limit is not None:
+                        raise ResourceLimitError(message, path=path_text, limit=limit)
                     raise DicomReadError(message, path=path_text)
     finally:
         _SHARED_TARGET = None

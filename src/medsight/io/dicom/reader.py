@@ -396,6 +396,7 @@ def read_dicom(
     path = Path(path)
     scan = scan_dicom(path, workers=workers)
     if path.is_file() and not scan.series and scan.skipped:
+        scan.raise_if_refused()
         skip = scan.skipped[0]
         if skip.reason.startswith("no pixel data"):
             from medsight.errors import NoPixelDataError

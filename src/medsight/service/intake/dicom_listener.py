@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from medsight.errors import ConfigurationError, MedsightError
+from medsight.io.dicom._header import check_declared_size
+from medsight.io.limits import ResourceLimitError
 from medsight.service.events import log_event
 from medsight.service.store import InstanceStore
 
@@ -21,13 +23,13 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
-_LAST_IDENTIFIER = 0x0020000E  # SeriesInstanceUID: the last tag the store needs
+_LAST_NEEDED = 0x00280100  # BitsAllocated: past the UIDs and the declared image size
 
 
 def _header(event: Any) -> Any:
-    """The dataset's elements up to the Series Instance UID, read straight from the bytes
-    received: decoding the whole instance (pixel data included) only to find four UIDs
-    costs a copy of it on every C-STORE."""
+    """The dataset's elements up to the image size (UIDs, rows, columns, frames), read
+    straight from the bytes received: decoding the whole instance (pixel data included)
+    only to find these costs a copy of it on every C-STORE."""
     from pydicom.filereader import read_dataset
 
     syntax = event.context.transfer_syntax
@@ -40,10 +42,20 @@ def _header(event: Any) -> Any:
             raw,
             syntax.is_implicit_VR,
             syntax.is_little_endian,
-            stop_when=lambda tag, _vr, _length: tag > _LAST_IDENTIFIER,
+            stop_when=lambda tag, _vr, _length: tag > _LAST_NEEDED,
         )
     finally:
         raw.seek(0)
+
+
+def _failure(status: int, comment: str) -> Any:
+    """A C-STORE failure status with the reason for the sender's log (ErrorComment, LO)."""
+    from pydicom.dataset import Dataset
+
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer
 
 
 class DicomListener:
@@ -61,7 +73,7 @@ class DicomListener:
         self.allowed_calling_aets = allowed_calling_aets or []
         self._server: Any = None
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Any) -> Any:
         calling = event.assoc.requestor.ae_title.strip()
         try:
             dataset = _header(event)
@@ -71,6 +83,15 @@ class DicomListener:
                 "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
                 "SOPClassUID": str(dataset.get("SOPClassUID", "")),
             }
+            # over a resource limit: refused now, while the sender still holds it
+            check_declared_size(None, dataset)
+        except ResourceLimitError as exc:
+            log_event("refused", logging.WARNING, stage="intake", source=calling, reason=str(exc))
+            return _failure(CANNOT_UNDERSTAND, exc.message)
+        except RecursionError:
+            reason = "sequences nested deeper than the parser can follow"
+            log_event("refused", logging.WARNING, stage="intake", source=calling, reason=reason)
+            return _failure(CANNOT_UNDERSTAND, reason)
         except Exception as exc:  # a dataset pydicom cannot parse
             log_event("failed", logging.WARNING, stage="intake", source=calling, reason=str(exc))
             return CANNOT_UNDERSTAND

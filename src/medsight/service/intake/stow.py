@@ -10,6 +10,8 @@ import io
 from typing import Any
 
 from medsight.errors import MedsightError
+from medsight.io.dicom._header import check_declared_size
+from medsight.io.limits import ResourceLimitError
 from medsight.service.store import InstanceStore
 
 __all__ = ["receive_stow"]
@@ -22,6 +24,7 @@ def _identifiers(payload: bytes) -> dict[str, str]:
     import pydicom
 
     dataset = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
+    check_declared_size(None, dataset)  # over a resource limit: refused, not stored
     identifiers = {
         k: str(dataset.get(k, ""))
         for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -52,6 +55,12 @@ def receive_stow(
             continue
         try:
             identifiers = _identifiers(payload)
+        except ResourceLimitError as exc:
+            failed.append(({}, CANNOT_UNDERSTAND, exc.message))
+            continue
+        except RecursionError:
+            failed.append(({}, CANNOT_UNDERSTAND, "sequences nested too deep to parse"))
+            continue
         except Exception as exc:  # not DICOM: reported per part, in the response
             failed.append(({}, CANNOT_UNDERSTAND, f"not a DICOM instance ({str(exc)[:150]})"))
             continue
