@@ -39,8 +39,20 @@ def test_a_declared_decompression_bomb_is_refused_with_the_limit(tmp_path):
     bomb.write_bytes(_png_declaring(20000, 20000))
     result = medsight("info", str(bomb))
     assert result.returncode == 2, result.stderr
-    assert "400,000,000 pixels is over the limit" in result.stderr
+    assert "over the limit frame_pixels=268,435,456: a frame of 20,000 x 20,000" in result.stderr
     assert "internal error" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_out_of_range_limits_end_with_exit_2_and_one_line(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(20000, 20000))
+    for setting in ("frame_pixels=0", "frames=-1", "nonsense=3", "frame_pixels=lots"):
+        result = medsight("--limit", setting, "info", str(bomb))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, (setting, lines)
+    raised = medsight("--limit", "frame_pixels=500000000", "info", str(bomb))
+    assert "over the limit" not in raised.stderr  # raised: the header is now described
 
 
 def test_a_corrupt_nifti_header_gives_one_line_without_nibabel_log_lines(tmp_path):

@@ -139,3 +139,19 @@ def test_dicom_over_tls(tmp_path):
         assert store.count() == 2
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_instance_over_a_resource_limit_is_refused_at_c_store(listener, tmp_path):
+    """Refused while the sender still holds it (status C000 with the limit in ErrorComment);
+    the good instance sent with it is stored."""
+    from tests._hostile import huge_declared, many_frames
+
+    store, port = listener
+    good = sorted(totalseg_ct_with_uids(tmp_path / "ct").glob("*.dcm"))[:1]
+    hostile = [huge_declared(tmp_path / "huge.dcm"), many_frames(tmp_path / "frames.dcm")]
+    sent = send(port, [*hostile, *good])
+    words = sent.stdout + sent.stderr
+    assert words.count("Cannot understand") == 2 or words.lower().count("0xc000") == 2, words
+    assert "over the limit frame_pixels" in words and "over the limit frames" in words
+    assert store.count() == 1

@@ -12,6 +12,7 @@ from medsight.cli import (
     analyze,
     calibrate,
     convert,
+    deidentify,
     evaluate,
     gate,
     info,
@@ -70,6 +71,7 @@ def _options(
 
 app.command("info")(info.info)
 app.command("convert")(convert.convert)
+app.command("deidentify")(deidentify.deidentify)
 app.command("analyze")(analyze.analyze)
 app.command("tasks")(tasks.list_tasks)
 app.command("export")(tasks.export)
