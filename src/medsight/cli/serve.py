@@ -69,6 +69,14 @@ def serve(
     stow_url: Annotated[
         str | None, typer.Option(help="Push DICOM results to this DICOMweb STOW-RS base URL.")
     ] = None,
+    deidentify: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="<keyfile>",
+            help="De-identify every instance as it is received (PS3.15, as `medsight "
+            "deidentify`, with this key); the worklist then shows pseudonyms.",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (analysis).")] = 1,
     max_upload_mb: Annotated[
         int, typer.Option(min=1, help="Largest HTTP request body (STOW-RS, uploads).")
@@ -130,7 +138,19 @@ def serve(
                 )
         if push:
             PacsTarget.parse(push)  # a bad value is refused before anything starts
-        store = InstanceStore(data_dir, database_url, lease_seconds=lease_seconds)
+        pseudonyms = None
+        if deidentify is not None:
+            from medsight.deid import Pseudonyms, load_key
+
+            if push or stow_url:
+                raise InvalidInputError(
+                    "--deidentify cannot be used with --push or --stow-url: results would "
+                    "carry pseudonymous UIDs the source PACS does not know"
+                )
+            pseudonyms = Pseudonyms(load_key(deidentify))
+        store = InstanceStore(
+            data_dir, database_url, lease_seconds=lease_seconds, pseudonyms=pseudonyms
+        )
         store.remove_partials()  # writes a crash interrupted: never acknowledged
 
         def reclaim() -> None:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsight.analysis.inputs import study_key_of
 from medsight.errors import InvalidInputError
@@ -27,6 +27,9 @@ from medsight.service.events import log_event
 from medsight.service.queue import JobQueue
 from medsight.service.schema import ensure_schema
 from medsight.tasks.task import sha256_file
+
+if TYPE_CHECKING:
+    from medsight.deid import Pseudonyms
 
 __all__ = ["InstanceStore", "StoredInstance"]
 
@@ -112,10 +115,18 @@ def _check_uid(name: str, value: str) -> str:
 
 class InstanceStore:
     def __init__(
-        self, data_dir: Path, database_url: str | None = None, **queue_options: Any
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        *,
+        pseudonyms: Pseudonyms | None = None,
+        **queue_options: Any,
     ) -> None:
         from sqlalchemy import create_engine, event
 
+        #: with pseudonyms, every instance is de-identified before it is written (never the
+        #: original on disk), so everything downstream sees pseudonyms only
+        self.pseudonyms = pseudonyms
         self.data_dir = Path(data_dir)
         self.files = self.data_dir / "instances"
         self.files.mkdir(parents=True, exist_ok=True)
@@ -146,6 +157,8 @@ class InstanceStore:
         row are durable."""
         from sqlalchemy.exc import IntegrityError
 
+        if self.pseudonyms is not None:
+            encoded, identifiers = self._deidentified(encoded, identifiers)
         sop = _check_uid("SOPInstanceUID", identifiers.get("SOPInstanceUID", ""))
         study = _check_uid("StudyInstanceUID", identifiers.get("StudyInstanceUID", ""))
         series = _check_uid("SeriesInstanceUID", identifiers.get("SeriesInstanceUID", ""))
@@ -161,6 +174,21 @@ class InstanceStore:
             source=calling_ae,
         )
         return new
+
+    def _deidentified(
+        self, encoded: bytes, identifiers: dict[str, str]
+    ) -> tuple[bytes, dict[str, str]]:
+        from medsight.deid import deidentify_bytes
+
+        assert self.pseudonyms is not None
+        _check_uid("SOPInstanceUID", identifiers.get("SOPInstanceUID", ""))
+        try:
+            encoded, dataset = deidentify_bytes(encoded, self.pseudonyms)
+        except Exception as exc:  # not parseable: refused, the sender keeps it
+            raise InvalidInputError(f"cannot be de-identified ({type(exc).__name__})") from None
+        replaced = {k: str(dataset.get(k, "") or "") for k in identifiers}
+        replaced["SOPClassUID"] = identifiers.get("SOPClassUID", "")  # a class, not a person
+        return encoded, replaced
 
     def _store(
         self, encoded: bytes, sop: str, study: str, series: str, sop_class: str, calling_ae: str
