@@ -65,6 +65,8 @@ class Stack:
     def description(self) -> str:
         f = self.first
         extra = f" [{self.label}]" if self.label else ""
+        if "MOSAIC" in (value.upper() for value in f.image_type):
+            return f"mosaic {f.columns}x{f.rows}x{len(self.frames)}{extra}"
         return f"{self.kind} {f.columns}x{f.rows}x{len(self.frames)}{extra}"
 
 

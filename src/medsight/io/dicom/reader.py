@@ -20,6 +20,7 @@ from medsight.io.dicom.geometry import (
     projection_affine,
     stack_geometry,
 )
+from medsight.io.dicom.mosaic import is_mosaic, mosaic_geometry, read_mosaics
 from medsight.io.dicom.pixels import decode_frames, output_dtype
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,13 @@ def summarize_stack(stack: Stack) -> StackSummary:
     Geometry problems (gaps, tilt, broken stacks) become warnings instead of errors.
     """
     first = stack.first
+    if is_mosaic(first):
+        untiled, affine = mosaic_geometry(read_header(first.path), first)
+        probe = Image(np.empty((1, 1, 1, 1)), affine, 3)
+        note = (
+            f"Siemens mosaic: {untiled[2]} slices tiled in one {first.columns} x {first.rows} image"
+        )
+        return StackSummary(affine, untiled, probe.orientation_code, probe.spacing, True, (note,))
     try:
         geometry, affine, spacing_known, _, warnings = _volume_geometry(stack, "correct")
         if geometry is not None:
@@ -259,6 +267,8 @@ def read_volumes(
     first_stack = stacks[0]
     first = first_stack.first
     header = read_header(first.path)  # once: geometry, dtype, identifiers and metadata use it
+    if is_mosaic(first):
+        return _read_mosaic_series([f for stack in stacks for f in stack.frames], header)
     geometry, affine, spacing_known, orientation_known, warnings = _volume_geometry(
         first_stack, gantry_tilt, header
     )
@@ -332,6 +342,29 @@ def read_volumes(
         is_sequence=is_sequence,
         spacing_known=spacing_known,
         orientation_known=orientation_known,
+        metadata=_metadata(header, frames),
+        warnings=tuple(warnings),
+    )
+
+
+def _read_mosaic_series(frames: list[FrameInfo], header: Dataset) -> Image:
+    """Siemens mosaic files, one volume each (several: a sequence in acquisition order)."""
+    frames = sorted(frames, key=lambda f: (f.acquisition_number or 0, f.instance_number or 0))
+    values, affine, warnings = read_mosaics(frames)
+    is_sequence = values.shape[-1] > 1
+    array = values[np.newaxis] if is_sequence else values[np.newaxis, ..., 0]
+    first = frames[0]
+    return Image(
+        array=array,
+        affine=affine,
+        spatial_dims=3,
+        modality=first.modality,
+        photometric_interpretation=_photometric(first),
+        identifiers=_identifiers(header, first),
+        frames=_frame_references(frames),
+        is_sequence=is_sequence,
+        spacing_known=True,
+        orientation_known=True,
         metadata=_metadata(header, frames),
         warnings=tuple(warnings),
     )
