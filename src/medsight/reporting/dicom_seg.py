@@ -59,6 +59,11 @@ def _paths(image: Image) -> list[Path]:
     return paths
 
 
+def _has_plane_orientation(seg: Any) -> bool:
+    shared = seg.get("SharedFunctionalGroupsSequence") or []
+    return bool(shared) and "PlaneOrientationSequence" in shared[0]
+
+
 def write_seg(
     prediction: Prediction,
     task: Task,
@@ -142,8 +147,9 @@ def write_seg(
         omit_empty_frames=False,
     )
     seg.SeriesDescription = f"AI SEG {task.id} - research use only"[:64]
-    if "FrameOfReferenceUID" not in first and "PatientOrientation" not in seg:
-        # General Image, Type 2C without a frame of reference: the source's, or empty
+    if "PatientOrientation" not in seg and not _has_plane_orientation(seg):
+        # General Image, Type 2C when frames carry no Image Orientation (Patient): a
+        # photograph or a projection radiograph. The source's value, or empty.
         seg.PatientOrientation = first.get("PatientOrientation", "")
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
