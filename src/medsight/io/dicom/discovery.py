@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -135,15 +136,33 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(directory) / name
 
 
-def _dicomdir_files(path: Path) -> list[Path]:
-    """The image files a DICOMDIR references (paths resolved against its folder)."""
-    from pydicom.fileset import FileSet
+def _dicomdir_files(path: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """The files a DICOMDIR's records reference, resolved against its folder, and the
+    records refused: a file ID that leads outside the folder (``..`` or an absolute path)
+    is skipped with the reason, and the others are still read. pydicom's FileSet refuses
+    the whole directory for one such record, so the records are walked here."""
+    from pydicom.errors import InvalidDicomError as NotDicom
 
+    root = path.parent.resolve()
     try:
-        file_set = FileSet(path)
-    except Exception as exc:  # pydicom raises several types for broken directories
+        directory = pydicom.dcmread(path)
+        records = list(directory.get("DirectoryRecordSequence") or [])
+    except (NotDicom, OSError, ValueError, EOFError) as exc:
         raise UnreadableFileError(f"not a readable DICOMDIR ({exc})", path=path) from exc
-    return [Path(instance.path) for instance in file_set]
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    for number, record in enumerate(records, start=1):
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [str(file_id)] if isinstance(file_id, str) else [str(p) for p in file_id]
+        target = root.joinpath(*parts).resolve()
+        if not target.is_relative_to(root) or any(p in ("..", "") or "/" in p for p in parts):
+            where = path.with_name(f"record-{number}")
+            skipped.append(SkippedFile(where, "file ID points outside the DICOMDIR's folder"))
+            continue
+        files.append(target)
+    return files, skipped
 
 
 def _is_dicomdir(path: Path) -> bool:
@@ -368,10 +387,12 @@ def scan_dicom(
     root = Path(path)
     if not root.exists():
         raise NoImageFoundError("no such file or folder", path=root)
-    if paths is None:
-        paths = _dicomdir_files(root) if _is_dicomdir(root) else _walk(root)
-
     skipped: list[SkippedFile] = []
+    if paths is None and _is_dicomdir(root):
+        paths, skipped = _dicomdir_files(root)
+    elif paths is None:
+        paths = _walk(root)
+
     frames: list[FrameInfo] = []
     for file_frames, skip in _map_files(_scan_file, list(paths), workers):
         frames.extend(file_frames)

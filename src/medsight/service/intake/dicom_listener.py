@@ -66,9 +66,14 @@ class DicomListener:
         ae_title: str = "MEDSIGHT",
         allowed_calling_aets: list[str] | None = None,
         maximum_associations: int = 10,
+        acse_timeout: float = 10.0,
     ) -> None:
         self.store = store
         self.maximum_associations = maximum_associations
+        # a peer that connects and sends nothing, or a broken PDU, holds one of the
+        # association slots until this runs out (pynetdicom waits on its ACSE timer): short
+        # enough that garbage cannot keep the listener full for long
+        self.acse_timeout = acse_timeout
         self.ae_title = ae_title
         self.allowed_calling_aets = allowed_calling_aets or []
         self._server: Any = None
@@ -125,7 +130,7 @@ class DicomListener:
         # senders may use PDUs of any size: pynetdicom handles each PDU in Python, and
         # its 16 kB default splits a CT slice into 32 of them
         ae.maximum_pdu_size = 0
-        ae.acse_timeout = 30  # a peer that opens a connection and says nothing is dropped
+        ae.acse_timeout = self.acse_timeout
         ae.network_timeout = 60
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:
