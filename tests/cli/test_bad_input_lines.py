@@ -98,3 +98,37 @@ def test_out_of_range_option_values_end_with_exit_2_and_one_line():
         assert result.returncode == 2, (args, result.stderr)
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and "Invalid value" in errors[0], result.stderr
+
+
+def test_library_warnings_about_a_non_conformant_file_do_not_reach_the_terminal(tmp_path):
+    """pydicom warns (UserWarning) about values that break their VR; medsight reads the
+    file and the terminal shows medsight's output only."""
+    from pydicom import config
+
+    from tests._builders import base_slice
+
+    dataset = base_slice()
+    with config.disable_value_validation():
+        dataset.BodyPartExamined = "chest, lower part (not a CS value)"
+        dataset.PatientAge = "sixty"
+    path = tmp_path / "odd.dcm"
+    dataset.save_as(path)
+    result = medsight("info", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stdout + result.stderr
+
+
+def test_zero_pixel_spacing_is_read_as_unknown_without_a_warning(tmp_path):
+    import warnings
+
+    from medsight.io import read_image
+    from tests._builders import base_slice
+
+    dataset = base_slice()
+    dataset.PixelSpacing = [0, 0]
+    path = tmp_path / "zero.dcm"
+    dataset.save_as(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy divide warning would fail here
+        image = read_image(path)
+    assert not image.spacing_known

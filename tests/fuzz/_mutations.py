@@ -39,3 +39,8 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 def examples(default: int) -> int:
     """The CI budget, or a long run's (MEDSIGHT_FUZZ_EXAMPLES=100000)."""
     return int(os.environ.get("MEDSIGHT_FUZZ_EXAMPLES", default))
+
+
+def time_limit(default: int) -> int:
+    """pytest-timeout seconds for a fuzz target: the CI bound, none for a long run."""
+    return 0 if "MEDSIGHT_FUZZ_EXAMPLES" in os.environ else default

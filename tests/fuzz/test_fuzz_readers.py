@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 
 from medsight.errors import MedsightError
 from medsight.io import read_image
-from tests.fuzz._mutations import examples, mutated
+from tests.fuzz._mutations import examples, mutated, time_limit
 
 DICOM_SEEDS = [
     Path(get_testdata_file(name)).read_bytes()
@@ -72,21 +72,21 @@ FUZZ = settings(
 )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(time_limit(240))
 @FUZZ
 @given(mutated(DICOM_SEEDS))
 def test_mutated_dicom_is_read_or_refused(data):
     _read(data, ".dcm")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(time_limit(120))
 @FUZZ
 @given(mutated([_nifti_seed()]))
 def test_mutated_nifti_is_read_or_refused(data):
     _read(data, ".nii")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(time_limit(120))
 @FUZZ
 @given(mutated(_raster_seeds()))
 def test_mutated_rasters_are_read_or_refused(data):

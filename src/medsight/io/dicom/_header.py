@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from medsight.errors import DicomReadError
 from medsight.io.limits import ReadLimits, ResourceLimitError, current_limits, limit_message
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 #: RT plans...); detected by the absence of pixel data, but named here for clearer messages.
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFER_BYTES = 4096
+_PIXEL_TAG_NUMBERS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,11 @@ def _drop_unparseable(
     dropped: list[str] = []
     for tag in list(dataset.keys()):
         raw = dataset.get_item(tag, keep_deferred=True)
-        if isinstance(raw, RawDataElement) and raw.value is None:
-            continue  # a deferred value (pixel data, a large blob): left on disk, unparsed
+        if isinstance(raw, RawDataElement) and raw.value is None:  # deferred: a large value
+            if tag in _PIXEL_TAG_NUMBERS:
+                continue  # pixel data stays on disk until it is decoded
+            size = raw.length if raw.length != 0xFFFFFFFF else 0
+            limits.check("header_bytes", size, f"an element of {size:,} bytes ({tag})", path)
         try:
             element = dataset[tag]
             if element.VR == "SQ":
@@ -109,13 +114,18 @@ def _drop_unparseable(
     return dropped
 
 
+def parse_elements(dataset: Dataset, path: Path) -> Dataset:
+    """Every element parsed now, those that cannot be dropped (see ``_drop_unparseable``)."""
+    return _parsed(dataset, path, current_limits())
+
+
 def _parsed(dataset: Dataset, path: Path, limits: ReadLimits) -> Dataset:
-    dropped = _drop_unparseable(dataset, limits, path)
-    if dropped:
-        logger.warning("%s: unreadable element(s) ignored: %s", path.name, "; ".join(dropped))
     header_bytes = _pixel_data_offset(dataset)
     if header_bytes is not None:
         limits.check("header_bytes", header_bytes, f"a header of {header_bytes:,} bytes", path)
+    dropped = _drop_unparseable(dataset, limits, path)
+    if dropped:
+        logger.warning("%s: unreadable element(s) ignored: %s", path.name, "; ".join(dropped))
     return dataset
 
 
@@ -391,25 +401,46 @@ def _native_pixels(dataset: Dataset, syntax: Any) -> NativePixels | None:
     return NativePixels(int(offset), f"{order}{'i' if signed else 'u'}{bits // 8}", stored)
 
 
+def _declared(dataset: Dataset, keyword: str, default: int, path: Path | None) -> int:
+    """A pixel-module integer as declared; one that is not a single whole number is refused
+    (readers would otherwise each guess differently)."""
+    value = dataset.get(keyword)
+    if value in (None, ""):
+        return default
+    number = _int_or_none(value)
+    if number is None:
+        raise DicomReadError(f"{keyword} {value!r} is not a whole number", path=path)
+    return number
+
+
 def check_declared_size(
     path: Path | None, dataset: Dataset, limits: ReadLimits | None = None
 ) -> None:
-    """The frame count and frame size the header declares, against the resource limits."""
+    """The pixel module as declared: sane values, and sizes within the resource limits."""
     limits = limits or current_limits()
-    frames = _int_or_none(dataset.get("NumberOfFrames")) or 1
+    frames = _declared(dataset, "NumberOfFrames", 1, path) or 1
     limits.check("frames", frames, f"a header declaring {frames:,} frames", path)
-    bits = _int_or_none(dataset.get("BitsAllocated")) or 8
+    bits = _declared(dataset, "BitsAllocated", 8, path)
     check_bits_allocated(bits, path)
-    rows = _int_or_none(dataset.get("Rows")) or 0
-    columns = _int_or_none(dataset.get("Columns")) or 0
-    samples = _int_or_none(dataset.get("SamplesPerPixel")) or 1
+    stored = _declared(dataset, "BitsStored", bits, path)
+    if not 1 <= stored <= bits:
+        raise DicomReadError(
+            f"BitsStored {stored} is not between 1 and BitsAllocated {bits}", path=path
+        )
+    rows = _declared(dataset, "Rows", 0, path)
+    columns = _declared(dataset, "Columns", 0, path)
+    samples = _declared(dataset, "SamplesPerPixel", 1, path)
+    if rows < 1 or columns < 1 or samples < 1 or frames < 1:
+        raise DicomReadError(
+            f"the header declares {frames} frame(s) of {rows} x {columns} pixels with "
+            f"{samples} sample(s): no pixels to read",
+            path=path,
+        )
     limits.check_frame(rows, columns, samples, -(-bits // 8), path)
     _check_native_length(path, dataset, frames * rows * columns * samples, bits)
 
 
 def check_bits_allocated(bits: int, path: Path | None) -> None:
-    from medsight.errors import DicomReadError
-
     if bits not in (1, 8, 16, 32, 64):
         raise DicomReadError(
             f"BitsAllocated {bits} is not a DICOM value (1, 8, 16, 32 or 64)", path=path
@@ -419,7 +450,6 @@ def check_bits_allocated(bits: int, path: Path | None) -> None:
 def _check_native_length(path: Path | None, dataset: Dataset, values: int, bits: int) -> None:
     """Uncompressed pixel data shorter than the header declares is refused before a buffer
     of the declared size is allocated (a header may claim 30,000 frames and hold one)."""
-    from medsight.errors import DicomReadError
 
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if "PixelData" not in dataset or syntax is None:

@@ -147,18 +147,29 @@ def _dicomdir_files(path: Path) -> tuple[list[Path], list[SkippedFile]]:
     try:
         directory = pydicom.dcmread(path)
         records = list(directory.get("DirectoryRecordSequence") or [])
-    except (NotDicom, OSError, ValueError, EOFError) as exc:
+    except (NotDicom, OSError, EOFError) as exc:
         raise UnreadableFileError(f"not a readable DICOMDIR ({exc})", path=path) from exc
+    except Exception as exc:  # a broken record sequence: pydicom raises several types
+        message = f"not a readable DICOMDIR ({type(exc).__name__}: {exc})"
+        raise UnreadableFileError(message, path=path) from exc
     files: list[Path] = []
     skipped: list[SkippedFile] = []
     for number, record in enumerate(records, start=1):
-        file_id = record.get("ReferencedFileID")
-        if not file_id:
+        where = path.with_name(f"record-{number}")
+        try:
+            file_id = record.get("ReferencedFileID")
+            parts = [str(file_id)] if isinstance(file_id, str) else [str(p) for p in file_id or []]
+        except Exception as exc:  # one unreadable record: the others are still read
+            skipped.append(SkippedFile(where, f"unreadable record ({type(exc).__name__})"))
             continue
-        parts = [str(file_id)] if isinstance(file_id, str) else [str(p) for p in file_id]
-        target = root.joinpath(*parts).resolve()
+        if not parts:
+            continue
+        try:
+            target = root.joinpath(*parts).resolve()
+        except (OSError, ValueError):  # a NUL byte, a path too long
+            skipped.append(SkippedFile(where, "file ID is not a usable path"))
+            continue
         if not target.is_relative_to(root) or any(p in ("..", "") or "/" in p for p in parts):
-            where = path.with_name(f"record-{number}")
             skipped.append(SkippedFile(where, "file ID points outside the DICOMDIR's folder"))
             continue
         files.append(target)

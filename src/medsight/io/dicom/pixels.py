@@ -50,6 +50,7 @@ from medsight.io.dicom._header import (
     check_bits_allocated,
     check_declared_size,
     infer_transfer_syntax,
+    parse_elements,
 )
 from medsight.io.dicom.codestream import declared_size
 from medsight.io.limits import DecodeClock, ResourceLimitError, current_limits
@@ -127,7 +128,10 @@ def read_dataset(path: Path) -> Dataset:
     except Exception as exc:
         raise UnreadableFileError(f"cannot parse DICOM file ({exc})", path=path) from exc
     infer_transfer_syntax(dataset)
-    return dataset
+    try:  # elements that cannot be parsed are dropped, as when the header was read
+        return parse_elements(dataset, path)
+    except RecursionError:
+        raise DicomReadError("sequences nested too deep to parse", path=path) from None
 
 
 def decode(dataset: Dataset, path: Path) -> np.ndarray:
@@ -198,7 +202,7 @@ def _check_codestreams(dataset: Dataset, path: Path) -> None:
             frame = next(frames)
         except StopIteration:
             break
-        except (ValueError, TypeError) as exc:  # fragments that cannot be split into frames
+        except Exception as exc:  # fragments that cannot be split (pydicom raises several)
             raise DicomReadError(
                 f"encapsulated pixel data is malformed ({exc})", path=path
             ) from exc
