@@ -16,21 +16,38 @@ from hypothesis import HealthCheck, given, settings
 from PIL import Image as PILImage
 from pydicom.data import get_testdata_file
 
+from medsight.datasets import shared_data_dir
 from medsight.errors import MedsightError
 from medsight.io import read_image
 from tests.fuzz._mutations import examples, mutated, time_limit
 
-DICOM_SEEDS = [
-    Path(get_testdata_file(name)).read_bytes()
-    for name in (
-        "CT_small.dcm",  # explicit little endian CT
-        "MR_small.dcm",
-        "JPEG2000.dcm",
-        "SC_rgb_rle.dcm",
-        "JPEG-lossy.dcm",
-        "SC_rgb_jpeg_gdcm.dcm",
-    )
-]
+
+def _dicom_seeds() -> list[bytes]:
+    """pydicom's test files (several transfer syntaxes), a real de-identified head CT from
+    deid-data, and highdicom's multi-frame slide image and SEG from ../shared/data (when the
+    real data is there)."""
+    import deid_data
+
+    seeds = [
+        Path(get_testdata_file(name)).read_bytes()
+        for name in (
+            "CT_small.dcm",  # explicit little endian CT
+            "MR_small.dcm",
+            "JPEG2000.dcm",
+            "SC_rgb_rle.dcm",
+            "JPEG-lossy.dcm",
+            "SC_rgb_jpeg_gdcm.dcm",
+        )
+    ]
+    seeds.append((Path(deid_data.__file__).parent / "data/humans/ctbrain1.dcm").read_bytes())
+    highdicom = shared_data_dir() / "dicom" / "highdicom_test_files"
+    for name in ("sm_image_grayscale.dcm", "seg_image_ct_binary.dcm"):
+        if (highdicom / name).is_file():
+            seeds.append((highdicom / name).read_bytes())
+    return seeds
+
+
+DICOM_SEEDS = _dicom_seeds()
 
 
 def _nifti_seed() -> bytes:
