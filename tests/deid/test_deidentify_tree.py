@@ -185,3 +185,38 @@ def test_a_file_that_is_not_dicom_is_reported_and_the_batch_ends_with_exit_1(
     assert done.returncode == 1
     assert "not written: input" in done.stderr and "notes.txt" not in done.stderr
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 6
+
+
+def test_results_deidentified_with_their_source_keep_their_references_and_conform(
+    tmp_path: Path,
+) -> None:
+    """Export of results: a SEG and its source de-identified under one key still point at
+    each other (same pseudonymous UIDs) and the SEG still passes dciodvfy."""
+    import shutil as shell
+
+    from medsight.deid import Pseudonyms, deidentify_tree
+    from medsight.reporting.dicom_seg import write_seg
+    from tests.reporting._sources import prediction_for
+    from tests.reporting.test_dicom_seg import dciodvfy_errors
+    from tests.reporting.test_projection_results_conform import SAMPLE, _projection_task
+
+    export = tmp_path / "export"
+    export.mkdir()
+    shell.copy(SAMPLE, export / "source.dcm")
+    image = read_image(export / "source.dcm")
+    label_map = np.zeros(image.shape, dtype=np.uint8)
+    label_map[10:40, 20:60] = 1
+    task = _projection_task(tmp_path)
+    write_seg(prediction_for(task, image, label_map), task, image, export / "seg.dcm")
+    written, skipped = deidentify_tree(export, tmp_path / "out", Pseudonyms(bytes(32)))
+    assert not skipped and len(written) == 2
+    by_modality = {pydicom.dcmread(w.output).Modality: pydicom.dcmread(w.output) for w in written}
+    seg, source = by_modality["SEG"], by_modality["DX"]
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == source.SeriesInstanceUID
+    assert referenced.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == (
+        source.SOPInstanceUID
+    )
+    assert seg.StudyInstanceUID == source.StudyInstanceUID
+    seg_path = next(w.output for w in written if pydicom.dcmread(w.output).Modality == "SEG")
+    assert dciodvfy_errors(seg_path) == []

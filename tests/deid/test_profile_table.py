@@ -113,10 +113,10 @@ def test_each_attribute_of_the_table_is_handled_as_the_standard_says(tag: BaseTa
     if action == Action.REMOVE:
         assert letters == "X" and tag not in dataset
     elif action == Action.EMPTY:
-        assert "Z" in str(letters)
+        assert letters in ("Z", "X/Z")
         assert tag in dataset and (dataset[tag].value in (None, "", b"") or not dataset[tag].value)
     elif action == Action.DUMMY:
-        assert "D" in str(letters) and "Z" not in str(letters)
+        assert "D" in str(letters)  # wherever D is allowed it is taken (Type 1 safe)
         assert tag in dataset and dataset[tag].value not in (None, "", original)
     elif action == Action.UID:
         assert letters == "U"

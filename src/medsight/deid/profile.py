@@ -6,9 +6,11 @@ table (edition 2026c here); writing 650 rows by hand would be the error-prone pa
 lists leave open, decided here:
 
 - **Combined letters** (X/Z, X/D, Z/D, X/Z/D): the choice that keeps the object conformant
-  without knowing its IOD: Z over X (a Type 2 attribute must stay present), D over X or Z
-  only where the combination has no Z. X/Z/U* (sequences of references): kept, with every
-  UID inside replaced (the U* part), so references between de-identified objects still hold.
+  without knowing its IOD. Wherever D is allowed it is taken (a dummy value satisfies a
+  Type 1 attribute, such as Device Serial Number in Enhanced General Equipment, as well as
+  Type 2 and 3); X/Z becomes Z (a Type 2 attribute must stay present). X/Z/U* (sequences of
+  references): kept, with every UID inside replaced (the U* part), so references between
+  de-identified objects still hold.
 - **Retain Longitudinal Temporal Information with Modified Dates Option** (DCM 113107):
   attributes of VR DA and DT that the profile would remove or blank are shifted by a
   per-patient whole number of days instead; TM values are kept (a whole-day shift leaves
@@ -86,10 +88,10 @@ _RESOLVED = {
     "Z": Action.EMPTY,
     "D": Action.DUMMY,
     "U": Action.UID,
-    "Z/D": Action.EMPTY,
+    "Z/D": Action.DUMMY,
     "X/Z": Action.EMPTY,
     "X/D": Action.DUMMY,
-    "X/Z/D": Action.EMPTY,
+    "X/Z/D": Action.DUMMY,
     "X/Z/U*": Action.KEEP_REFERENCES,
 }
 
