@@ -86,3 +86,21 @@ def test_a_transfer_syntax_uid_that_is_not_one_is_refused_naming_the_file(tmp_pa
     with pytest.raises(MedsightError) as caught:
         read_image(path)
     assert "odd-syntax.dcm" in str(caught.value)
+
+
+def test_a_png_declaring_over_twice_the_pixel_limit_is_refused_by_the_limit(tmp_path: Path) -> None:
+    """Found by the long run: Pillow's own bomb error (over twice its guard, which medsight
+    sets to the limit) escaped from the header check."""
+    import zlib
+
+    from medsight.io.limits import ResourceLimitError
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", 65535, 65535, 8, 0, 0, 0, 0)
+    path = tmp_path / "declared.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(ResourceLimitError, match="frame_pixels"):
+        read_image(path)

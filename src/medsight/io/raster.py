@@ -78,9 +78,13 @@ def _check_declared(path: Path, limits: ReadLimits) -> None:
     limits.check("file_bytes", size, f"a file of {size:,} bytes", path)
     with warnings.catch_warnings():  # Pillow's bomb warning: the check below decides
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-        with PILImage.open(path) as picture:
-            width, height = picture.size
-            samples = len(picture.getbands())
+        try:
+            with PILImage.open(path) as picture:
+                width, height = picture.size
+                samples = len(picture.getbands())
+        except PILImage.DecompressionBombError:  # over twice Pillow's guard, set to the limit
+            found = f"an image declaring over {2 * limits.frame_pixels:,} pixels"
+            limits.check("frame_pixels", 2 * limits.frame_pixels + 1, found, path)
     limits.check_frame(height, width, samples, 2 if picture.mode.startswith("I") else 1, path)
 
 
