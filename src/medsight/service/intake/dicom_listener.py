@@ -16,7 +16,7 @@ from medsight.io.limits import ResourceLimitError
 from medsight.service.events import log_event
 from medsight.service.store import InstanceStore
 
-__all__ = ["DicomListener"]
+__all__ = ["DicomListener", "refuse_over_limit"]
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -46,6 +46,18 @@ def _header(event: Any) -> Any:
         )
     finally:
         raw.seek(0)
+
+
+def refuse_over_limit(dataset: Any) -> None:
+    """Over a resource limit: refused now, while the sender still holds it. Anything else odd
+    in the pixel module (or none: an SR, a presentation state) is stored, and its study gets
+    NEEDS_REVIEW with the reason: nothing received is lost."""
+    try:
+        check_declared_size(None, dataset)
+    except ResourceLimitError:
+        raise
+    except MedsightError:
+        pass
 
 
 def _failure(status: int, comment: str) -> Any:
@@ -88,8 +100,7 @@ class DicomListener:
                 "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
                 "SOPClassUID": str(dataset.get("SOPClassUID", "")),
             }
-            # over a resource limit: refused now, while the sender still holds it
-            check_declared_size(None, dataset)
+            refuse_over_limit(dataset)
         except ResourceLimitError as exc:
             log_event("refused", logging.WARNING, stage="intake", source=calling, reason=str(exc))
             return _failure(CANNOT_UNDERSTAND, exc.message)

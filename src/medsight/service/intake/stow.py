@@ -10,8 +10,8 @@ import io
 from typing import Any
 
 from medsight.errors import MedsightError
-from medsight.io.dicom._header import check_declared_size
 from medsight.io.limits import ResourceLimitError
+from medsight.service.intake.dicom_listener import refuse_over_limit
 from medsight.service.store import InstanceStore
 
 __all__ = ["receive_stow"]
@@ -24,7 +24,7 @@ def _identifiers(payload: bytes) -> dict[str, str]:
     import pydicom
 
     dataset = pydicom.dcmread(io.BytesIO(payload), stop_before_pixels=True)
-    check_declared_size(None, dataset)  # over a resource limit: refused, not stored
+    refuse_over_limit(dataset)
     identifiers = {
         k: str(dataset.get(k, ""))
         for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
