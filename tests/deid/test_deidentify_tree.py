@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 from medsight.io import read_image
 from tests._builders import write_series
+from tests.cli.test_bad_input_lines import medsight
 
 IDENTIFIERS = {
     "PatientName": "Smithers^Waylon^J",
@@ -31,12 +31,9 @@ IDENTIFIERS = {
 }
 
 
-def medsight(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "medsight", *args], capture_output=True, text=True, timeout=120
-    )
-    if check:
-        assert done.returncode == 0, done.stderr
+def run_ok(*args: str) -> subprocess.CompletedProcess[str]:
+    done = medsight(*args)
+    assert done.returncode == 0, done.stderr
     return done
 
 
@@ -103,19 +100,9 @@ def test_the_same_key_gives_the_same_pseudonyms_and_another_key_others(
     series: Path, tmp_path: Path
 ) -> None:
     key, other = tmp_path / "a.key", tmp_path / "b.key"
-    medsight(
-        "deidentify", str(series), str(tmp_path / "one"), "--key", str(key), "--new-key", check=True
-    )
-    medsight("deidentify", str(series), str(tmp_path / "two"), "--key", str(key), check=True)
-    medsight(
-        "deidentify",
-        str(series),
-        str(tmp_path / "three"),
-        "--key",
-        str(other),
-        "--new-key",
-        check=True,
-    )
+    run_ok("deidentify", str(series), str(tmp_path / "one"), "--key", str(key), "--new-key")
+    run_ok("deidentify", str(series), str(tmp_path / "two"), "--key", str(key))
+    run_ok("deidentify", str(series), str(tmp_path / "three"), "--key", str(other), "--new-key")
 
     def names(folder: str) -> list[str]:
         return sorted(
@@ -144,9 +131,7 @@ def test_a_key_others_can_read_is_refused(series: Path, tmp_path: Path) -> None:
 
 def test_bad_keys_and_destinations_end_with_exit_2(series: Path, tmp_path: Path) -> None:
     key = tmp_path / "k.key"
-    medsight(
-        "deidentify", str(series), str(tmp_path / "o1"), "--key", str(key), "--new-key", check=True
-    )
+    run_ok("deidentify", str(series), str(tmp_path / "o1"), "--key", str(key), "--new-key")
     again = medsight(
         "deidentify", str(series), str(tmp_path / "o2"), "--key", str(key), "--new-key"
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +65,19 @@ def prediction_for(task: Task, image, label_map: np.ndarray) -> Prediction:
         label_map=label_map.astype(np.uint8),
         segment_probabilities=probabilities,
     )
+
+
+def analyzed_dicom_outputs(source: Path, task: str, outputs: str, out: Path) -> list[Path]:
+    """``medsight analyze SOURCE --task TASK --outputs OUTPUTS`` run as a user would; the
+    DICOM results its one study's result.json lists."""
+    command = [sys.executable, "-m", "medsight", "analyze", str(source), "--task", task]
+    result = subprocess.run(
+        [*command, "--outputs", outputs, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    (document,) = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
+    folder = next(out.glob("*/"))
+    return [folder / p for analysis in document["analyses"] for p in analysis["dicom_outputs"]]

@@ -3,9 +3,6 @@ those of the photograph and the CT do (tests beside this one)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,35 +11,30 @@ import pytest
 
 from medsight.io import read_image
 from medsight.reporting.dicom_seg import write_seg
-from tests._tasks import write_task
-from tests.reporting._sources import prediction_for
+from tests._tasks import segmenter_2d_task
+from tests.reporting._sources import analyzed_dicom_outputs, prediction_for
 from tests.reporting.test_dicom_seg import dciodvfy_errors
 
 SAMPLE = Path(__file__).parents[2] / "src/medsight/samples/cxr/pneumonia_sample_sc.dcm"
 
 
 def _projection_task(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from medsight.tasks import load_task
-
-    return load_task(
-        write_task(
-            tmp_path / "task",
-            task_id="test-dx-lungs",
-            kind="segmentation",
-            architecture="UNet",
-            arguments={
-                "spatial_dims": 2,
-                "in_channels": 1,
-                "out_channels": 2,
-                "channels": [4, 8],
-                "strides": [2],
-                "num_res_units": 0,
-            },
-            outputs=[("background", 0), ("lung", 1)],
-            acceptance={"spatial_dims": 2, "modalities": ["DX", "CR"]},
-            preprocessing={"patch_size": [64, 64], "normalize": "zscore"},
-            display={"window": "none"},
-        )
+    """The shared 2D segmenter, made grayscale and DX/CR."""
+    return segmenter_2d_task(
+        tmp_path / "task",
+        task_id="test-dx-lungs",
+        arguments={
+            "spatial_dims": 2,
+            "in_channels": 1,
+            "out_channels": 2,
+            "channels": [4, 8],
+            "strides": [2],
+            "num_res_units": 0,
+        },
+        outputs=[("background", 0), ("lung", 1)],
+        acceptance={"spatial_dims": 2, "modalities": ["DX", "CR"]},
+        preprocessing={"patch_size": [64, 64], "normalize": "zscore"},
+        display={"window": "none"},
     )
 
 
@@ -61,18 +53,7 @@ def test_the_seg_of_a_projection_radiograph_passes_dciodvfy(tmp_path: Path) -> N
 
 @pytest.mark.timeout(300)
 def test_the_sr_and_sc_of_a_projection_radiograph_pass_dciodvfy(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "medsight", "analyze", str(SAMPLE), "--task", "cxr-pneumonia"]
-    result = subprocess.run(
-        [*command, "--outputs", "json,sr,sc", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr
-    (document,) = [json.loads(p.read_text()) for p in out.glob("*/result.json")]
-    folder = next(out.glob("*/"))
-    written = [folder / p for a in document["analyses"] for p in a["dicom_outputs"]]
+    written = analyzed_dicom_outputs(SAMPLE, "cxr-pneumonia", "json,sr,sc", tmp_path / "out")
     assert {pydicom.dcmread(p, stop_before_pixels=True).Modality for p in written} >= {"SR"}
     for path in written:
         assert dciodvfy_errors(path) == [], path.name

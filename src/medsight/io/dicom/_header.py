@@ -440,6 +440,15 @@ def check_declared_size(
     _check_native_length(path, dataset, frames * rows * columns * samples, bits)
 
 
+def is_compressed_syntax(syntax: Any) -> bool:
+    """Whether a Transfer Syntax UID is an encapsulated one; False for a UID that is not a
+    transfer syntax at all (decoding then reports it)."""
+    try:
+        return bool(syntax is not None and syntax.is_compressed)
+    except ValueError:
+        return False
+
+
 def check_bits_allocated(bits: int, path: Path | None) -> None:
     if bits not in (1, 8, 16, 32, 64):
         raise DicomReadError(
@@ -452,12 +461,7 @@ def _check_native_length(path: Path | None, dataset: Dataset, values: int, bits:
     of the declared size is allocated (a header may claim 30,000 frames and hold one)."""
 
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    if "PixelData" not in dataset or syntax is None:
-        return
-    try:
-        if syntax.is_compressed:
-            return
-    except ValueError:  # not a transfer syntax: decoding reports it
+    if "PixelData" not in dataset or syntax is None or is_compressed_syntax(syntax):
         return
     if str(dataset.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
         values = values * 2 // 3  # two samples' worth per pixel once subsampled

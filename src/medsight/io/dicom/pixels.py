@@ -33,7 +33,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -50,6 +49,7 @@ from medsight.io.dicom._header import (
     check_bits_allocated,
     check_declared_size,
     infer_transfer_syntax,
+    is_compressed_syntax,
     parse_elements,
 )
 from medsight.io.dicom.codestream import declared_size
@@ -145,7 +145,7 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
         )
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     check_declared_size(path, dataset)
-    if _is_compressed(syntax) and "PixelData" in dataset:
+    if is_compressed_syntax(syntax) and "PixelData" in dataset:
         _check_codestreams(dataset, path)
     try:
         return np.asarray(dataset.pixel_array)
@@ -179,13 +179,6 @@ def decode(dataset: Dataset, path: Path) -> np.ndarray:
                 path=path,
             ) from exc
         raise DicomReadError(f"cannot decode pixel data: {message}", path=path) from exc
-
-
-def _is_compressed(syntax: Any) -> bool:
-    try:
-        return bool(syntax is not None and syntax.is_compressed)
-    except ValueError:  # not a transfer syntax UID: decoding will say so
-        return False
 
 
 def _check_codestreams(dataset: Dataset, path: Path) -> None:
