@@ -1,10 +1,11 @@
 """One study from input to written results (result.json, masks, overlays, provenance).
 
-The CLI (``medsight analyze``) and, later, the service call this; neither holds the logic.
+The CLI (``medsight analyze``, ``analyze-archive``) and the service call this; none holds
+the logic.
 """
 
 from medsight.analysis.batch import analyze_studies
-from medsight.analysis.inputs import ImageSource, StudyInput, find_studies
+from medsight.analysis.inputs import ImageSource, StudyInput, find_studies, studies_of
 from medsight.analysis.runner import AnalysisOptions, StudyOutcome, TaskSource, analyze_study
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "analyze_studies",
     "analyze_study",
     "find_studies",
+    "studies_of",
 ]

@@ -15,7 +15,7 @@ from medsight.io.limits import ResourceLimitError
 from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
 from medsight.tasks.task import sha256_file
 
-__all__ = ["ImageSource", "StudyInput", "find_studies"]
+__all__ = ["ImageSource", "StudyInput", "find_studies", "studies_of"]
 
 
 @dataclass
@@ -29,6 +29,11 @@ class ImageSource:
     # the (first) file relative to the path the user gave; it may name a patient, so it is
     # written to result.json (input.path), never to the worklist or a DICOM output
     relative_path: str | None = None
+    # from a manifest row: the task asked for this image (None: the run's), and what the
+    # image shows that its pixels may not say (written with the analysis)
+    task: str | None = None
+    laterality: str | None = None  # "R" or "L"
+    phase: str | None = None  # e.g. "ED" / "ES", or a screening field
 
 
 @dataclass
@@ -137,3 +142,17 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
         reason = scan.skipped[0].reason if scan.skipped else "the folder is empty"
         raise NoImageFoundError(f"no image found ({reason})", path=path)
     return studies
+
+
+def studies_of(path: Path | None, manifest: Path | None) -> list[StudyInput]:
+    """The studies of a path, or of a manifest CSV (exactly one of the two)."""
+    from medsight.errors import InvalidInputError
+
+    if (path is None) == (manifest is None):
+        raise InvalidInputError("give either a PATH to analyse or --manifest CSV, not both")
+    if manifest is not None:
+        from medsight.analysis.manifest import manifest_studies
+
+        return manifest_studies(manifest)
+    assert path is not None
+    return find_studies(path)

@@ -39,6 +39,8 @@ def input_record(image: Image, source: ImageSource, key: bytes = b"") -> dict[st
         "spacing_known": image.spacing_known,
         "affine_lps": image.affine.tolist(),
         "warnings": list(image.warnings),
+        # what a manifest said the image shows (its pixels may not say it)
+        **{k: v for k, v in (("laterality", source.laterality), ("phase", source.phase)) if v},
     }
 
 

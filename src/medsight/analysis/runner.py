@@ -58,6 +58,7 @@ class StudyOutcome:
     analyses: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     priority: dict[str, Any] | None = None
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -75,7 +76,7 @@ class TaskSource:
 
     def __init__(self, options: AnalysisOptions) -> None:
         self.options = options
-        self._named: Task | None = None
+        self._named: dict[str, Task] = {}
         self._catalog: list[Task] | None = None
         self._predictors: dict[str, Predictor] = {}
         self._gates: dict[str, InputGate] = {}
@@ -83,15 +84,32 @@ class TaskSource:
     def gate(self, task: Task) -> InputGate:
         return self._gates.setdefault(task.task_hash, InputGate(task))
 
-    def choose_named(self) -> Task:
-        """The task named in the options (loaded once; errors are the caller's to report)."""
-        if self._named is None:
-            self._named = load_named_task(self.options.task, self.options.tasks_dirs)
-            for network in self._named.spec.networks:
-                self._named.weights_path(network.name)  # missing or corrupted weights: exit 3
-        return self._named
+    def named(self, name: str) -> Task:
+        """A task by name, ``name@version`` or folder (loaded once; errors are the caller's
+        to report: an unknown task exits 2, missing or corrupted weights 3)."""
+        if name not in self._named:
+            task = load_named_task(name, self.options.tasks_dirs)
+            for network in task.spec.networks:
+                task.weights_path(network.name)
+            self._named[name] = task
+        return self._named[name]
 
-    def choose(self, image: Image) -> tuple[Task, str, list[str]]:
+    def choose_named(self) -> Task:
+        """The task named in the options."""
+        return self.named(self.options.task)
+
+    def check_requested(self, studies: list[StudyInput]) -> None:
+        """Load every task the run and its studies name, so that a bad name fails before
+        any study is analysed."""
+        if self.options.task != "auto":
+            self.choose_named()
+        for name in sorted({s.task for study in studies for s in study.images if s.task}):
+            self.named(name)
+
+    def choose(self, image: Image, requested: str | None = None) -> tuple[Task, str, list[str]]:
+        if requested:
+            named = self.named(requested)
+            return named, "named", [f"task named in the manifest: {named.id}"]
         if self.options.task != "auto":
             named = self.choose_named()
             return named, "named", [f"task named on the command line: {named.id}"]
@@ -141,7 +159,7 @@ def _analyse_slide(
         if level is None:  # the largest level that is at most 4096 pixels wide
             level = next((lv.index for lv in levels if lv.width <= 4096), len(levels) - 1)
         image = slide.read_level(level)
-        task, mode, reasons = tasks.choose(image)
+        task, mode, reasons = tasks.choose(image, source.task)
         predictor = tasks.predictor(task)
         probability, affine = predictor.predict_slide(slide, level=level)
     label_map = np.argmax(probability, axis=0).astype(np.uint8)
@@ -173,11 +191,12 @@ def analyze_study(
     *,
     tasks: TaskSource | None = None,
     provenance_log: Path | None = None,
+    record_provenance: bool = True,
 ) -> StudyOutcome:
     """Analyse every image of ``study`` into ``out/<study key>/``; one bad image never stops
-    the others. Returns what was written and what failed (with exit codes)."""
-    from medsight import __version__
-
+    the others. Returns what was written and what failed (with exit codes), with the
+    provenance entries it appended (or, without ``record_provenance``, left for the caller
+    to append: an archive run's driver is the only writer of its provenance.jsonl)."""
     tasks = tasks or TaskSource(options)
     study_dir = out / study.key
     outcome = StudyOutcome(study.key, study.label, None)
@@ -194,7 +213,7 @@ def analyze_study(
                 record = _analyse_slide(source, tasks, options, study_dir, stem)
             else:
                 image = source.load()
-                task, mode, reasons = tasks.choose(image)
+                task, mode, reasons = tasks.choose(image, source.task)
                 predictor = tasks.predictor(task)
                 gate = tasks.gate(task)
                 started = time.perf_counter()
@@ -269,35 +288,45 @@ def analyze_study(
     document = json.loads(result_path.read_text())
     outcome.result_path = result_path
     outcome.priority = document["priority"]
-    log = provenance_log or out / "provenance.jsonl"
-    for record in outcome.analyses:
-        append_provenance(
-            log,
-            {
-                "medsight_version": __version__,
-                "input": {
-                    k: record["input"][k]
-                    for k in (
-                        "kind",
-                        "file_sha256",
-                        "study_instance_uid",
-                        "series_instance_uid",
-                        "sop_instance_uids",
-                    )
-                },
-                "task": {k: record["task"][k] for k in ("id", "version", "hash", "weights_sha256")},
-                "state": record["state"],
-                "outputs": [result_path.relative_to(out).as_posix()]
-                + [f"{study.key}/{p}" for p in record["overlays"]]
-                + (
-                    [f"{study.key}/{record['segmentation']['label_map']}"]
-                    if "segmentation" in record
-                    else []
-                )
-                + [f"{study.key}/{p}" for p in record.get("dicom_outputs", [])],
-            },
-        )
+    outcome.provenance = [
+        _provenance_entry(record, study.key, result_path, out) for record in outcome.analyses
+    ]
+    if record_provenance:
+        log = provenance_log or out / "provenance.jsonl"
+        for entry in outcome.provenance:
+            append_provenance(log, entry)
     return outcome
+
+
+def _provenance_entry(
+    record: dict[str, Any], study_key: str, result_path: Path, out: Path
+) -> dict[str, Any]:
+    """What provenance.jsonl says of one analysis: inputs, task, state and outputs."""
+    from medsight import __version__
+
+    return {
+        "medsight_version": __version__,
+        "input": {
+            k: record["input"][k]
+            for k in (
+                "kind",
+                "file_sha256",
+                "study_instance_uid",
+                "series_instance_uid",
+                "sop_instance_uids",
+            )
+        },
+        "task": {k: record["task"][k] for k in ("id", "version", "hash", "weights_sha256")},
+        "state": record["state"],
+        "outputs": [result_path.relative_to(out).as_posix()]
+        + [f"{study_key}/{p}" for p in record["overlays"]]
+        + (
+            [f"{study_key}/{record['segmentation']['label_map']}"]
+            if "segmentation" in record
+            else []
+        )
+        + [f"{study_key}/{p}" for p in record.get("dicom_outputs", [])],
+    }
 
 
 def _write_study_result(

@@ -10,6 +10,7 @@ import typer
 
 from medsight.cli import (
     analyze,
+    archive,
     calibrate,
     convert,
     deidentify,
@@ -73,6 +74,7 @@ app.command("info")(info.info)
 app.command("convert")(convert.convert)
 app.command("deidentify")(deidentify.deidentify)
 app.command("analyze")(analyze.analyze)
+app.command("analyze-archive")(archive.analyze_archive)
 app.command("tasks")(tasks.list_tasks)
 app.command("export")(tasks.export)
 app.command("import-model")(tasks.import_model)

@@ -21,7 +21,10 @@ RESEARCH_USE = (
 
 
 def analyze(
-    path: Annotated[Path, typer.Argument(help="A DICOM file/folder/DICOMDIR, NIfTI or image.")],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A DICOM file/folder/DICOMDIR, NIfTI or image (or give --manifest)."),
+    ] = None,
     task: Annotated[str, typer.Option(help="Task name, name@version, task folder, or auto.")] = (
         "auto"
     ),
@@ -53,13 +56,20 @@ def analyze(
             "for machines with more cores than one study keeps busy (memory grows with it).",
         ),
     ] = 1,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="A CSV of images to analyse instead of PATH: columns image (required), task, "
+            "study, patient, laterality, phase (docs/engine.md).",
+        ),
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results
     (SEG, SR, SC) under OUT/<study>/."""
 
     def action() -> None:
-        from medsight.analysis import AnalysisOptions, TaskSource, analyze_studies, find_studies
+        from medsight.analysis import AnalysisOptions, TaskSource, analyze_studies, studies_of
         from medsight.analysis.outputs import parse_outputs
         from medsight.errors import InvalidInputError
         from medsight.tasks.selection import load_rules
@@ -78,10 +88,9 @@ def analyze(
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",
         )
-        studies = find_studies(path)
+        studies = studies_of(path, manifest)
         tasks = TaskSource(options)
-        if task != "auto":
-            tasks.choose_named()  # a bad task name or task.toml fails before any work
+        tasks.check_requested(studies)  # a bad task name or task.toml fails before any work
         with progress_bar(console, transient=True) as progress:
             bar = progress.add_task(f"analysing {len(studies)} study(ies)", total=len(studies))
             outcomes = analyze_studies(
