@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
 import re
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["AnalysisOptions", "StudyOutcome", "TaskSource", "analyze_study"]
 
 DISCLAIMER = "research use only, not for diagnostic use"
+#: errors writing the outputs (full or read-only disk): no later study can be written either
+OUT_OF_ROOM = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 
 
 @dataclass
@@ -264,6 +267,8 @@ def analyze_study(
             )
             continue
         except OSError as exc:  # a file gone or unreadable since discovery: this image only
+            if exc.errno in OUT_OF_ROOM:  # the outputs cannot be written: stop, not skip
+                raise
             missing = exc.filename or source.description
             outcome.failures.append(
                 {

@@ -22,7 +22,7 @@ from typing import Any
 
 from medsight.analysis import AnalysisOptions, StudyInput, StudyOutcome
 from medsight.analysis.devices import device_key
-from medsight.analysis.runner import write_unanalysed_study
+from medsight.analysis.runner import OUT_OF_ROOM, write_unanalysed_study
 from medsight.archive.cluster import connect, make_actor_class
 from medsight.archive.state import ArchiveState, StorageError
 from medsight.errors import ConfigurationError
@@ -227,8 +227,14 @@ def _drive(
                 workers.load[slot] -= 1
             try:
                 outcome: StudyOutcome = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:  # the analysis itself raised: a bug
+            except ray.exceptions.RayTaskError as exc:  # the analysis itself raised
                 cause = exc.cause if exc.cause is not None else exc
+                if isinstance(cause, OSError) and cause.errno in OUT_OF_ROOM:
+                    raise StorageError(
+                        f"cannot write the results ({cause.strerror}); the studies recorded "
+                        "so far stay done: rerun the same command when DEST has room",
+                        path=dest,
+                    ) from None
                 _fail(
                     study,
                     f"internal error: {type(cause).__name__}: {cause}",

@@ -60,8 +60,6 @@ def analyze_archive(
         from medsight.analysis import AnalysisOptions, TaskSource, studies_of
         from medsight.analysis.outputs import parse_outputs
         from medsight.archive.driver import ArchiveProgress, run_archive
-        from medsight.archive.state import ArchiveState
-        from medsight.archive.summary import write_summary
         from medsight.errors import InvalidInputError
 
         if backend not in ("torch", "onnxruntime"):
@@ -106,10 +104,7 @@ def analyze_archive(
                     on_progress=show,
                 )
             finally:  # also on Ctrl-C: the summary covers what is done so far
-                with ArchiveState(out) as state:
-                    keys = sorted({r.key for r in state.records.values()})
-                if keys:
-                    write_summary(out, keys)
+                _summarise(out)
         p = report.progress
         console.print(
             f"{report.studies} studies in {source}: {p.done} analysed, {p.failed} failed, "
@@ -126,3 +121,19 @@ def analyze_archive(
             raise typer.Exit(1)
 
     run(action, debug=debug)
+
+
+def _summarise(out: Path) -> None:
+    """summary.csv/.parquet of every study recorded so far; a DEST that cannot take them
+    (full, read-only) is said, without hiding the error that stopped the run."""
+    from medsight.archive.state import ArchiveState
+    from medsight.archive.summary import write_summary
+    from medsight.errors import MedsightError
+
+    try:
+        with ArchiveState(out) as state:
+            keys = sorted({r.key for r in state.records.values()})
+        if keys:
+            write_summary(out, keys)
+    except (OSError, MedsightError) as exc:
+        console.print(f"warning: summary not written ({exc})")
