@@ -19,10 +19,30 @@ from medsight.tasks import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALL_OUTPUTS", "DEFAULT_OUTPUTS", "parse_outputs", "write_dicom_outputs"]
+__all__ = [
+    "ALL_OUTPUTS",
+    "DEFAULT_OUTPUTS",
+    "parse_outputs",
+    "wants_heatmap",
+    "wants_overlay",
+    "write_dicom_outputs",
+]
 
-ALL_OUTPUTS = ("seg", "sr", "sc", "json", "html")
+ALL_OUTPUTS = ("seg", "sr", "sc", "json", "html", "overlay", "heatmap")
 DEFAULT_OUTPUTS = ("json", "html")
+#: outputs that show or carry a classifier's Grad-CAM (the SR carries its location)
+_NEED_HEATMAP = ("heatmap", "overlay", "html", "sc", "sr")
+#: outputs that draw the overlay PNG (the report shows it, the SC encapsulates it)
+_NEED_OVERLAY = ("overlay", "html", "sc")
+
+
+def wants_heatmap(outputs: tuple[str, ...]) -> bool:
+    """Grad-CAM costs a backward pass per image: computed only when an output uses it."""
+    return any(kind in outputs for kind in _NEED_HEATMAP)
+
+
+def wants_overlay(outputs: tuple[str, ...]) -> bool:
+    return any(kind in outputs for kind in _NEED_OVERLAY)
 
 
 def parse_outputs(text: str) -> tuple[str, ...]:

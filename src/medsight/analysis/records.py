@@ -106,7 +106,11 @@ def prediction_record(
     study_dir: Path,
     stem: str,
     gate: GateResult | None = None,
+    *,
+    overlay: bool = True,
 ) -> dict[str, Any]:
+    """The analysis block of result.json, writing the files it points to (label map,
+    probability maps, heatmap; the overlay PNG only with ``overlay``)."""
     spec = task.spec
     gate = gate or GateResult()
     withheld = gate.withheld
@@ -139,6 +143,11 @@ def prediction_record(
         if prediction.heatmap is not None:
             heatmap = write_heatmap(prediction.heatmap, image, study_dir / "heatmaps" / stem)
             record["classification"]["heatmap"] = heatmap.relative_to(study_dir).as_posix()
+        elif spec.explanation == "gradcam" and "explain" not in prediction.timings:
+            record["classification"]["heatmap_note"] = (
+                "no Grad-CAM heatmap computed: no output that shows it was asked "
+                "(--outputs heatmap, overlay, html, sc or sr); the finding has no location"
+            )
     if prediction.label_map is not None:
         label_path = write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
         counts = np.bincount(prediction.label_map.ravel(), minlength=len(spec.outputs))
@@ -165,13 +174,14 @@ def prediction_record(
                 for name, files in maps.items()
             }
         overlay_label = prediction.label_map
-    overlay = overlay_png(  # a withheld answer is not drawn over the image
-        image,
-        study_dir / "overlays" / f"{stem}.png",
-        label_map=None if withheld else overlay_label,
-        heatmap=None if withheld else prediction.heatmap,
-    )
-    record["overlays"].append(overlay.relative_to(study_dir).as_posix())
+    if overlay:
+        drawn = overlay_png(  # a withheld answer is not drawn over the image
+            image,
+            study_dir / "overlays" / f"{stem}.png",
+            label_map=None if withheld else overlay_label,
+            heatmap=None if withheld else prediction.heatmap,
+        )
+        record["overlays"].append(drawn.relative_to(study_dir).as_posix())
     return record
 
 

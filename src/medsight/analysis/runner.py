@@ -16,7 +16,12 @@ import numpy as np
 
 from medsight.analysis.devices import device_key
 from medsight.analysis.inputs import ImageSource, StudyInput
-from medsight.analysis.outputs import DEFAULT_OUTPUTS, write_dicom_outputs
+from medsight.analysis.outputs import (
+    DEFAULT_OUTPUTS,
+    wants_heatmap,
+    wants_overlay,
+    write_dicom_outputs,
+)
 from medsight.analysis.records import gate_record, input_record, prediction_record, task_record
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.findings import Finding, findings_from_prediction, triage
@@ -132,6 +137,7 @@ class TaskSource:
                 backend=self.options.backend,  # type: ignore[arg-type]
                 tta=self.options.tta,
                 threads=self.options.threads,
+                explain=wants_heatmap(self.options.outputs),
             )
         return self._predictors[key]
 
@@ -226,7 +232,15 @@ def analyze_study(
                 started = time.perf_counter()
                 gate.with_model(gate_result, prediction, image, predictor)
                 prediction.timings["gate"] = gate_time + time.perf_counter() - started
-                record = prediction_record(prediction, task, image, study_dir, stem, gate_result)
+                record = prediction_record(
+                    prediction,
+                    task,
+                    image,
+                    study_dir,
+                    stem,
+                    gate_result,
+                    overlay=wants_overlay(options.outputs),
+                )
                 record["gate"] = gate_record(gate_result, statistics)
                 record["input"] = input_record(image, source, key)
                 record["task"] = task_record(task, predictor, mode, reasons)
@@ -248,7 +262,7 @@ def analyze_study(
                         task,
                         image,
                         findings,
-                        study_dir / record["overlays"][0],
+                        study_dir / record["overlays"][0] if record["overlays"] else None,
                         study_dir,
                         stem,
                         options.outputs,
