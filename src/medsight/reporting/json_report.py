@@ -144,6 +144,14 @@ _ANALYSIS = {
                     "items": {"type": "array", "items": {"type": "number"}},
                 },
                 "warnings": _STRINGS,
+                "laterality": {
+                    "enum": ["R", "L"],
+                    "description": "from a manifest row: the side the image shows",
+                },
+                "phase": {
+                    "type": "string",
+                    "description": "from a manifest row: e.g. ED/ES of a cine, a screening field",
+                },
             },
         },
         "task": {
@@ -176,6 +184,10 @@ _ANALYSIS = {
                 "heatmap": {
                     "type": "string",
                     "description": "Grad-CAM heatmap (0-1) on the input's grid, relative path",
+                },
+                "heatmap_note": {
+                    "type": "string",
+                    "description": "why no heatmap was computed (no output that uses it asked)",
                 },
                 "operating_points": {
                     "type": "object",
