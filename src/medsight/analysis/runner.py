@@ -16,6 +16,7 @@ import numpy as np
 
 from medsight.analysis.devices import device_key
 from medsight.analysis.inputs import ImageSource, StudyInput
+from medsight.analysis.memory import check_estimate, memory_guard
 from medsight.analysis.outputs import (
     DEFAULT_OUTPUTS,
     wants_heatmap,
@@ -54,6 +55,8 @@ class AnalysisOptions:
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     include_identifiers: bool = False  # patient identifiers in result.json / report.html
     threads: int | None = None  # ONNX Runtime threads per network (None: one per core)
+    # --max-memory: the resident memory one analysis may reach (bytes; None: no limit)
+    max_memory: int | None = None
     # keys the device hash in result.json (input.device); empty: OUT/.device_key
     device_key: bytes = b""
 
@@ -218,58 +221,67 @@ def analyze_study(
     for number, source in enumerate(study.images, start=1):
         stem = f"{number:02d}_{_slug(source.description)}"
         try:
-            if source.kind == "wsi":
-                record = _analyse_slide(source, tasks, options, study_dir, stem)
-            else:
-                image = source.load()
-                task, mode, reasons = tasks.choose(image, source.task)
-                predictor = tasks.predictor(task)
-                gate = tasks.gate(task)
-                started = time.perf_counter()
-                gate_result, statistics = gate.before_model(image)
-                gate_time = time.perf_counter() - started
-                prediction = predictor.predict(image)
-                started = time.perf_counter()
-                gate.with_model(gate_result, prediction, image, predictor)
-                prediction.timings["gate"] = gate_time + time.perf_counter() - started
-                record = prediction_record(
-                    prediction,
-                    task,
-                    image,
-                    study_dir,
-                    stem,
-                    gate_result,
-                    overlay=wants_overlay(options.outputs),
-                )
-                record["gate"] = gate_record(gate_result, statistics)
-                record["input"] = input_record(image, source, key)
-                record["task"] = task_record(task, predictor, mode, reasons)
-                # a withheld answer gives no finding: no flag, no measurement (kept above
-                # in the classification / segmentation block for audit only)
-                findings = (
-                    []
-                    if gate_result.withheld
-                    else findings_from_prediction(prediction, task, image)
-                )
-                record["findings"] = [f.as_dict() for f in findings]
-                all_findings.extend(findings)
-                measurement_flags[task.id] = list(task.spec.measurement_flags)
-                identifiers = identifiers or image.identifiers
-                if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
-                    written, notes = write_dicom_outputs(
+            with memory_guard(options.max_memory, source.description):
+                if source.kind == "wsi":
+                    record = _analyse_slide(source, tasks, options, study_dir, stem)
+                else:
+                    image = source.load()
+                    task, mode, reasons = tasks.choose(image, source.task)
+                    predictor = tasks.predictor(task)
+                    gate = tasks.gate(task)
+                    started = time.perf_counter()
+                    gate_result, statistics = gate.before_model(image)
+                    gate_time = time.perf_counter() - started
+                    if options.max_memory:
+                        check_estimate(
+                            options.max_memory,
+                            int(image.array.size),
+                            len(task.spec.outputs),
+                            segmentation=task.spec.kind == "segmentation",
+                            what=source.description,
+                        )
+                    prediction = predictor.predict(image)
+                    started = time.perf_counter()
+                    gate.with_model(gate_result, prediction, image, predictor)
+                    prediction.timings["gate"] = gate_time + time.perf_counter() - started
+                    record = prediction_record(
                         prediction,
-                        gate_result,
                         task,
                         image,
-                        findings,
-                        study_dir / record["overlays"][0] if record["overlays"] else None,
                         study_dir,
                         stem,
-                        options.outputs,
-                        previous_sr=previous_sr,
+                        gate_result,
+                        overlay=wants_overlay(options.outputs),
                     )
-                    record["dicom_outputs"] = written
-                    record["output_notes"] = notes
+                    record["gate"] = gate_record(gate_result, statistics)
+                    record["input"] = input_record(image, source, key)
+                    record["task"] = task_record(task, predictor, mode, reasons)
+                    # a withheld answer gives no finding: no flag, no measurement (kept above
+                    # in the classification / segmentation block for audit only)
+                    findings = (
+                        []
+                        if gate_result.withheld
+                        else findings_from_prediction(prediction, task, image)
+                    )
+                    record["findings"] = [f.as_dict() for f in findings]
+                    all_findings.extend(findings)
+                    measurement_flags[task.id] = list(task.spec.measurement_flags)
+                    identifiers = identifiers or image.identifiers
+                    if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
+                        written, notes = write_dicom_outputs(
+                            prediction,
+                            gate_result,
+                            task,
+                            image,
+                            findings,
+                            study_dir / record["overlays"][0] if record["overlays"] else None,
+                            study_dir,
+                            stem,
+                            options.outputs,
+                            previous_sr=previous_sr,
+                        )
+                        record["dicom_outputs"] = written
+                        record["output_notes"] = notes
         except NoMatchingTaskError as exc:
             outcome.failures.append(
                 {"what": source.description, "reason": exc.message, "exit_code": exc.exit_code}

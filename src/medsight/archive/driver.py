@@ -307,7 +307,14 @@ def _finish(
             seconds=round(seconds, 3),
         )
         report.progress.failed += 1
-        report.failed.append({"key": study.key, "label": study.label, "error": "; ".join(failures)})
+        report.failed.append(
+            {
+                "key": study.key,
+                "label": study.label,
+                "error": "; ".join(failures),
+                "exit_code": outcome.exit_code,
+            }
+        )
     else:
         state.record(
             study.key,
@@ -344,4 +351,4 @@ def _fail(
         study.key, "failed", requests[study.key], attempts=tries, error=reason, label=study.label
     )
     report.progress.failed += 1
-    report.failed.append({"key": study.key, "label": study.label, "error": reason})
+    report.failed.append({"key": study.key, "label": study.label, "error": reason, "exit_code": 1})

@@ -63,6 +63,13 @@ def analyze(
             "study, patient, laterality, phase (docs/engine.md).",
         ),
     ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop an analysis whose process would use more memory than this (e.g. 4G): "
+            "a clear error (exit 2) instead of swapping.",
+        ),
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results
@@ -70,6 +77,7 @@ def analyze(
 
     def action() -> None:
         from medsight.analysis import AnalysisOptions, TaskSource, analyze_studies, studies_of
+        from medsight.analysis.memory import parse_size
         from medsight.analysis.outputs import parse_outputs
         from medsight.errors import InvalidInputError
         from medsight.tasks.selection import load_rules
@@ -84,6 +92,7 @@ def analyze(
             tta=tta,
             slide_level=level,
             outputs=parse_outputs(outputs),
+            max_memory=parse_size(max_memory) if max_memory else None,
             include_identifiers=include_identifiers,
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",

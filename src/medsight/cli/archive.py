@@ -51,6 +51,13 @@ def analyze_archive(
     attempts: Annotated[
         int, typer.Option(min=1, max=10, help="Tries per study when its worker dies.")
     ] = 3,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop an analysis whose process would use more memory than this (e.g. 4G): "
+            "a clear error (exit 2) instead of swapping.",
+        ),
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse every study of an archive on Ray: resumable (a rerun skips what is done),
@@ -58,6 +65,7 @@ def analyze_archive(
 
     def action() -> None:
         from medsight.analysis import AnalysisOptions, TaskSource, studies_of
+        from medsight.analysis.memory import parse_size
         from medsight.analysis.outputs import parse_outputs
         from medsight.archive.driver import ArchiveProgress, run_archive
         from medsight.errors import InvalidInputError
@@ -69,6 +77,7 @@ def analyze_archive(
             tasks_dirs=list(tasks_dir or []),
             backend=backend,
             outputs=parse_outputs(outputs),
+            max_memory=parse_size(max_memory) if max_memory else None,
         )
         is_manifest = source.suffix.lower() == ".csv"
         studies = studies_of(None if is_manifest else source, source if is_manifest else None)
@@ -117,8 +126,10 @@ def analyze_archive(
             console.print(f"... and {len(report.failed) - 20} more: see {out}/archive-state.jsonl")
         console.print(f"summary: {out / 'summary.csv'} and summary.parquet")
         Console(highlight=False).print(RESEARCH_USE)
-        if report.failed:
-            raise typer.Exit(1)
+        if report.failed:  # all failed alike (e.g. each over --max-memory): that code
+            codes = {int(f["exit_code"]) for f in report.failed}
+            alone = not p.done and not report.already_done and len(codes) == 1
+            raise typer.Exit(codes.pop() if alone else 1)
 
     run(action, debug=debug)
 
