@@ -12,7 +12,11 @@ Peak memory per worker: the largest VmHWM (peak resident set) of any process of 
 tree, sampled every 0.2 s from /proc: the CLI process for plain ``analyze``, each job
 process for ``--jobs 2``, each Ray actor (``ray::StudyAnalyzer``) for ``analyze-archive``.
 
-Usage: python benchmarks/bench_archive.py [--studies 240] [--repeats 3]
+Memory for a large volume: ``medsight analyze`` on a 512x512x800 CT (int16, built from the
+TotalSegmentator CT as bench_inference.py builds its volume) with bench_inference's own 3D
+task, its peak resident memory and the growth over the same command on a tiny volume.
+
+Usage: python benchmarks/bench_archive.py [--studies 240] [--repeats 3] [--ct-memory-only]
 Prints the median over the interleaved repeats and the spread (min-max), so a busy machine
 moves every side alike.
 """
@@ -145,11 +149,108 @@ def run_once(kind: str, folder: Path, outputs: str) -> tuple[float, float, float
     return elapsed, steady, sampler.worker_peak_mib(kind)
 
 
+def ct_512x512x800() -> Path:
+    """A CT-sized volume (int16) built from the TotalSegmentator CT, as bench_inference does."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    from medsight.datasets import shared_data_dir
+
+    target = CACHE / "ct_512x512x800.nii.gz"
+    if target.is_file():
+        return target
+    source = nib.load(shared_data_dir() / "totalseg-ct" / "example_ct.nii.gz")
+    data = np.asarray(source.dataobj, dtype=np.float32)
+    factors = np.array([512, 512, 800]) / np.array(data.shape)
+    volume = ndimage.zoom(data, factors, order=1).astype(np.int16)
+    affine = source.affine @ np.diag([*(1 / factors), 1.0])
+    CACHE.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(volume, affine), target)
+    return target
+
+
+def bench_task(folder: Path) -> Path:
+    """bench_inference.py's own 3D task: a 3-output U-Net on 96^3 windows."""
+    from tests._tasks import segmenter_3d_task
+
+    segmenter_3d_task(
+        folder,
+        acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
+        arguments={
+            "spatial_dims": 3,
+            "in_channels": 1,
+            "out_channels": 3,
+            "channels": [8, 16, 32, 64],
+            "strides": [2, 2, 2],
+            "num_res_units": 1,
+        },
+        preprocessing={
+            "reorient": "RAS",
+            "patch_size": [96, 96, 96],
+            "overlap": 0.25,
+            "normalize": "none",
+            "batch_size": 2,
+        },
+        display={"window": "range", "value_range": [-1000.0, 1000.0]},
+    )
+    return folder
+
+
+def ct_memory() -> None:
+    """Peak resident memory of `medsight analyze` on the 512x512x800 CT with the bench task,
+    against the same command on a tiny volume (what the process holds without the CT)."""
+    import nibabel as nib
+    import numpy as np
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ct-"))
+    task = bench_task(work / "task")
+    ct = ct_512x512x800()
+    tiny = work / "tiny.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((96, 96, 96), np.int16), np.eye(4)), tiny)
+    peaks = {}
+    for name, volume in (("tiny", tiny), ("ct", ct)):
+        command = [
+            MEDSIGHT,
+            "analyze",
+            str(volume),
+            "--task",
+            str(task),
+            "--outputs",
+            "json",
+            "--out",
+            str(work / name),
+        ]
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sampler = PeakSampler(process.pid)
+        sampler.start()
+        _, errors = process.communicate()
+        sampler.stop.set()
+        sampler.join()
+        if process.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(command)} exited {process.returncode}: {errors!r}")
+        peaks[name] = (sampler.worker_peak_mib("analyze"), time.perf_counter() - started)
+    input_mib = 512 * 512 * 800 * 2 / 2**20
+    growth = peaks["ct"][0] - peaks["tiny"][0]
+    print(
+        f"512x512x800 CT (int16 {input_mib:.0f} MiB), bench 3D task (3 outputs, 96^3 windows): "
+        f"peak {peaks['ct'][0]:.0f} MiB in {peaks['ct'][1]:.0f} s; the same command on a tiny "
+        f"volume {peaks['tiny'][0]:.0f} MiB; growth {growth:.0f} MiB = "
+        f"{growth / input_mib:.2f}x the int16 input (target: under 4 GB and under 4x)"
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ct-memory-only", action="store_true", help="only the CT figure")
     args = parser.parse_args()
+    ct_memory()
+    if args.ct_memory_only:
+        return
     folder = chest_folder(args.studies)
     cases = [
         ("analyze", "json"),

@@ -4,9 +4,9 @@ instead of driving the machine into swap.
 Two checks, both on the resident memory of the process doing the analysis:
 
 1. before the network runs, an estimate: what the process holds now plus the working set of
-   the task on this input (segmentation: the input and a float32 probability per output and
-   two more working copies, the budget ``benchmarks/bench_inference.py`` measures; others:
-   four float32 copies of the input). An input that cannot fit is refused before any work.
+   the task on this input (``Predictor.working_bytes``: for a segmentation, (outputs + 2)
+   float32 volumes, or 1 + 2 x (outputs - 1) bytes per voxel on the bounded path of a large
+   volume). An input that cannot fit is refused before any work.
 2. while it runs, a watchdog thread samples the resident set every 50 ms and, over the limit,
    raises :class:`MemoryLimitError` in the analysing thread (at its next Python step: a
    single long native call finishes first), which unwinds the study and frees its arrays.
@@ -25,7 +25,7 @@ from pathlib import Path
 from medsight.errors import InvalidInputError
 from medsight.io.limits import ResourceLimitError
 
-__all__ = ["MemoryLimitError", "estimate_bytes", "memory_guard", "parse_size", "resident_bytes"]
+__all__ = ["MemoryLimitError", "check_estimate", "memory_guard", "parse_size", "resident_bytes"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -54,19 +54,13 @@ def _gib(value: float) -> str:
     return f"{value / 2**30:.2f} GiB"
 
 
-def estimate_bytes(voxels: int, outputs: int, *, segmentation: bool) -> int:
-    """The working set of one analysis beyond what the process already holds."""
-    copies = outputs + 2 if segmentation else 4
-    return voxels * 4 * copies
-
-
-def check_estimate(limit: int, voxels: int, outputs: int, *, segmentation: bool, what: str) -> None:
-    """Refuse before the network runs when the estimate cannot fit."""
+def check_estimate(limit: int, needed: int, *, what: str) -> None:
+    """Refuse before the network runs when what the process holds plus what the analysis
+    needs (``Predictor.working_bytes``) cannot fit."""
     held = resident_bytes()
-    needed = estimate_bytes(voxels, outputs, segmentation=segmentation)
     if held + needed > limit:
         raise MemoryLimitError(
-            f"needs about {_gib(held + needed)} ({voxels:,} voxels, {outputs} outputs, with "
+            f"needs about {_gib(held + needed)} ({_gib(needed)} for this input, with "
             f"{_gib(held)} already in use) but --max-memory is {_gib(limit)}; not analysed",
             path=what,
             limit="max_memory",

@@ -14,6 +14,7 @@ from medsight.analysis.inputs import ImageSource
 from medsight.gate import GateResult
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
+from medsight.inference.quantized import SCALE, QuantizedVolume
 from medsight.io import write_nifti
 from medsight.reporting import overlay_png
 from medsight.tasks import Task
@@ -74,16 +75,26 @@ def write_probability_maps(
     probabilities: np.ndarray, task: Task, image: Image, masks_dir: Path, stem: str
 ) -> dict[str, dict[str, str]]:
     """Each segment's probability on the input's grid: ``<stem>_prob_<segment>.nii.gz``
-    (float32, the image's geometry) and, for a 2D source, an 8-bit PNG to look at."""
+    (float32, the image's geometry; for a volume segmented in bounded memory, 16-bit with the
+    NIfTI scale factor 1/65535, which readers apply) and, for a 2D source, an 8-bit PNG."""
     written: dict[str, dict[str, str]] = {}
     for output in task.spec.outputs:
         if output.index == 0 or output.index >= len(probabilities):
             continue
-        values = np.asarray(probabilities[output.index], dtype=np.float32)
+        segment = probabilities[output.index]
         base = masks_dir / f"{stem}_prob_{output.name}"
+        target = base.with_name(base.name + ".nii.gz")
+        if isinstance(segment, QuantizedVolume):  # written as stored: uint16 x 1/65535
+            nifti = write_nifti(
+                image.replace(array=segment.raw[np.newaxis], is_sequence=False, frames=()),
+                target,
+                slope=SCALE,
+            )
+            written[output.name] = {"nifti": nifti.name}
+            continue
+        values = np.asarray(segment, dtype=np.float32)
         nifti = write_nifti(
-            image.replace(array=values[np.newaxis], is_sequence=False, frames=()),
-            base.with_name(base.name + ".nii.gz"),
+            image.replace(array=values[np.newaxis], is_sequence=False, frames=()), target
         )
         entry = {"nifti": nifti.name}
         if values.ndim == 2:

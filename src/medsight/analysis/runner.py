@@ -233,13 +233,8 @@ def analyze_study(
                     gate_result, statistics = gate.before_model(image)
                     gate_time = time.perf_counter() - started
                     if options.max_memory:
-                        check_estimate(
-                            options.max_memory,
-                            int(image.array.size),
-                            len(task.spec.outputs),
-                            segmentation=task.spec.kind == "segmentation",
-                            what=source.description,
-                        )
+                        needed = predictor.working_bytes(image)
+                        check_estimate(options.max_memory, needed, what=source.description)
                     prediction = predictor.predict(image)
                     started = time.perf_counter()
                     gate.with_model(gate_result, prediction, image, predictor)

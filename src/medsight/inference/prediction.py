@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class Prediction:
     logits: np.ndarray | None = None
     probabilities: dict[str, float] | None = None
     flags: dict[str, dict[str, object]] = field(default_factory=dict)
-    segment_probabilities: np.ndarray | None = None
+    # float32, or for a large volume QuantizedProbabilities (uint16, indexed alike)
+    segment_probabilities: Any = None
     label_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     heatmap_grid: tuple[int, ...] | None = None  # the explained layer's grid (its resolution)

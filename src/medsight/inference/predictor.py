@@ -31,6 +31,7 @@ from medsight.inference.preprocess import (
     voxelwise_display,
 )
 from medsight.inference.sliding_window import sliding_window
+from medsight.inference.streamed import STREAM_VOXELS, segment_streamed, streamable
 from medsight.tasks.acceptance import CheckOutcome, check_acceptance
 from medsight.tasks.spec import Display, Preprocessing, TaskSpec
 from medsight.tasks.task import Task
@@ -118,6 +119,8 @@ class Predictor:
         self.deterministic = deterministic
         self.tta = tta
         self.explain = explain
+        # 3D volumes from this many voxels on are segmented in bounded memory (streamed.py)
+        self.stream_voxels = STREAM_VOXELS
         self._backends: dict[str, Any] = {}
         self._torch_modules: dict[str, Any] = {}
 
@@ -247,6 +250,21 @@ class Predictor:
                 for image, prediction in zip(images, predictions, strict=True):
                     self._segment(image, prediction)
         return predictions
+
+    def working_bytes(self, image: Image) -> int:
+        """Memory one prediction on ``image`` needs beyond the image itself (an estimate,
+        for ``--max-memory``): a segmentation (outputs + 2) float32 volumes of the larger of
+        the source and network grids, or on the bounded path (streamed.py) a uint8 label map
+        and uint16 foreground probabilities; a classifier four float32 copies of its input."""
+        spec = self.task.spec
+        voxels = int(np.prod(image.shape))
+        if spec.kind != "segmentation":
+            return 4 * 4 * voxels * max(1, image.num_channels)
+        outputs = max(o.index for o in spec.outputs) + 1
+        work, size = to_network_grid(image, spec.preprocessing)
+        if streamable(work, size, self, self.stream_voxels):
+            return voxels * (1 + 2 * (outputs - 1))
+        return 4 * (outputs + 2) * max(voxels, int(np.prod(size)))
 
     def features(self, images: Sequence[Image]) -> np.ndarray | None:
         """The pooled network features of each image, without the rest of a prediction (the
@@ -383,6 +401,16 @@ class Predictor:
         prep = spec.preprocessing
         started = time.perf_counter()
         work, size = to_network_grid(image, prep)
+        if streamable(work, size, self, self.stream_voxels):
+            labels, quantized = segment_streamed(self, image, work, prediction)
+            started = time.perf_counter()
+            prediction.segment_probabilities = quantized
+            post = spec.postprocessing
+            if post.largest_component or post.fill_holes or post.min_size_voxels:
+                labels = _postprocess(np.ascontiguousarray(labels), spec)
+            prediction.label_map = labels
+            prediction.timings["postprocess"] = time.perf_counter() - started
+            return
         # fused preprocessing where windows need no whole-volume step (resampling, z-scores):
         # each window is mapped as it is cut out, and no float copy of the volume is made
         fusable = (

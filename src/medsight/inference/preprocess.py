@@ -143,6 +143,41 @@ def normalize(values: np.ndarray, mode: str) -> np.ndarray:
     return values
 
 
+def zscore_mapping(
+    raw: np.ndarray, display: Callable[[np.ndarray], np.ndarray], *, nonzero: bool
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``display`` followed by :func:`normalize`'s z-score, as a function of raw values: the
+    image-wide mean and standard deviation are taken here, slab by slab in float64, so no
+    float copy of the whole volume is made (a sliding window maps each window as cut out)."""
+    count, total, squares = 0, 0.0, 0.0
+    step = max(1, (1 << 20) // max(1, int(np.prod(raw.shape[2:]))))
+    for first in range(0, raw.shape[1], step):
+        block = display(np.ascontiguousarray(raw[:, first : first + step])).astype(np.float64)
+        if nonzero:
+            block = block[block != 0]
+        count += block.size
+        total += float(block.sum())
+        squares += float(np.square(block).sum())
+    if count == 0:  # nothing non-zero: normalize() leaves the values as they are
+        return display
+    mean = total / count
+    std = max(float(np.sqrt(max(squares / count - mean * mean, 0.0))), 1e-6)
+    return partial(_zscored, display=display, mean=mean, std=std, nonzero=nonzero)
+
+
+def _zscored(
+    raw: np.ndarray,
+    *,
+    display: Callable[[np.ndarray], np.ndarray],
+    mean: float,
+    std: float,
+    nonzero: bool,
+) -> np.ndarray:
+    values = display(raw)
+    scored = ((values - mean) / std).astype(np.float32)
+    return np.where(values != 0, scored, np.float32(0)) if nonzero else scored
+
+
 def equalize(values: np.ndarray) -> np.ndarray:
     """Histogram equalisation of each channel to [0, 1] (scikit-image): every image gets the
     same grey-level distribution, so exposure and contrast stop telling batches apart."""

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from medsight.inference.preprocess import MappedVolume
 
-__all__ = ["sliding_window"]
+__all__ = ["sliding_window", "sliding_window_rows"]
 
 #: sigma of the Gaussian profile, as a fraction of the window size (nnU-Net and MONAI: 1/8)
 SIGMA_SCALE = 0.125
@@ -44,6 +45,81 @@ def _profile(window: int) -> np.ndarray:
     return np.maximum(profile / profile.max(), PROFILE_FLOOR).astype(np.float32)
 
 
+@dataclass
+class _Plan:
+    """Where the windows go and how their Gaussian weights add up."""
+
+    spatial: tuple[int, ...]  # the input's size
+    padded: tuple[int, ...]  # zero-padded to at least one window per axis
+    roi: list[int]
+    corners: list[tuple[int, ...]]  # in itertools.product order: the first axis outermost
+    weight: np.ndarray  # one window's weight (outer product of the 1D profiles)
+    sums: list[np.ndarray]  # per axis, the summed 1D profiles
+
+
+def _plan(values: Any, roi_size: Sequence[int], overlap: float) -> tuple[Any, _Plan]:
+    spatial = tuple(int(s) for s in values.shape[1:])
+    roi = [int(r) for r in roi_size]
+    padding = [max(0, r - s) for r, s in zip(roi, spatial, strict=True)]
+    if any(padding):
+        if isinstance(values, MappedVolume):  # small enough to be padded whole
+            values = values[(slice(None),) * len(values.shape)]
+        values = np.pad(values, [(0, 0)] + [(0, p) for p in padding])
+    padded = tuple(int(s) for s in values.shape[1:])
+    starts = [_starts(s, r, overlap) for s, r in zip(padded, roi, strict=True)]
+    profiles = [_profile(r) for r in roi]
+    weight = profiles[0]
+    for profile in profiles[1:]:
+        weight = np.multiply.outer(weight, profile)
+    sums = []
+    for size, length, axis_starts, profile in zip(padded, roi, starts, profiles, strict=True):
+        total = np.zeros(size, dtype=np.float32)
+        for start in axis_starts:
+            total[start : start + length] += profile
+        sums.append(total)
+    corners = list(itertools.product(*starts))
+    return values, _Plan(spatial, padded, roi, corners, weight, sums)
+
+
+def _results(
+    values: Any,
+    plan: _Plan,
+    predictor: Callable[[Any], Any],
+    batch_size: int,
+    streams: int,
+) -> Iterator[tuple[list[tuple[slice, ...]], Any]]:
+    """Each batch of windows with the network's output, in window order."""
+    import torch
+
+    def batch(windows: list[tuple[slice, ...]]) -> Any:
+        return torch.from_numpy(np.stack([values[w] for w in windows]))
+
+    group_size = max(1, batch_size // max(1, streams))
+    groups = [
+        [
+            (slice(None), *(slice(c, c + r) for c, r in zip(corner, plan.roi, strict=True)))
+            for corner in plan.corners[first : first + group_size]
+        ]
+        for first in range(0, len(plan.corners), group_size)
+    ]
+    if streams <= 1:
+        for windows in groups:
+            yield windows, predictor(batch(windows))
+        return
+    in_flight: deque[tuple[list[tuple[slice, ...]], Future[Any]]] = deque()
+    with ThreadPoolExecutor(streams, thread_name_prefix="medsight-window") as pool:
+        for windows in groups:
+            if len(in_flight) == streams:
+                done_windows, future = in_flight.popleft()
+                yield done_windows, future.result()
+            # the batch is cut here, not in the pool's threads: each thread would keep
+            # its own malloc arena of freed windows (measured: +0.7 volumes of memory)
+            in_flight.append((windows, pool.submit(predictor, batch(windows))))
+        while in_flight:
+            done_windows, future = in_flight.popleft()
+            yield done_windows, future.result()
+
+
 def sliding_window(
     values: np.ndarray | MappedVolume,
     roi_size: Sequence[int],
@@ -65,71 +141,82 @@ def sliding_window(
     """
     import torch
 
-    spatial = values.shape[1:]
-    roi = [int(r) for r in roi_size]
-    padding = [max(0, r - s) for r, s in zip(roi, spatial, strict=True)]
-    if any(padding):
-        if isinstance(values, MappedVolume):  # small enough to be padded whole
-            values = values[(slice(None),) * len(values.shape)]
-        values = np.pad(values, [(0, 0)] + [(0, p) for p in padding])
-    padded = values.shape[1:]
-    starts = [_starts(s, r, overlap) for s, r in zip(padded, roi, strict=True)]
-    profiles = [_profile(r) for r in roi]
-    weight = profiles[0]
-    for profile in profiles[1:]:
-        weight = np.multiply.outer(weight, profile)
-    sums = []
-    for size, length, axis_starts, profile in zip(padded, roi, starts, profiles, strict=True):
-        total = np.zeros(size, dtype=np.float32)
-        for start in axis_starts:
-            total[start : start + length] += profile
-        sums.append(total)
-
+    values, plan = _plan(values, roi_size, overlap)
     # the blending runs in torch: in-place, fused (addcmul) and on all cores
-    weight_t = torch.from_numpy(weight)
+    weight_t = torch.from_numpy(plan.weight)
     output: np.ndarray | None = None
     output_t: Any = None
-
-    def blend(windows: list[tuple[slice, ...]], result: Any) -> None:
-        nonlocal output, output_t
+    for windows, result in _results(values, plan, predictor, batch_size, streams):
         result = torch.as_tensor(result).detach().float()
         if output is None:
-            output = np.zeros((result.shape[1], *padded), dtype=np.float32)
+            output = np.zeros((result.shape[1], *plan.padded), dtype=np.float32)
             output_t = torch.from_numpy(output)
         for window, patch in zip(windows, result, strict=True):
             output_t[window].addcmul_(patch, weight_t)
-
-    def batch(windows: list[tuple[slice, ...]]) -> Any:
-        return torch.from_numpy(np.stack([values[w] for w in windows]))
-
-    corners = list(itertools.product(*starts))
-    group_size = max(1, batch_size // max(1, streams))
-    groups = [
-        [
-            (slice(None), *(slice(c, c + r) for c, r in zip(corner, roi, strict=True)))
-            for corner in corners[first : first + group_size]
-        ]
-        for first in range(0, len(corners), group_size)
-    ]
-    if streams <= 1:
-        for windows in groups:
-            blend(windows, predictor(batch(windows)))
-    else:
-        in_flight: deque[tuple[list[tuple[slice, ...]], Future[Any]]] = deque()
-        with ThreadPoolExecutor(streams, thread_name_prefix="medsight-window") as pool:
-            for windows in groups:
-                if len(in_flight) == streams:
-                    done_windows, future = in_flight.popleft()
-                    blend(done_windows, future.result())
-                # the batch is cut here, not in the pool's threads: each thread would keep
-                # its own malloc arena of freed windows (measured: +0.7 volumes of memory)
-                in_flight.append((windows, pool.submit(predictor, batch(windows))))
-            while in_flight:
-                done_windows, future = in_flight.popleft()
-                blend(done_windows, future.result())
     assert output is not None
-    for axis, total in enumerate(sums):
-        shape = [1] * (len(padded) + 1)
+    for axis, total in enumerate(plan.sums):
+        shape = [1] * (len(plan.padded) + 1)
         shape[axis + 1] = len(total)
         output_t.div_(torch.from_numpy(total.reshape(shape)))
-    return output[(slice(None), *(slice(0, int(s)) for s in spatial))]
+    return output[(slice(None), *(slice(0, int(s)) for s in plan.spatial))]
+
+
+def sliding_window_rows(
+    values: np.ndarray | MappedVolume,
+    roi_size: Sequence[int],
+    predictor: Callable[[Any], Any],
+    on_rows: Callable[[int, int, np.ndarray], None],
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    streams: int = 1,
+) -> None:
+    """The blended output of :func:`sliding_window` handed out band by band along the first
+    spatial axis: ``on_rows(first, stop, block)`` with ``block`` (k, stop - first, *rest),
+    float32, as soon as no later window touches those rows. Only a band of one window's
+    height plus one step is held, never the whole (k, *spatial) output, so a CT of any
+    length takes the same memory here. The values equal :func:`sliding_window`'s."""
+    import torch
+
+    values, plan = _plan(values, roi_size, overlap)
+    weight_t = torch.from_numpy(plan.weight)
+    first_starts = sorted({corner[0] for corner in plan.corners})
+    height = plan.roi[0] + max([b - a for a, b in itertools.pairwise(first_starts)] or [0])
+    rest = plan.padded[1:]
+    band: np.ndarray | None = None
+    band_t: Any = None
+    base = 0  # the padded row the band's first row is
+    crop = tuple(slice(0, int(s)) for s in plan.spatial[1:])
+    divisors = [torch.from_numpy(total) for total in plan.sums]
+
+    def emit(stop: int) -> None:
+        nonlocal base
+        assert band is not None
+        rows = stop - base
+        if rows <= 0:
+            return
+        block = band_t[:, :rows].clone()
+        block.div_(divisors[0][base:stop].reshape(1, rows, *([1] * len(rest))))
+        for axis, total in enumerate(divisors[1:], start=2):
+            shape = [1] * (len(plan.padded) + 1)
+            shape[axis] = len(total)
+            block.div_(total.reshape(shape))
+        kept = min(stop, plan.spatial[0]) - base
+        if kept > 0:
+            on_rows(base, base + kept, block.numpy()[(slice(None), slice(0, kept), *crop)])
+        # the band moves on: the rows still open go to its front, the rest start at zero
+        band_t[:, : band.shape[1] - rows] = band_t[:, rows:].clone()
+        band_t[:, band.shape[1] - rows :] = 0
+        base = stop
+
+    for windows, result in _results(values, plan, predictor, batch_size, streams):
+        result = torch.as_tensor(result).detach().float()
+        if band is None:
+            band = np.zeros((result.shape[1], height, *rest), dtype=np.float32)
+            band_t = torch.from_numpy(band)
+        for window, patch in zip(windows, result, strict=True):
+            start = window[1].start
+            emit(start)  # every window before this one starts at or above ``start``
+            local = (slice(None), slice(start - base, start - base + plan.roi[0]), *window[2:])
+            band_t[local].addcmul_(patch, weight_t)
+    emit(plan.padded[0])

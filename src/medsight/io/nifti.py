@@ -102,8 +102,9 @@ def read_nifti(path: str | Path) -> Image:
     )
 
 
-def write_nifti(image: Image, path: str | Path) -> Path:
-    """Write a grayscale image (3D, or 3D+t as 4D) to NIfTI with its RAS affine."""
+def write_nifti(image: Image, path: str | Path, *, slope: float | None = None) -> Path:
+    """Write a grayscale image (3D, or 3D+t as 4D) to NIfTI with its RAS affine; ``slope``:
+    the stored integers times it are the values (scl_slope), e.g. uint16 probabilities."""
     path = Path(path)
     if image.num_channels != 1:
         raise InvalidInputError(
@@ -123,6 +124,8 @@ def write_nifti(image: Image, path: str | Path) -> Path:
     code = 1 if image.modality or image.identifiers.frame_of_reference_uid else 2
     nifti.set_sform(affine, code=code)
     nifti.set_qform(affine, code=code)
+    if slope is not None:
+        nifti.header.set_slope_inter(slope, 0.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nifti, path)
     return path
