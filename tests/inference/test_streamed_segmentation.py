@@ -31,14 +31,15 @@ def _conv(seed: int):
 
 
 @pytest.mark.parametrize(
-    ("shape", "roi", "overlap", "streams"),
+    ("shape", "roi", "overlap", "streams", "axis"),
     [
-        ((1, 70, 44, 37), (24, 24, 24), 0.5, 1),
-        ((1, 53, 30, 41), (16, 32, 16), 0.25, 2),
-        ((1, 10, 50, 20), (24, 24, 24), 0.5, 1),  # shorter than a window: padded, cropped
+        ((1, 70, 44, 37), (24, 24, 24), 0.5, 1, 0),
+        ((1, 53, 30, 41), (16, 32, 16), 0.25, 2, 2),
+        ((1, 10, 50, 20), (24, 24, 24), 0.5, 1, 1),  # shorter than a window: padded, cropped
+        ((1, 10, 50, 20), (24, 24, 24), 0.5, 1, 0),
     ],
 )
-def test_bands_give_the_blended_output_of_the_whole_volume(shape, roi, overlap, streams):
+def test_bands_give_the_blended_output_of_the_whole_volume(shape, roi, overlap, streams, axis):
     values = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     network = _conv(0)
     whole = sliding_window(values, roi, network, overlap=overlap, batch_size=3, streams=streams)
@@ -47,16 +48,18 @@ def test_bands_give_the_blended_output_of_the_whole_volume(shape, roi, overlap, 
 
     def collect(first: int, stop: int, block: np.ndarray) -> None:
         bands.append((first, stop))
-        assembled[:, first:stop] = block
+        rows = [slice(None)] * 4
+        rows[axis + 1] = slice(first, stop)
+        assembled[tuple(rows)] = block
 
     sliding_window_rows(
-        values, roi, network, collect, overlap=overlap, batch_size=3, streams=streams
+        values, roi, network, collect, axis=axis, overlap=overlap, batch_size=3, streams=streams
     )
     # every row handed out once, in order, and the values those of the whole-volume blend
-    assert bands[0][0] == 0 and bands[-1][1] == shape[1]
+    assert bands[0][0] == 0 and bands[-1][1] == shape[axis + 1]
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))
     np.testing.assert_allclose(assembled, whole, rtol=1e-5, atol=1e-5)
-    if shape[1] > 2 * roi[0]:
+    if shape[axis + 1] > 2 * roi[axis]:
         assert len(bands) > 2  # really banded, not one block at the end
 
 

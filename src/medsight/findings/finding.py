@@ -194,12 +194,26 @@ def measure_segment(
     return results
 
 
+def _mean_inside(probabilities: Any, mask: np.ndarray) -> float:
+    """The mean probability inside ``mask``, slab by slab for quantised probabilities (no
+    float copy of a large segment)."""
+    from medsight.inference.quantized import SCALE, QuantizedVolume
+
+    if not isinstance(probabilities, QuantizedVolume):
+        return float(probabilities[mask].mean())
+    total, count = 0, 0
+    for raw, inside in zip(probabilities.raw, mask, strict=True):
+        total += int(raw[inside].sum(dtype=np.uint64))
+        count += int(inside.sum())
+    return total / count * SCALE
+
+
 def _segment_finding(
     task: Task, output: Output, mask: np.ndarray, probabilities: np.ndarray | None, image: Image
 ) -> Finding:
     present = bool(mask.any())
     probability = (
-        float(probabilities[mask].mean()) if present and probabilities is not None else None
+        _mean_inside(probabilities, mask) if present and probabilities is not None else None
     )
     finding = Finding(
         name=output.name,

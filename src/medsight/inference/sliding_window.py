@@ -57,7 +57,10 @@ class _Plan:
     sums: list[np.ndarray]  # per axis, the summed 1D profiles
 
 
-def _plan(values: Any, roi_size: Sequence[int], overlap: float) -> tuple[Any, _Plan]:
+def _plan(
+    values: Any, roi_size: Sequence[int], overlap: float, outer: int = 0
+) -> tuple[Any, _Plan]:
+    """The windows of ``values``, ordered with spatial axis ``outer`` outermost."""
     spatial = tuple(int(s) for s in values.shape[1:])
     roi = [int(r) for r in roi_size]
     padding = [max(0, r - s) for r, s in zip(roi, spatial, strict=True)]
@@ -77,7 +80,11 @@ def _plan(values: Any, roi_size: Sequence[int], overlap: float) -> tuple[Any, _P
         for start in axis_starts:
             total[start : start + length] += profile
         sums.append(total)
-    corners = list(itertools.product(*starts))
+    order = [outer, *(a for a in range(len(starts)) if a != outer)]
+    corners = [
+        tuple(corner[order.index(a)] for a in range(len(starts)))
+        for corner in itertools.product(*(starts[a] for a in order))
+    ]
     return values, _Plan(spatial, padded, roi, corners, weight, sums)
 
 
@@ -167,27 +174,36 @@ def sliding_window_rows(
     predictor: Callable[[Any], Any],
     on_rows: Callable[[int, int, np.ndarray], None],
     *,
+    axis: int = 0,
     overlap: float = 0.5,
     batch_size: int = 4,
     streams: int = 1,
 ) -> None:
-    """The blended output of :func:`sliding_window` handed out band by band along the first
-    spatial axis: ``on_rows(first, stop, block)`` with ``block`` (k, stop - first, *rest),
-    float32, as soon as no later window touches those rows. Only a band of one window's
-    height plus one step is held, never the whole (k, *spatial) output, so a CT of any
-    length takes the same memory here. The values equal :func:`sliding_window`'s."""
+    """The blended output of :func:`sliding_window` handed out band by band along spatial
+    ``axis``: ``on_rows(first, stop, block)`` with ``block`` (k, *spatial) but only rows
+    ``first:stop`` along ``axis``, float32 (a view ``on_rows`` may overwrite), as soon as no
+    later window touches those rows. Only one window's height along ``axis`` is held, never
+    the whole (k, *spatial) output: choose the longest axis, so that band is the smallest
+    share of the volume. The values equal :func:`sliding_window`'s."""
     import torch
 
-    values, plan = _plan(values, roi_size, overlap)
+    values, plan = _plan(values, roi_size, overlap, outer=axis)
     weight_t = torch.from_numpy(plan.weight)
-    first_starts = sorted({corner[0] for corner in plan.corners})
-    height = plan.roi[0] + max([b - a for a, b in itertools.pairwise(first_starts)] or [0])
-    rest = plan.padded[1:]
+    height = plan.roi[axis]
+    dims = len(plan.padded)
     band: np.ndarray | None = None
     band_t: Any = None
     base = 0  # the padded row the band's first row is
-    crop = tuple(slice(0, int(s)) for s in plan.spatial[1:])
-    divisors = [torch.from_numpy(total) for total in plan.sums]
+
+    def along(rows: slice) -> tuple[slice, ...]:
+        return (slice(None), *(rows if a == axis else slice(None) for a in range(dims)))
+
+    crop = tuple(slice(None) if a == axis else slice(0, int(s)) for a, s in enumerate(plan.spatial))
+    divisors = []
+    for position, total in enumerate(plan.sums):
+        shape = [1] * (dims + 1)
+        shape[position + 1] = len(total)
+        divisors.append(torch.from_numpy(total).reshape(shape))
 
     def emit(stop: int) -> None:
         nonlocal base
@@ -195,28 +211,28 @@ def sliding_window_rows(
         rows = stop - base
         if rows <= 0:
             return
-        block = band_t[:, :rows].clone()
-        block.div_(divisors[0][base:stop].reshape(1, rows, *([1] * len(rest))))
-        for axis, total in enumerate(divisors[1:], start=2):
-            shape = [1] * (len(plan.padded) + 1)
-            shape[axis] = len(total)
-            block.div_(total.reshape(shape))
-        kept = min(stop, plan.spatial[0]) - base
+        block = band_t[along(slice(0, rows))]  # finished: divided and handed out in place
+        for position, divisor in enumerate(divisors):
+            block.div_(divisor[along(slice(base, stop))] if position == axis else divisor)
+        kept = min(stop, plan.spatial[axis]) - base
         if kept > 0:
-            on_rows(base, base + kept, block.numpy()[(slice(None), slice(0, kept), *crop)])
-        # the band moves on: the rows still open go to its front, the rest start at zero
-        band_t[:, : band.shape[1] - rows] = band_t[:, rows:].clone()
-        band_t[:, band.shape[1] - rows :] = 0
+            on_rows(base, base + kept, band[along(slice(0, kept))][(slice(None), *crop)])
+        # the rows still open move to the band's front, row by row (no band-sized copy)
+        for row in range(height - rows):
+            band_t[along(slice(row, row + 1))] = band_t[along(slice(row + rows, row + rows + 1))]
+        band_t[along(slice(height - rows, height))] = 0
         base = stop
 
     for windows, result in _results(values, plan, predictor, batch_size, streams):
         result = torch.as_tensor(result).detach().float()
         if band is None:
-            band = np.zeros((result.shape[1], height, *rest), dtype=np.float32)
+            shape = [height if a == axis else s for a, s in enumerate(plan.padded)]
+            band = np.zeros((result.shape[1], *shape), dtype=np.float32)
             band_t = torch.from_numpy(band)
         for window, patch in zip(windows, result, strict=True):
-            start = window[1].start
-            emit(start)  # every window before this one starts at or above ``start``
-            local = (slice(None), slice(start - base, start - base + plan.roi[0]), *window[2:])
-            band_t[local].addcmul_(patch, weight_t)
-    emit(plan.padded[0])
+            start = window[axis + 1].start
+            emit(start)  # every window before this one starts at or before ``start``
+            local = list(window)
+            local[axis + 1] = slice(start - base, start - base + plan.roi[axis])
+            band_t[tuple(local)].addcmul_(patch, weight_t)
+    emit(plan.padded[axis])
