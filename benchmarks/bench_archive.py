@@ -149,63 +149,17 @@ def run_once(kind: str, folder: Path, outputs: str) -> tuple[float, float, float
     return elapsed, steady, sampler.worker_peak_mib(kind)
 
 
-def ct_512x512x800() -> Path:
-    """A CT-sized volume (int16) built from the TotalSegmentator CT, as bench_inference does."""
-    import nibabel as nib
-    import numpy as np
-    from scipy import ndimage
-
-    from medsight.datasets import shared_data_dir
-
-    target = CACHE / "ct_512x512x800.nii.gz"
-    if target.is_file():
-        return target
-    source = nib.load(shared_data_dir() / "totalseg-ct" / "example_ct.nii.gz")
-    data = np.asarray(source.dataobj, dtype=np.float32)
-    factors = np.array([512, 512, 800]) / np.array(data.shape)
-    volume = ndimage.zoom(data, factors, order=1).astype(np.int16)
-    affine = source.affine @ np.diag([*(1 / factors), 1.0])
-    CACHE.mkdir(exist_ok=True)
-    nib.save(nib.Nifti1Image(volume, affine), target)
-    return target
-
-
-def bench_task(folder: Path) -> Path:
-    """bench_inference.py's own 3D task: a 3-output U-Net on 96^3 windows."""
-    from tests._tasks import segmenter_3d_task
-
-    segmenter_3d_task(
-        folder,
-        acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
-        arguments={
-            "spatial_dims": 3,
-            "in_channels": 1,
-            "out_channels": 3,
-            "channels": [8, 16, 32, 64],
-            "strides": [2, 2, 2],
-            "num_res_units": 1,
-        },
-        preprocessing={
-            "reorient": "RAS",
-            "patch_size": [96, 96, 96],
-            "overlap": 0.25,
-            "normalize": "none",
-            "batch_size": 2,
-        },
-        display={"window": "range", "value_range": [-1000.0, 1000.0]},
-    )
-    return folder
-
-
 def ct_memory() -> None:
     """Peak resident memory of `medsight analyze` on the 512x512x800 CT with the bench task,
     against the same command on a tiny volume (what the process holds without the CT)."""
     import nibabel as nib
     import numpy as np
+    from benchmarks.bench_inference import bench_3d_task, ct_volume_path
 
     work = Path(tempfile.mkdtemp(prefix="bench-ct-"))
-    task = bench_task(work / "task")
-    ct = ct_512x512x800()
+    task = work / "task"
+    bench_3d_task(task)
+    ct = ct_volume_path((512, 512, 800))
     tiny = work / "tiny.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((96, 96, 96), np.int16), np.eye(4)), tiny)
     peaks = {}

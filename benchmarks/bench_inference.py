@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,18 +84,19 @@ def measure(
     return best, peak_growth
 
 
-def ct_volume_path() -> Path:
+def ct_volume_path(shape: tuple[int, int, int] = (256, 256, 200)) -> Path:
+    """A CT of ``shape`` (int16) built from the TotalSegmentator CT, stored LPS-ordered."""
     import nibabel as nib
     from scipy import ndimage
 
     from medsight.datasets import shared_data_dir
 
-    target = CACHE / "ct_256x256x200_lps.nii.gz"
+    target = CACHE / f"ct_{'x'.join(str(n) for n in shape)}_lps.nii.gz"
     if target.is_file():
         return target
     source = nib.load(shared_data_dir() / "totalseg-ct" / "example_ct.nii.gz")
     data = np.asarray(source.dataobj, dtype=np.float32)
-    factors = np.array([256, 256, 200]) / np.array(data.shape)
+    factors = np.array(shape) / np.array(data.shape)
     volume = ndimage.zoom(data, factors, order=1).astype(np.int16)
     affine = source.affine @ np.diag([*(1 / factors), 1.0])
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # store LPS-ordered: both pipelines must reorient
@@ -102,6 +104,32 @@ def ct_volume_path() -> Path:
     CACHE.mkdir(exist_ok=True)
     nib.save(nib.Nifti1Image(volume[::-1, ::-1].copy(), affine @ flip), target)
     return target
+
+
+def bench_3d_task(folder: Path, classes: int = 3) -> Any:
+    """The benchmark's own 3D task: a U-Net on 96^3 windows of CT values in [-1000, 1000]."""
+    from tests._tasks import segmenter_3d_task
+
+    return segmenter_3d_task(
+        folder,
+        acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
+        arguments={
+            "spatial_dims": 3,
+            "in_channels": 1,
+            "out_channels": classes,
+            "channels": [8, 16, 32, 64],
+            "strides": [2, 2, 2],
+            "num_res_units": 1,
+        },
+        preprocessing={
+            "reorient": "RAS",
+            "patch_size": [96, 96, 96],
+            "overlap": 0.25,
+            "normalize": "none",
+            "batch_size": 2,
+        },
+        display={"window": "range", "value_range": [-1000.0, 1000.0]},
+    )
 
 
 def ct_folder(volume_path: Path, count: int = 4) -> Path:
@@ -139,7 +167,6 @@ class CtCase:
             SaveImaged,
             ScaleIntensityRanged,
         )
-        from tests._tasks import segmenter_3d_task
 
         from medsight.inference import Predictor, export_onnx
         from medsight.io import read_image, write_nifti
@@ -147,26 +174,7 @@ class CtCase:
 
         self.volume_path = volume_path = ct_volume_path()
         self.task_dir = work / "seg3d"
-        task = segmenter_3d_task(
-            self.task_dir,
-            acceptance={"spatial_dims": 3, "unknown_modality": "accept", "modalities": ["CT"]},
-            arguments={
-                "spatial_dims": 3,
-                "in_channels": 1,
-                "out_channels": self.classes,
-                "channels": [8, 16, 32, 64],
-                "strides": [2, 2, 2],
-                "num_res_units": 1,
-            },
-            preprocessing={
-                "reorient": "RAS",
-                "patch_size": [96, 96, 96],
-                "overlap": 0.25,
-                "normalize": "none",
-                "batch_size": 2,
-            },
-            display={"window": "range", "value_range": [-1000.0, 1000.0]},
-        )
+        task = bench_3d_task(self.task_dir, self.classes)
         export_onnx(task)
         self.model3d = model3d = load_network(task)
         self.ours3d = ours3d = Predictor(task, backend="onnxruntime")

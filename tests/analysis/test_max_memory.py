@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -58,59 +59,25 @@ def _volume(path: Path, shape: tuple[int, int, int]) -> Path:
     return path
 
 
+def _analyze(volume: Path, out: Path, *extra: str) -> Any:
+    command = ["analyze", str(volume), "--task", "hippocampus-mr", "--outputs", "json"]
+    return runner.invoke(app, [*command, "--out", str(out), *extra])
+
+
 def test_analyze_refuses_a_volume_whose_estimate_cannot_fit(tmp_path: Path) -> None:
     # 13 M voxels: the estimate (outputs + 2 float32 copies) is 260 MB over what is held
     large = _volume(tmp_path / "large.nii.gz", (256, 256, 200))
     small = _volume(tmp_path / "small.nii.gz", (36, 50, 35))
-    warm = runner.invoke(  # torch and the model loaded: what the limit is measured over
-        app,
-        [
-            "analyze",
-            str(small),
-            "--task",
-            "hippocampus-mr",
-            "--outputs",
-            "json",
-            "--out",
-            str(tmp_path / "warm"),
-        ],
-    )
+    # torch and the model loaded: what the limit is measured over
+    warm = _analyze(small, tmp_path / "warm")
     assert warm.exit_code == 0, warm.output
     # headroom for reading the volume and the run's own allocations, far below the estimate
     limit = f"{(resident_bytes() + 150 * 2**20) // 2**20}M"
-    refused = runner.invoke(
-        app,
-        [
-            "analyze",
-            str(large),
-            "--task",
-            "hippocampus-mr",
-            "--outputs",
-            "json",
-            "--out",
-            str(tmp_path / "out"),
-            "--max-memory",
-            limit,
-        ],
-    )
+    refused = _analyze(large, tmp_path / "out", "--max-memory", limit)
     assert refused.exit_code == 2, refused.output
     result = json.loads(next((tmp_path / "out").glob("*/result.json")).read_text())
     (failure,) = result["failures"]
     assert "needs about" in failure["reason"] and "--max-memory" in failure["reason"]
     assert result["priority"]["level"] == "NEEDS_REVIEW"  # never a silent gap
-    done = runner.invoke(
-        app,
-        [
-            "analyze",
-            str(small),
-            "--task",
-            "hippocampus-mr",
-            "--outputs",
-            "json",
-            "--out",
-            str(tmp_path / "out2"),
-            "--max-memory",
-            limit,
-        ],
-    )
+    done = _analyze(small, tmp_path / "out2", "--max-memory", limit)
     assert done.exit_code == 0, done.output

@@ -20,6 +20,13 @@ error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 DEBUG_OPTION = Annotated[
     bool, typer.Option("--debug", help="Show a traceback for internal errors.")
 ]
+MAX_MEMORY_OPTION = Annotated[
+    str | None,
+    typer.Option(
+        help="Stop an analysis whose process would use more memory than this (e.g. 4G): "
+        "a clear error (exit 2) instead of swapping.",
+    ),
+]
 
 
 def run(action: Callable[[], T], *, debug: bool = False) -> T:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medsight.analysis import StudyOutcome
-from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.cli._errors import DEBUG_OPTION, MAX_MEMORY_OPTION, run
 from medsight.cli._progress import progress_bar
 from medsight.findings.measurements import spoken_measurement
 
@@ -63,13 +63,7 @@ def analyze(
             "study, patient, laterality, phase (docs/engine.md).",
         ),
     ] = None,
-    max_memory: Annotated[
-        str | None,
-        typer.Option(
-            help="Stop an analysis whose process would use more memory than this (e.g. 4G): "
-            "a clear error (exit 2) instead of swapping.",
-        ),
-    ] = None,
+    max_memory: MAX_MEMORY_OPTION = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse each study: result.json, report.html, masks/, overlays/ and DICOM results

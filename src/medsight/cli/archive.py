@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medsight.cli._errors import DEBUG_OPTION, run
+from medsight.cli._errors import DEBUG_OPTION, MAX_MEMORY_OPTION, run
 
 console = Console(highlight=False, stderr=True)
 RESEARCH_USE = (
@@ -51,13 +51,7 @@ def analyze_archive(
     attempts: Annotated[
         int, typer.Option(min=1, max=10, help="Tries per study when its worker dies.")
     ] = 3,
-    max_memory: Annotated[
-        str | None,
-        typer.Option(
-            help="Stop an analysis whose process would use more memory than this (e.g. 4G): "
-            "a clear error (exit 2) instead of swapping.",
-        ),
-    ] = None,
+    max_memory: MAX_MEMORY_OPTION = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Analyse every study of an archive on Ray: resumable (a rerun skips what is done),
