@@ -8,8 +8,10 @@ pixels, not the size check, must catch them, and with the tags a task checks set
 tell). Each input goes through the same gate and predictor the analysis runs. Prints, per task
 and kind, how many ended NEEDS_REVIEW with the answer withheld, and the false rejection on the
 task's own held-back validation images; writes the table to --out (markdown and JSON).
+With --card, each tested task's MODEL_CARD.md gets (or has replaced) its "When this model does
+not answer" section: the gate's threshold, how it was fitted, and these rows.
 
-    python scripts/shift_tests.py [--tasks cxr-pneumonia ...] [--per-kind 20] [--out DIR]
+    python scripts/shift_tests.py [--tasks cxr-pneumonia ...] [--per-kind 20] [--out DIR] [--card]
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
         else:
             array = np.full(shape, int(rng.integers(0, 256)), np.uint8)
         yield Image(array=array, affine=np.eye(4), spatial_dims=2)
+
+
+def own_seen(task: Task) -> bool:
+    """Whether the images validation_images returns were all seen by the shipped network."""
+    config = load_config(ROOT / "recipes" / f"{task.id}.toml")
+    held_back = split_holdback(list_cases(config.data), config.split)[1]
+    return not held_back and bool(config.split.folds or config.split.grouped)
 
 
 def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
@@ -208,12 +217,72 @@ def judge(
     return result.withheld, all(c.outcome == "pass" for c in content), energy
 
 
+CARD_HEADING = "## When this model does not answer"
+
+
+def card_section(task: Task, rows: dict[str, dict[str, float]], per_kind: int) -> str:
+    """The model card's gate section: what withholds an answer, the fitted threshold, and the
+    measured shifted-input rows (withheld / n; the energy score alone in brackets)."""
+    ood = task.spec.gate.ood if task.spec.gate else None
+    lines = [
+        CARD_HEADING,
+        "",
+        "Research use only, not for diagnostic use. Every input passes the input gate first",
+        "(docs/gate.md). A failed pixel, photograph, out-of-distribution or contradicting-tag",
+        "check withholds the answer: NEEDS_REVIEW, no flag, no measurement.",
+        "",
+    ]
+    if ood is not None:
+        rate = ood.false_rejection_rate
+        lines += [
+            f"The out-of-distribution threshold is {ood.threshold}: a Mahalanobis distance of "
+            f"the network's pooled features; {ood.fitted_on}. False rejection measured there: "
+            + (f"{rate:.1%}" if rate is not None else "not measured")
+            + f" (target {ood.false_rejection_target:.0%}).",
+            "",
+        ]
+    lines += [
+        f"Shifted inputs (`python scripts/shift_tests.py --tasks {task.id} --card`, "
+        f"{per_kind} per kind, tags set to pass so that only the pixels can tell). The first "
+        "row gives the task's own images that pass ("
+        + (
+            "in-sample: the shipped network was trained on every one of them"
+            if own_seen(task)
+            else "held back from its training"
+        )
+        + "); the other rows give the fraction withheld; in brackets, the energy score "
+        "alone at 1% false rejection:",
+        "",
+        "| input kind | result |",
+        "|---|---|",
+    ]
+    for kind, row in rows.items():
+        n = int(row["n"])
+        count = round(row["rate"] * n)
+        label = "own images pass" if kind.startswith("own") else kind
+        shown = f"{count}/{n}"
+        if "energy_rate" in row:
+            shown += f" ({round(row['energy_rate'] * n)}/{n})"
+        lines.append(f"| {label} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_card_section(task: Task, rows: dict[str, dict[str, float]], per_kind: int) -> None:
+    card = task.folder / "MODEL_CARD.md"
+    text = card.read_text(encoding="utf-8")
+    kept = text.split(CARD_HEADING, 1)[0].rstrip()
+    card.write_text(kept + "\n\n\n" + card_section(task, rows, per_kind), encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="*", default=TASKS)
     parser.add_argument("--per-kind", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("shift-tests"))
     parser.add_argument("--kinds", nargs="*", help="only these kinds (default: all)")
+    parser.add_argument(
+        "--card", action="store_true", help="write the gate section of each task's model card"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -261,6 +330,8 @@ def main() -> int:
                     flush=True,
                 )
         table[name] = rows
+        if args.card:
+            write_card_section(task, rows, args.per_kind)
     (args.out / "shift_tests.json").write_text(json.dumps(table, indent=2))
     lines = [
         "| task | input kind | n | withheld (shifted) / passed (own) | energy score alone |",

@@ -19,6 +19,10 @@ from typer.testing import CliRunner
 
 from medsight.cli import app
 from medsight.tasks import load_task
+from medsight.training import load_config
+from medsight.training.common import epoch_learning_rate, time_line
+from medsight.training.config import TrainConfig
+from medsight.training.segmenter import refresh_fold_evidence
 from tests._tasks import classifier_task, segmenter_2d_task
 
 
@@ -237,7 +241,11 @@ threads = 1
 def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
     recipe = seg_recipe(tmp_path, epochs=2)
     recipe.write_text(
-        recipe.read_text().replace("[split]\n", f'[split]\nfolds = 4\nship = "{ship}"\n')
+        recipe.read_text()
+        .replace("[split]\n", f'[split]\nfolds = 4\nship = "{ship}"\n')
+        .replace(
+            "[train]\n", '[evaluation]\ntargets = { dice = 0.5 }\n[train]\nlr_schedule = "cosine"\n'
+        )
     )
     result = CliRunner().invoke(
         app,
@@ -257,4 +265,48 @@ def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
     assert claim.measured_on.startswith("out-of-fold") and claim.segment == "vessel"
     assert claim.value == pytest.approx(metrics["validation"]["vessel"]["dice"]["value"], abs=1e-4)
     assert len(task.spec.networks) == (4 if ship == "ensemble" else 1)
-    assert "- fold 4:" in (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "- fold 4:" in card
+    # the internal column: each fold model on the split that chose its epoch, pooled
+    internal_cases = metrics["internal_cases"]
+    assert 4 <= internal_cases <= 16 and metrics["internal"]["vessel"]["cases"] == internal_cases
+    assert f"internal: each fold's epoch-choosing split ({internal_cases} cases)" in card
+    dice = metrics["validation"]["vessel"]["dice"]["value"]
+    verdict = "reached" if dice >= 0.5 else "**missed**"
+    assert f"- vessel dice at least 0.5: {verdict}" in card
+    assert all("cpu_seconds" in e for f in metrics["folds"] for e in f["epochs"])
+    assert "minutes of process CPU time" in card
+    # a version trained before the internal column gets it back, identical, from the folds
+    record_path = folder / "training_record.json"
+    record = json.loads(record_path.read_text())
+    expected = record["metrics"].pop("internal")
+    record_path.write_text(json.dumps(record))
+    refreshed = refresh_fold_evidence(load_config(recipe), folder, tmp_path / "w")
+    assert refreshed["summary"]["vessel"]["dice"] == expected["vessel"]["dice"]
+    assert json.loads(record_path.read_text())["metrics"]["internal"] == expected
+
+
+def test_cosine_schedule_and_paused_run_time():
+    config = TrainConfig.model_validate(
+        {
+            "base_task": "x",
+            "version": "1.0.0",
+            "data": {"kind": "npz", "file": "a.npz", "classes": ["a", "b"]},
+            "train": {"learning_rate": 0.01, "lr_schedule": "cosine"},
+        }
+    )
+    assert epoch_learning_rate(config, 0, 10) == pytest.approx(0.01)
+    assert epoch_learning_rate(config, 5, 10) == pytest.approx(0.005)
+    assert epoch_learning_rate(config, 9, 10) < 0.0005
+    constant = config.model_copy(
+        update={"train": config.train.model_copy(update={"lr_schedule": "constant"})}
+    )
+    assert epoch_learning_rate(constant, 9, 10) == 0.01
+    # one epoch paused for an hour: the card gives the typical time and says why
+    history = [{"seconds": 10.0}] * 9 + [{"seconds": 3600.0}]
+    line = time_line(
+        {"training_seconds": 3690.0, "history": history, "folds": []},
+        {"software": {"cpu": "cpu", "threads": 1, "cpu_count": 2}},
+    )
+    assert "about 2 minutes (10 epochs at the median 10.0 s" in line and "paused" in line
+    assert "1 thread of 2 cores" in line

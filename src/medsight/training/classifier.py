@@ -471,6 +471,9 @@ def _write_task(
         "training_seconds": training_seconds(
             evidence.history, *(f["epochs"] for f in evidence.folds)
         ),
+        "training_cpu_seconds": training_seconds(
+            evidence.history, *(f["epochs"] for f in evidence.folds), key="cpu_seconds"
+        ),
     }
     if evidence.internal is not None and evidence.held_out_kind is not None:
         internal_logits, internal_labels, _ = evidence.internal

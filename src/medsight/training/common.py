@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -129,9 +130,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def training_seconds(*histories: list[dict[str, Any]]) -> float:
-    """Wall time of every epoch run (each history entry records its own)."""
-    return float(sum(entry.get("seconds", 0.0) for history in histories for entry in history))
+def training_seconds(*histories: list[dict[str, Any]], key: str = "seconds") -> float:
+    """Wall time of every epoch run (each history entry records its own); with
+    ``key="cpu_seconds"`` the process CPU time, which a paused or crowded run does not
+    inflate."""
+    return float(sum(entry.get(key, 0.0) for history in histories for entry in history))
+
+
+def epoch_learning_rate(config: TrainConfig, epoch: int, epochs: int) -> float:
+    """The rate for ``epoch`` (0-based) of a run of ``epochs``."""
+    base = config.train.learning_rate
+    if config.train.lr_schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    return base
 
 
 def time_line(metrics: dict[str, Any], record: dict[str, Any]) -> str:
@@ -139,11 +150,29 @@ def time_line(metrics: dict[str, Any], record: dict[str, Any]) -> str:
     machine = record["software"]
     seconds = metrics.get("training_seconds", 0.0)
     shown = f"{seconds / 60:.0f} minutes" if seconds else "not recorded"
+    cpu = metrics.get("training_cpu_seconds", 0.0)
+    histories = [metrics.get("history", []), *(f["epochs"] for f in metrics.get("folds", []))]
+    epochs = [entry["seconds"] for history in histories for entry in history if "seconds" in entry]
+    typical = float(np.median(epochs)) * len(epochs) if epochs else 0.0
+    if seconds and cpu:
+        shown += f" wall-clock, {cpu / 60:.0f} minutes of process CPU time"
+    elif seconds and seconds > 1.5 * typical:
+        # a run paused or crowded out by other work (before CPU time was recorded)
+        shown = (
+            f"about {typical / 60:.0f} minutes ({len(epochs)} epochs at the median "
+            f"{typical / len(epochs):.1f} s; the wall-clock sum, {seconds / 60:.0f} minutes, "
+            "includes time the run was paused or crowded out by other work)"
+        )
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU"
     return (
         f"- training time (epochs only, all folds): {shown} on {machine.get('cpu', '?')} "
-        f"({machine.get('threads', '?')} threads of {machine.get('cpu_count', '?')} cores{gpu})"
+        f"({_count(machine.get('threads'), 'thread')} of "
+        f"{_count(machine.get('cpu_count'), 'core')}{gpu})"
     )
+
+
+def _count(number: Any, noun: str) -> str:
+    return f"? {noun}s" if number is None else f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def interval(estimate: dict[str, Any]) -> str:
@@ -303,7 +332,9 @@ def fit_epochs(
     )
     while state["epoch"] < epochs and state["bad_epochs"] < patience:
         epoch = state["epoch"]
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_learning_rate(config, epoch, epochs)
         model.train()
         losses: list[float] = []
         step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None
@@ -320,6 +351,7 @@ def fit_epochs(
             score = validate()
             entry[score_name] = score
         entry["seconds"] = round(time.perf_counter() - started, 1)
+        entry["cpu_seconds"] = round(time.process_time() - started_cpu, 1)
         if validate is not None:
             if score > state["best_score"]:
                 state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)

@@ -165,6 +165,9 @@ class OptimConfig(_Config):
     epochs: Annotated[int, Field(ge=1)] = 5
     batch_size: Annotated[int, Field(ge=1)] = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
+    # "cosine": the rate falls from learning_rate to 0 over the run's epochs (set per epoch,
+    # so a resumed run continues on the same curve)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     # classification imbalance: class-weighted loss, weighted sampling, or neither
     class_weighting: Literal["balanced", "sampler", "none"] = "balanced"
@@ -185,6 +188,11 @@ class OptimConfig(_Config):
 
 class EvaluationConfig(_Config):
     target_sensitivity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    # segmentation: accuracy targets the card reports as reached or missed, per segment
+    # (e.g. {dice = 0.93, pixel_auc = 0.98}), judged on the evidence (out-of-fold) estimate
+    targets: dict[Literal["dice", "pixel_auc"], Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default_factory=dict
+    )
     prevalence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
 
 

@@ -55,7 +55,7 @@ from medsight.training.data import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["train_segmenter"]
+__all__ = ["refresh_fold_evidence", "train_segmenter"]
 
 
 @dataclass
@@ -350,17 +350,14 @@ def _train_folds(
     import torch
 
     assert config.split.folds is not None
-    folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
+    folds = _fold_cases(config, cases)
     items = _cache_items(cases, base, work_dir / f"all-{key}.pt", progress)
     item_of = {id(case): item for case, item in zip(cases, items, strict=True)}
     fold_tasks: list[tuple[Task, list[Case]]] = []
     members: list[Any] = []
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
-    for number, fold in enumerate(folds, start=1):
-        inside = {id(c) for c in fold}
-        rest = [c for c in cases if id(c) not in inside]
-        fit_cases, check_cases = split_by_patient(rest, config.split)
+    for number, (fold, fit_cases, check_cases) in enumerate(folds, start=1):
         fold_dir = work_dir / f"fold-{number}"
         weights = fold_dir / "model.pt"
         model = build_network(base.spec.networks[0])
@@ -408,6 +405,7 @@ def _train_folds(
         ending = f"the shipped model is refitted on all cases for {epochs} epochs"
     folder, digest = write_task_version(base, config, shipped, tasks_dir, command)
     evaluation = evaluate_out_of_fold(load_task(folder), fold_tasks, progress=progress)
+    internal = evaluate_internal(config, base, cases, work_dir, load_task(folder), progress)
     measured_on = (
         f"out-of-fold: {len(folds)}-fold patient-level cross-validation, {len(cases)} cases "
         "each scored by the model that did not see it; each fold's model chose its epoch on "
@@ -426,7 +424,41 @@ def _train_folds(
         histories,
         work_dir,
         command,
+        internal=internal,
     )
+
+
+def _fold_cases(
+    config: TrainConfig, cases: list[Case]
+) -> list[tuple[list[Case], list[Case], list[Case]]]:
+    """Per fold: its held-out cases, the cases its model trained on, and the internal
+    patient split of its training part that chose the model's epoch."""
+    assert config.split.folds is not None
+    parts = []
+    for fold in kfold_by_patient(cases, config.split.folds, config.split.seed):
+        inside = {id(c) for c in fold}
+        fit_cases, check_cases = split_by_patient(
+            [c for c in cases if id(c) not in inside], config.split
+        )
+        parts.append((fold, fit_cases, check_cases))
+    return parts
+
+
+def evaluate_internal(
+    config: TrainConfig,
+    base: Task,
+    cases: list[Case],
+    work_dir: Path,
+    task: Task,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The internal figures beside the out-of-fold ones: each fold model on the random
+    patient split that chose its epoch, pooled (they flatter: that split made a choice)."""
+    pairs = []
+    for number, (_, _, check_cases) in enumerate(_fold_cases(config, cases), start=1):
+        folder = work_dir / f"fold-{number}" / "task" / base.id / config.version
+        pairs.append((load_task(folder), check_cases))
+    return evaluate_out_of_fold(task, pairs, progress=progress)
 
 
 def _finish(
@@ -442,6 +474,8 @@ def _finish(
     folds: list[dict[str, Any]],
     work_dir: Path,
     command: str,
+    *,
+    internal: dict[str, Any] | None = None,
 ) -> TrainingResult:
     write_segmentation_report(evaluation, work_dir / "validation-report")
     _write_claims(folder, evaluation["summary"], measured_on.split(";")[0])
@@ -457,6 +491,11 @@ def _finish(
         "history": history,
         "folds": folds,
         "training_seconds": training_seconds(history, *(f["epochs"] for f in folds)),
+        "internal": internal["summary"] if internal else None,
+        "internal_cases": internal["cases"] if internal else None,
+        "training_cpu_seconds": training_seconds(
+            history, *(f["epochs"] for f in folds), key="cpu_seconds"
+        ),
     }
     return write_record(
         folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
@@ -482,6 +521,51 @@ def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> No
     document = tomllib.loads(text)
     document["claims"] = claims
     path.write_text(header + tomli_w.dumps(document))
+
+
+SIDE_BY_SIDE = ("dice", "pixel_auc", "hd95", "hd95_mm", "surface_dice")
+
+
+def _side_by_side(metrics: dict[str, Any]) -> list[str]:
+    """Internal (each fold's epoch-choosing split) and out-of-fold figures, one table."""
+    internal, held = metrics["internal"], metrics["validation"]
+    lines = [
+        "| segment: figure (95% CI) | internal: each fold's epoch-choosing split "
+        f"({metrics['internal_cases']} cases) | out-of-fold "
+        f"({metrics['validation_cases']} cases) |",
+        "|---|---|---|",
+    ]
+    for segment, summary in held.items():
+        for name in SIDE_BY_SIDE:
+            if name in summary and name in internal.get(segment, {}):
+                shown = name.removesuffix("_mm")
+                lines.append(
+                    f"| {segment}: {shown} | {interval(internal[segment][name])} | "
+                    f"{interval(summary[name])} |"
+                )
+    lines += [
+        "",
+        "The internal column pools each fold model on the random patient split of its own "
+        "training part that chose its epoch (a choice made on those cases, which usually "
+        "flatters them); the out-of-fold column scores every case with the model that never "
+        "saw it and made no choice on it.",
+    ]
+    return lines
+
+
+def _target_lines(targets: dict[Any, float], summary: dict[str, Any]) -> list[str]:
+    """The recipe's accuracy targets, each reached or missed on the evidence estimate."""
+    lines = ["Targets (the recipe's; judged on the estimate above, not on its CI):", ""]
+    for segment, entry in summary.items():
+        for metric, target in targets.items():
+            if metric not in entry:
+                continue
+            value = entry[metric]["value"]
+            verdict = "reached" if value >= target else f"**missed** by {target - value:.3f}"
+            lines.append(
+                f"- {segment} {metric} at least {target}: {verdict} ({interval(entry[metric])})"
+            )
+    return lines
 
 
 def _model_card(
@@ -523,6 +607,19 @@ def _model_card(
             if name != "cases"
         ]
         lines.append(f"- {segment}: " + "; ".join(parts))
+    if metrics.get("internal"):
+        lines += ["", *_side_by_side(metrics)]
+    if config.evaluation.targets:
+        lines += ["", *_target_lines(config.evaluation.targets, metrics["validation"])]
+    lines += [
+        "",
+        "## Claims (re-checked by `medsight evaluate`)",
+        "",
+        "task.toml `[[claims]]` holds each segment's Dice and pixel AUC above with its 95% CI "
+        f"({metrics['evidence'].split(';')[0]}); `medsight evaluate` re-checks each on new "
+        "data and says which held (a claim fails when the new 95% CI lies wholly below the "
+        "claimed lower bound).",
+    ]
 
     def epochs(history: list[dict[str, Any]]) -> str:
         return "; ".join(
@@ -557,3 +654,25 @@ def _model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def refresh_fold_evidence(
+    config: TrainConfig, folder: Path, work_dir: Path, progress: Any = None
+) -> dict[str, Any]:
+    """For a k-fold version trained before the internal column existed: score each fold
+    model (from ``work_dir``) on its epoch-choosing split, add those figures to
+    ``folder``'s training record and rewrite its model card (the weights, task.toml and
+    claims stay as they are). Returns the internal evaluation."""
+    base = base_task(config)
+    if not config.split.folds:
+        raise ConfigurationError("the internal column needs a k-fold recipe")
+    cases, _ = split_holdback(list_cases(config.data), config.split)
+    internal = evaluate_internal(config, base, cases, work_dir, load_task(folder), progress)
+    path = folder / "training_record.json"
+    record = json.loads(path.read_text())
+    metrics = record["metrics"]
+    metrics["internal"] = internal["summary"]
+    metrics["internal_cases"] = internal["cases"]
+    path.write_text(json.dumps(record, indent=2, default=float))
+    (folder / "MODEL_CARD.md").write_text(_model_card(base, config, metrics, record))
+    return internal
