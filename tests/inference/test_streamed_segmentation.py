@@ -1,5 +1,5 @@
 """Large 3D volumes are segmented band by band in bounded memory: the same labels as the
-general path, probabilities within 1/65535, written as scaled 16-bit NIfTI."""
+general path, probabilities within half a 1/255 step, written as scaled 8-bit NIfTI."""
 
 from __future__ import annotations
 
@@ -91,12 +91,12 @@ def test_the_streamed_path_matches_the_general_one(tmp_path: Path) -> None:
     assert isinstance(bounded.segment_probabilities, QuantizedProbabilities)
     assert "bounded memory" in str(bounded.details["probabilities_stored"])
     changed = np.mean(bounded.label_map != general.label_map)
-    assert changed < 1e-3  # only where two outputs tie within float error
+    assert changed < 1e-4  # the same float argmax: only where two outputs tie within float error
     for index in (1, 2):
         np.testing.assert_allclose(
             np.asarray(bounded.segment_probabilities[index]),
             general.segment_probabilities[index],
-            atol=2e-4,  # the fused z-score's statistics in float64, the rest 1/65535 steps
+            atol=2.2e-3,  # half a 1/255 step, and the fused z-score's statistics in float64
         )
     mask = general.label_map == 1
     assert (
@@ -104,15 +104,15 @@ def test_the_streamed_path_matches_the_general_one(tmp_path: Path) -> None:
             float(bounded.segment_probabilities[1][mask].mean())
             - float(general.segment_probabilities[1][mask].mean())
         )
-        < 1e-4
+        < 1e-3
     )
 
     written = write_probability_maps(
         bounded.segment_probabilities, task, image, tmp_path / "masks", "01_case"
     )
     stored = nib.load(tmp_path / "masks" / written["anterior"]["nifti"])
-    assert stored.get_data_dtype() == np.uint16
-    assert stored.dataobj.slope == pytest.approx(1 / 65535)
+    assert stored.get_data_dtype() == np.uint8
+    assert stored.dataobj.slope == pytest.approx(1 / 255)
     np.testing.assert_allclose(
         np.asarray(stored.dataobj)[..., :],
         np.asarray(bounded.segment_probabilities[1]),

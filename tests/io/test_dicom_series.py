@@ -311,3 +311,26 @@ def test_a_process_with_other_threads_never_forks_to_decode(tmp_path, monkeypatc
 
     monkeypatch.setattr(multiprocessing, "get_context", no_fork)
     np.testing.assert_array_equal(read_dicom(tmp_path, workers=2).array, serial.array)
+
+
+@pytest.mark.parametrize(
+    ("raw_dtype", "raw_range", "intercept", "target_dtype"),
+    [
+        (np.uint16, (0, 4095), -1024, np.int16),  # 12-bit CT
+        (np.uint16, (0, 65535), -32768, np.int16),  # the whole range: every cast wraps
+        (np.int16, (-2000, 3000), 1000, np.int16),
+        (np.uint16, (0, 200), 20, np.uint8),  # a narrower target than the stored type
+        (np.uint16, (0, 65535), 70000, np.int32),
+    ],
+)
+def test_the_integer_rescale_is_exact_in_the_target_width(
+    raw_dtype, raw_range, intercept, target_dtype
+):
+    from medsight.io.dicom.pixels import _rescale_into
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(raw_range[0], raw_range[1] + 1, (64, 48)).astype(raw_dtype)
+    pixels.flat[:2] = raw_range  # both ends
+    target = np.zeros((3, 64, 48, 1), dtype=target_dtype)
+    _rescale_into(target, 1, pixels, 1.0, float(intercept))
+    np.testing.assert_array_equal(target[1, :, :, 0], pixels.astype(np.int64) + intercept)

@@ -37,7 +37,7 @@ class Prediction:
     logits: np.ndarray | None = None
     probabilities: dict[str, float] | None = None
     flags: dict[str, dict[str, object]] = field(default_factory=dict)
-    # float32, or for a large volume QuantizedProbabilities (uint16, indexed alike)
+    # float32, or for a large volume QuantizedProbabilities (uint8, indexed alike)
     segment_probabilities: Any = None
     label_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None

@@ -255,7 +255,7 @@ class Predictor:
         """Memory one prediction on ``image`` needs beyond the image itself (an estimate,
         for ``--max-memory``): a segmentation (outputs + 2) float32 volumes of the larger of
         the source and network grids, or on the bounded path (streamed.py) a uint8 label map
-        and uint16 foreground probabilities; a classifier four float32 copies of its input."""
+        and uint8 foreground probabilities; a classifier four float32 copies of its input."""
         spec = self.task.spec
         voxels = int(np.prod(image.shape))
         if spec.kind != "segmentation":
@@ -263,7 +263,7 @@ class Predictor:
         outputs = max(o.index for o in spec.outputs) + 1
         work, size = to_network_grid(image, spec.preprocessing)
         if streamable(work, size, self, self.stream_voxels):
-            return voxels * (1 + 2 * (outputs - 1))
+            return voxels * outputs
         return 4 * (outputs + 2) * max(voxels, int(np.prod(size)))
 
     def features(self, images: Sequence[Image]) -> np.ndarray | None:

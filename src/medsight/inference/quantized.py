@@ -1,11 +1,14 @@
-"""Segment probabilities kept as 16-bit integers: the bounded-memory form of a large volume's
+"""Segment probabilities kept as 8-bit integers: the bounded-memory form of a large volume's
 ``Prediction.segment_probabilities``.
 
-A float32 probability per output on a 512x512x800 CT is 0.8 GB each; as uint16 (steps of
-1/65535, under 1.6e-5 from the float) the foreground outputs take half that, and they are
-written as they are: a NIfTI with ``scl_slope = 1/65535``, which every NIfTI reader turns
-back into probabilities. Indexing one output gives a :class:`QuantizedVolume`, indexed like
-the float array (``volume[mask]`` converts only the voxels asked for).
+A float32 probability per output on a 512x512x800 CT is 0.8 GB each; as uint8 (steps of
+1/255, within 0.002 of the float) the foreground outputs take a quarter of that. 8 bits is the
+precision DICOM gives a fractional segmentation (MaximumFractionalValue 255), so nothing a
+standard output can carry is lost; the label map is never derived from these values (it is
+the float argmax, taken band by band). They are written as they are: a NIfTI with
+``scl_slope = 1/255``, which every NIfTI reader turns back into probabilities. Indexing one
+output gives a :class:`QuantizedVolume`, indexed like the float array (``volume[mask]``
+converts only the voxels asked for).
 """
 
 from __future__ import annotations
@@ -14,20 +17,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCALE", "QuantizedProbabilities", "QuantizedVolume", "quantize"]
+__all__ = ["DTYPE", "LEVELS", "SCALE", "QuantizedProbabilities", "QuantizedVolume", "quantize"]
 
-SCALE = 1.0 / 65535.0
+LEVELS = 255
+SCALE = 1.0 / LEVELS
+DTYPE = np.uint8
 
 
 def quantize(probabilities: np.ndarray, out: np.ndarray) -> None:
-    """``out[...] = round(probabilities * 65535)`` without a float temporary of ``out``'s size."""
-    np.multiply(probabilities, 65535.0, out=probabilities)
+    """``out[...] = round(probabilities * 255)`` without a float temporary of ``out``'s size
+    (``probabilities`` is overwritten)."""
+    np.multiply(probabilities, float(LEVELS), out=probabilities)
     np.rint(probabilities, out=probabilities)
     out[...] = probabilities
 
 
 class QuantizedVolume:
-    """One output's probabilities (uint16) with the float array's indexing."""
+    """One output's probabilities (uint8) with the float array's indexing."""
 
     def __init__(self, raw: np.ndarray) -> None:
         self.raw = raw
@@ -43,7 +49,7 @@ class QuantizedVolume:
 
 
 class QuantizedProbabilities:
-    """(k, *spatial) probabilities of which outputs 1..k-1 are stored (uint16, (k-1, ...));
+    """(k, *spatial) probabilities of which outputs 1..k-1 are stored (uint8, (k-1, ...));
     output 0 (background) is what the others leave."""
 
     def __init__(self, foreground: np.ndarray) -> None:
@@ -56,5 +62,5 @@ class QuantizedProbabilities:
     def __getitem__(self, index: int) -> QuantizedVolume:
         if index == 0:
             total = self.foreground.sum(axis=0, dtype=np.uint32)
-            return QuantizedVolume(np.clip(65535 - total, 0, 65535).astype(np.uint16))
+            return QuantizedVolume(np.clip(LEVELS - total, 0, LEVELS).astype(DTYPE))
         return QuantizedVolume(self.foreground[index - 1])

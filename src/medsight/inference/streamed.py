@@ -2,19 +2,18 @@
 
 For a volume the network runs on at its own grid (no resampling; reorientation is a view),
 everything is done band by band along the network grid's longest axis as the sliding window
-finishes it: softmax and the foreground probabilities into uint16
-(:mod:`medsight.inference.quantized`); the uint8 label map is their argmax, taken afterwards.
-The preprocessing (display mapping and z-score) is applied to each window as it is cut out.
-What the whole volume takes is then:
+finishes it: softmax, the uint8 label map (the float argmax, as on the general path) and the
+foreground probabilities into uint8 (:mod:`medsight.inference.quantized`). The preprocessing
+(display mapping and z-score) is applied to each window as it is cut out. What the whole
+volume takes is then:
 
-    input (int16: 2 bytes/voxel) + labels (1) + (outputs - 1) x 2 bytes of probabilities
+    input (int16: 2 bytes/voxel) + labels (1) + (outputs - 1) x 1 byte of probabilities
 
-plus one window's height of float32 outputs along the longest axis: for three outputs 7 bytes
-per voxel, 3.5x the int16 input, against (outputs + 2) float32 volumes (20 bytes per voxel) on
-the general path. Measured (``benchmarks/bench_archive.py --ct-memory-only``): a 512x512x800
-CT through ``medsight analyze`` peaks 1.76 GB above the same command on a tiny volume, 4.4x
-its int16 size (the general path: 7.6x, 3.7 GB peak). Resampled inputs (a task spacing other
-than the image's) still take the general path.
+plus one window's height of float32 outputs along the longest axis: for three outputs 5 bytes
+per voxel, 2.5x the int16 input, against (outputs + 2) float32 volumes (20 bytes per voxel) on
+the general path. Measured figures: docs/archive.md (``benchmarks/bench_archive.py
+--ct-memory-only``). Resampled inputs (a task spacing other than the image's) still take the
+general path.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import numpy as np
 from medsight.image import Image
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import MappedVolume, reorient, voxelwise_display, zscore_mapping
-from medsight.inference.quantized import QuantizedProbabilities, quantize
+from medsight.inference.quantized import DTYPE, QuantizedProbabilities, quantize
 from medsight.inference.sliding_window import sliding_window_rows
 
 if TYPE_CHECKING:
@@ -65,6 +64,7 @@ def streamable(work: Image, size: tuple[int, ...], predictor: Predictor, thresho
         and int(np.prod(work.shape)) >= threshold
         and voxelwise_display(work, predictor.task.spec.display) is not None
         and predictor.task.spec.chain is None
+        and max(o.index for o in predictor.task.spec.outputs) < 256  # uint8 labels
     )
 
 
@@ -82,16 +82,13 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _labels_of(foreground: np.ndarray) -> np.ndarray:
-    """The argmax label map of quantised probabilities (background: what the foreground
-    outputs leave of 65535), slab by slab along the first spatial axis."""
-    labels = np.empty(foreground.shape[1:], dtype=np.uint8)
-    step = max(1, (1 << 20) // max(1, int(np.prod(foreground.shape[2:]))))
-    for first in range(0, foreground.shape[1], step):
-        slab = foreground[:, first : first + step].astype(np.int32)
-        background = 65535 - slab.sum(axis=0, keepdims=True)
-        labels[first : first + step] = np.argmax(np.concatenate([background, slab]), axis=0)
-    return labels
+def _argmax_into(probabilities: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = probabilities.argmax(0)`` (out uint8) a few slices at a time: numpy's
+    argmax writes intp, 8 bytes per voxel, so a whole band at once would cost more than the
+    label map it fills."""
+    step = max(1, (1 << 20) // max(1, int(np.prod(out.shape[1:]))))
+    for first in range(0, out.shape[0], step):
+        out[first : first + step] = np.argmax(probabilities[:, first : first + step], axis=0)
 
 
 def segment_streamed(
@@ -106,7 +103,8 @@ def segment_streamed(
     started = time.perf_counter()
     values = MappedVolume(work.array, _mapping(work, predictor))
     outputs = max(o.index for o in spec.outputs) + 1
-    foreground = np.empty((outputs - 1, *work.shape), dtype=np.uint16)
+    foreground = np.empty((outputs - 1, *work.shape), dtype=DTYPE)
+    labels = np.empty(work.shape, dtype=np.uint8)
     # bands along the longest axis: the band held is then the smallest share of the volume
     axis = int(np.argmax(work.shape))
     prediction.timings["preprocess"] = time.perf_counter() - started
@@ -114,8 +112,10 @@ def segment_streamed(
     def finish(first: int, stop: int, block: np.ndarray) -> None:
         # the band axis first, so the slab-wise softmax and argmax run over it
         probabilities = _softmax_inplace(np.moveaxis(block, axis + 1, 1))
-        rows = (slice(None), *(slice(first, stop) if a == axis else slice(None) for a in range(3)))
-        quantize(np.moveaxis(probabilities[1:], 1, axis + 1), foreground[rows])
+        spatial = tuple(slice(first, stop) if a == axis else slice(None) for a in range(3))
+        # the label first (the float argmax): quantize overwrites the probabilities
+        _argmax_into(probabilities, np.moveaxis(labels[spatial], axis, 0))
+        quantize(np.moveaxis(probabilities[1:], 1, axis + 1), foreground[(slice(None), *spatial)])
 
     started = time.perf_counter()
     with predictor._features_of(None) as feature_rows:
@@ -132,11 +132,11 @@ def segment_streamed(
     if feature_rows:  # windows in the order they finished: sort so the mean repeats
         prediction.features = np.sort(np.concatenate(feature_rows), axis=0).mean(axis=0)
     prediction.timings["inference"] = time.perf_counter() - started
-    _release_freed_memory()  # the windows' freed buffers, before the label map is made
-    # the label map only now, the band gone: it never adds to the band's memory
-    labels = _labels_of(foreground)[np.newaxis]
-    prediction.details["probabilities_stored"] = "uint16 (steps of 1/65535), bounded memory"
+    _release_freed_memory()  # the windows' freed buffers
+    prediction.details["probabilities_stored"] = (
+        "uint8 (steps of 1/255, a fractional DICOM SEG's precision), bounded memory"
+    )
     return (
-        _to_source(labels, work, image)[0],
+        _to_source(labels[np.newaxis], work, image)[0],
         QuantizedProbabilities(_to_source(foreground, work, image)),
     )
