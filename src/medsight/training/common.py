@@ -137,11 +137,12 @@ def training_seconds(*histories: list[dict[str, Any]], key: str = "seconds") -> 
     return float(sum(entry.get(key, 0.0) for history in histories for entry in history))
 
 
-def epoch_learning_rate(config: TrainConfig, epoch: int, epochs: int) -> float:
-    """The rate for ``epoch`` (0-based) of a run of ``epochs``."""
+def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The rate for ``epoch`` (0-based). The cosine spans the recipe's ``epochs`` for every
+    run, so a refit for the folds' median best epoch count follows the folds' curve."""
     base = config.train.learning_rate
     if config.train.lr_schedule == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / config.train.epochs))
     return base
 
 
@@ -334,7 +335,7 @@ def fit_epochs(
         epoch = state["epoch"]
         started, started_cpu = time.perf_counter(), time.process_time()
         for group in optimizer.param_groups:
-            group["lr"] = epoch_learning_rate(config, epoch, epochs)
+            group["lr"] = epoch_learning_rate(config, epoch)
         model.train()
         losses: list[float] = []
         step_job = progress.add_task(f"epoch {epoch + 1}", total=steps) if progress else None

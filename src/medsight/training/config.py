@@ -165,8 +165,8 @@ class OptimConfig(_Config):
     epochs: Annotated[int, Field(ge=1)] = 5
     batch_size: Annotated[int, Field(ge=1)] = 32
     learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3
-    # "cosine": the rate falls from learning_rate to 0 over the run's epochs (set per epoch,
-    # so a resumed run continues on the same curve)
+    # "cosine": the rate falls from learning_rate to 0 over the recipe's epochs (set per epoch,
+    # so a resumed run, or a refit for fewer epochs, continues on the same curve)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     # classification imbalance: class-weighted loss, weighted sampling, or neither
