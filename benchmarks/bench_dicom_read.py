@@ -3,11 +3,13 @@
 Builds two series of 300 slices of 512x512 from the real TotalSegmentator CT slices
 (`../shared/data/totalseg-ct/example_ct_dicom`, via MEDSIGHT_DATA): one uncompressed
 (Explicit VR Little Endian) and one JPEG 2000 lossless (the original compressed frames, reused
-as they are). Each reader runs in a fresh subprocess, best of N runs after a warm-up that puts
-the files in the page cache; peak memory is the growth of the proportional set size (PSS) of
+as they are). Each reader runs in a fresh subprocess (one timed read after a warm-up that puts
+the files in the page cache), the readers interleaved round by round so that a busy machine
+slows all alike; the figure is the median of the rounds (5 by default) with the spread of the
+round-by-round ratios; peak memory is the growth of the proportional set size (PSS) of
 the reading process and its children, sampled every 5 ms, so shared pages count once.
 
-Usage: python benchmarks/bench_dicom_read.py [--slices 300] [--repeats 3]
+Usage: python benchmarks/bench_dicom_read.py [--slices 300] [--repeats 5]
 Prints time ratios (SimpleITK time / medsight time: >= 1.0 means medsight is at least as fast)
 and peak memory as a multiple of the volume size.
 """
@@ -19,6 +21,7 @@ import contextlib
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -154,39 +157,39 @@ def run_reader(name: str, folder: Path, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--worker", nargs=2, metavar=("READER", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_reader(args.worker[0], Path(args.worker[1]), args.repeats)))
         return
     series = build_series(args.slices)
-    print(f"series of {args.slices} slices 512x512, best of {args.repeats}, {os.cpu_count()} cores")
+    print(
+        f"series of {args.slices} slices 512x512, median of {args.repeats} interleaved rounds, "
+        f"{os.cpu_count()} cores"
+    )
     for kind, folder in series.items():
-        results = {}
-        for name in READERS:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    name,
-                    str(folder),
-                    "--repeats",
-                    str(args.repeats),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        ours = results["medsight"]["seconds"]
-        print(f"\n{kind}: volume {results['medsight']['volume_mb']:.0f} MB")
-        for name, result in results.items():
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in READERS}
+        for _ in range(args.repeats):
+            for name in READERS:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", name, str(folder), "--repeats", "1"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rounds[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        ours = [r["seconds"] for r in rounds["medsight"]]
+        print(f"\n{kind}: volume {rounds['medsight'][0]['volume_mb']:.0f} MB")
+        for name, results in rounds.items():
+            seconds = [r["seconds"] for r in results]
+            ratios = [t / o for t, o in zip(seconds, ours, strict=True)]
             print(
-                f"  {name:13s} {result['seconds']:7.2f} s   peak memory "
-                f"{result['peak_over_volume']:4.2f}x volume   "
-                f"speed ratio {name}/medsight time = {result['seconds'] / ours:5.2f}"
+                f"  {name:13s} {statistics.median(seconds):7.2f} s   peak memory "
+                f"{statistics.median(r['peak_over_volume'] for r in results):4.2f}x volume   "
+                f"speed ratio {name}/medsight time = "
+                f"{statistics.median(seconds) / statistics.median(ours):5.2f} "
+                f"(rounds {min(ratios):.2f}-{max(ratios):.2f})"
             )
 
 

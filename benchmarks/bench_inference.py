@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +266,7 @@ def main() -> None:
     from medsight.models import load_network
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-of", choices=["medsight", "monai"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -277,7 +279,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="medsight-bench-"))
     os.environ["MEDSIGHT_CACHE"] = str(work / "cache")
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"{os.cpu_count()} cores, best of {args.repeats}; ratio = MONAI time / medsight time")
+    print(
+        f"{os.cpu_count()} cores, median of {args.repeats} interleaved runs (spread of the "
+        "round-by-round ratios in brackets); ratio = MONAI time / medsight time"
+    )
 
     # --- 1. 2D classifier batch ----------------------------------------------------------
     files = sorted((data / "kermany-cxr" / "train" / "PNEUMONIA").glob("*.jpeg"))[:64]
@@ -404,8 +409,8 @@ def main() -> None:
         f"float32 volume (budget (classes + 2) = {classes + 2}x = "
         f"{(classes + 2) * volume / 1e6:.0f} MB, plus the model); "
         f"MONAI {live['monai'] / 1e6:.0f} MB = {live['monai'] / volume:.2f}x. In the timed "
-        f"runs (glibc default): medsight {ours_result[1] / volume:.2f}x, "
-        f"MONAI {monai_result[1] / volume:.2f}x"
+        f"runs (glibc default): medsight {ours_result.peak / volume:.2f}x, "
+        f"MONAI {monai_result.peak / volume:.2f}x"
     )
 
     # --- 4. a folder of 3D CT volumes ----------------------------------------------------
@@ -421,32 +426,50 @@ def main() -> None:
         options = AnalysisOptions(task=str(ct.task_dir), backend="onnxruntime", outputs=("json",))
         return analyze_studies(find_studies(folder), work / f"out-jobs{jobs}", options, jobs=jobs)
 
-    (monai_all, _), (one_job, _), (two_jobs, _) = compare(
+    monai_all, one_job, two_jobs = compare(
         args.repeats, monai_folder, lambda: medsight_folder(1), lambda: medsight_folder(2)
     )
     print(
-        f"{len(volumes)} x 3D CT 256x256x200, a folder: MONAI {monai_all:.2f} s, "
-        f"medsight --jobs 1 {one_job:.2f} s (ratio {monai_all / one_job:.2f}), "
-        f"--jobs 2 {two_jobs:.2f} s: throughput ratio {monai_all / two_jobs:.2f}"
+        f"{len(volumes)} x 3D CT 256x256x200, a folder: MONAI {monai_all.median:.2f} s, "
+        f"medsight --jobs 1 {one_job.median:.2f} s ({ratio_text(monai_all, one_job)}), "
+        f"--jobs 2 {two_jobs.median:.2f} s: throughput {ratio_text(monai_all, two_jobs)}"
     )
 
 
-def compare(repeats: int, *pipelines: Callable[[], object]) -> list[tuple[float, float]]:
+@dataclass
+class Runs:
+    """One pipeline's timed runs (seconds, in round order) and its peak memory."""
+
+    seconds: list[float]
+    peak: float
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.seconds))
+
+
+def compare(repeats: int, *pipelines: Callable[[], object]) -> list[Runs]:
     """The pipelines' runs interleaved (A B A B ...) so that a noisy, shared machine slows
-    all alike; best time and peak memory of each."""
+    all alike; each pipeline's times and peak memory."""
     for pipeline in pipelines:
         pipeline()
     runs: list[list[tuple[float, float]]] = [[] for _ in pipelines]
     for _ in range(repeats):
         for pipeline, results in zip(pipelines, runs, strict=True):
             results.append(measure(pipeline, 1, warm_up=False))
-    return [(min(t for t, _ in results), max(m for _, m in results)) for results in runs]
+    return [Runs([t for t, _ in results], max(m for _, m in results)) for results in runs]
 
 
-def report(name: str, monai: tuple[float, float], ours: tuple[float, float]) -> None:
+def ratio_text(baseline: Runs, ours: Runs) -> str:
+    """The ratio of the medians, and the spread of the ratios round by round."""
+    rounds = [b / o for b, o in zip(baseline.seconds, ours.seconds, strict=True)]
+    return f"ratio {baseline.median / ours.median:.2f} (rounds {min(rounds):.2f}-{max(rounds):.2f})"
+
+
+def report(name: str, monai: Runs, ours: Runs) -> None:
     print(
-        f"{name}: MONAI {monai[0]:.2f} s, medsight {ours[0]:.2f} s, "
-        f"throughput ratio {monai[0] / ours[0]:.2f}"
+        f"{name}: MONAI {monai.median:.2f} s, medsight {ours.median:.2f} s (medians), "
+        f"throughput {ratio_text(monai, ours)}"
     )
 
 

@@ -165,7 +165,7 @@ def fit_gate(
     ]
     total = len(cases) + len(extras)
     if config.split.folds or config.split.grouped:
-        # the shipped network was refitted on every case: no image is unseen by it
+        # the shipped network was refitted on (or its ensemble saw) every case: none is unseen
         count = config.split.folds or 5
         everything = _score_images(predictor, named(cases), progress)
         train, validation = everything, []
@@ -174,8 +174,13 @@ def fit_gate(
         oof = _out_of_fold(everything, count)
         early = np.array([fold_of[i.name] < (count + 1) // 2 for i in everything])
         calibration, report = oof[early], oof[~early]
+        shipped = (
+            "the fold networks' ensemble saw"
+            if config.split.ship == "ensemble"
+            else "network refitted on"
+        )
         how = (
-            f"network refitted on all {len(everything)} images: gate fitted on all of them; "
+            f"{shipped} all {len(everything)} images: gate fitted on all of them; "
             f"threshold on out-of-fold scores ({count} folds by patient) of the first folds, "
             "false rejection on the out-of-fold scores of the others"
         )
