@@ -250,8 +250,12 @@ def card_section(task: Task, rows: dict[str, dict[str, float]], per_kind: int) -
             if own_seen(task)
             else "held back from its training"
         )
-        + "); the other rows give the fraction withheld; in brackets, the energy score "
-        "alone at 1% false rejection:",
+        + "); the other rows give the fraction withheld"
+        + (
+            "; in brackets, the energy score alone at 1% false rejection:"
+            if any("energy_rate" in row for row in rows.values())
+            else ":"
+        ),
         "",
         "| input kind | result |",
         "|---|---|",
