@@ -9,6 +9,7 @@ the output (K volumes) plus the input, which keeps a 3D CT within (K + 2) float3
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -88,6 +89,23 @@ def _plan(
     return values, _Plan(spatial, padded, roi, corners, weight, sums)
 
 
+@contextlib.contextmanager
+def _blending_threads(streams: int) -> Iterator[None]:
+    """While ``streams`` network runs occupy the cores, blend on one torch thread: torch's
+    pool on every core would contend with them for the same cores."""
+    import torch
+
+    if streams <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _results(
     values: Any,
     plan: _Plan,
@@ -149,17 +167,18 @@ def sliding_window(
     import torch
 
     values, plan = _plan(values, roi_size, overlap)
-    # the blending runs in torch: in-place, fused (addcmul) and on all cores
+    # the blending runs in torch: in-place and fused (addcmul)
     weight_t = torch.from_numpy(plan.weight)
     output: np.ndarray | None = None
     output_t: Any = None
-    for windows, result in _results(values, plan, predictor, batch_size, streams):
-        result = torch.as_tensor(result).detach().float()
-        if output is None:
-            output = np.zeros((result.shape[1], *plan.padded), dtype=np.float32)
-            output_t = torch.from_numpy(output)
-        for window, patch in zip(windows, result, strict=True):
-            output_t[window].addcmul_(patch, weight_t)
+    with _blending_threads(streams):
+        for windows, result in _results(values, plan, predictor, batch_size, streams):
+            result = torch.as_tensor(result).detach().float()
+            if output is None:
+                output = np.zeros((result.shape[1], *plan.padded), dtype=np.float32)
+                output_t = torch.from_numpy(output)
+            for window, patch in zip(windows, result, strict=True):
+                output_t[window].addcmul_(patch, weight_t)
     assert output is not None
     for axis, total in enumerate(plan.sums):
         shape = [1] * (len(plan.padded) + 1)
@@ -223,16 +242,17 @@ def sliding_window_rows(
         band_t[along(slice(height - rows, height))] = 0
         base = stop
 
-    for windows, result in _results(values, plan, predictor, batch_size, streams):
-        result = torch.as_tensor(result).detach().float()
-        if band is None:
-            shape = [height if a == axis else s for a, s in enumerate(plan.padded)]
-            band = np.zeros((result.shape[1], *shape), dtype=np.float32)
-            band_t = torch.from_numpy(band)
-        for window, patch in zip(windows, result, strict=True):
-            start = window[axis + 1].start
-            emit(start)  # every window before this one starts at or before ``start``
-            local = list(window)
-            local[axis + 1] = slice(start - base, start - base + plan.roi[axis])
-            band_t[tuple(local)].addcmul_(patch, weight_t)
+    with _blending_threads(streams):
+        for windows, result in _results(values, plan, predictor, batch_size, streams):
+            result = torch.as_tensor(result).detach().float()
+            if band is None:
+                shape = [height if a == axis else s for a, s in enumerate(plan.padded)]
+                band = np.zeros((result.shape[1], *shape), dtype=np.float32)
+                band_t = torch.from_numpy(band)
+            for window, patch in zip(windows, result, strict=True):
+                start = window[axis + 1].start
+                emit(start)  # every window before this one starts at or before ``start``
+                local = list(window)
+                local[axis + 1] = slice(start - base, start - base + plan.roi[axis])
+                band_t[tuple(local)].addcmul_(patch, weight_t)
     emit(plan.padded[axis])
