@@ -234,6 +234,7 @@ threads = 1
     card = (folder / "MODEL_CARD.md").read_text()
     assert "out-of-fold" in card and "held out 3:" in card
     assert "| figure (95% CI) | internal: random patient split | out-of-fold |" in card
+    assert "| claim | value (95% CI) | measured on |" in card and "\n| roc_auc | " in card
 
 
 @pytest.mark.timeout(600)
@@ -276,6 +277,8 @@ def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
     assert f"- vessel dice at least 0.5: {verdict}" in card
     assert all("cpu_seconds" in e for f in metrics["folds"] for e in f["epochs"])
     assert "minutes of process CPU time" in card
+    (dice_claim,) = [c for c in task.spec.claims if c.metric == "dice"]
+    assert f"| dice (vessel) | {dice_claim.value:.3f} (" in card
     # a version trained before the internal column gets it back, identical, from the folds
     record_path = folder / "training_record.json"
     record = json.loads(record_path.read_text())

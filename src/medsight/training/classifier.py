@@ -37,6 +37,7 @@ from medsight.training.common import (
     step_seed,
     time_line,
     training_seconds,
+    with_claims_table,
     write_record,
     write_task_version,
 )
@@ -484,6 +485,7 @@ def _write_task(
         metrics["held_out_kind"] = evidence.held_out_kind
     measured_on = evidence.method.split(";")[0]
     positive = base.spec.outputs[1].name
+    claims = _claims(metrics, measured_on)
     updates = {
         "calibration": {
             "temperature": round(temperature, 6),
@@ -499,11 +501,16 @@ def _write_task(
                 "note": point.note,
             }
         },
-        "claims": _claims(metrics, measured_on),
+        "claims": claims,
     }
     folder, digest = write_task_version(base, config, model, tasks_dir, command, updates)
     return write_record(
-        folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
+        folder,
+        config,
+        command,
+        metrics,
+        digest,
+        lambda r: with_claims_table(_model_card(base, config, metrics, r), claims),
     )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "step_seed",
     "time_line",
     "training_seconds",
+    "with_claims_table",
     "write_record",
     "write_task_version",
 ]
@@ -174,6 +175,35 @@ def time_line(metrics: dict[str, Any], record: dict[str, Any]) -> str:
 
 def _count(number: Any, noun: str) -> str:
     return f"? {noun}s" if number is None else f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+CLAIMS_HEADING = "## Claims (re-checked by `medsight evaluate`)"
+
+
+def claims_table(claims: list[dict[str, Any]]) -> list[str]:
+    """The task.toml claims as the card's table."""
+    lines = ["| claim | value (95% CI) | measured on |", "|---|---|---|"]
+    for claim in claims:
+        about = claim.get("segment") or claim.get("operating_point")
+        name = claim["metric"] + (f" ({about})" if about else "")
+        value = f"{claim['value']:.3f}"
+        if claim.get("low") is not None and claim.get("high") is not None:
+            value += f" ({claim['low']:.3f}-{claim['high']:.3f})"
+        lines.append(f"| {name} | {value} | {claim['measured_on']} |")
+    return lines
+
+
+def with_claims_table(card: str, claims: list[dict[str, Any]]) -> str:
+    """``card`` with the claims table after the claims section's first paragraph (replacing
+    one already there)."""
+    head, found, rest = card.partition(CLAIMS_HEADING)
+    if not found:
+        return card
+    intro, _, after = rest.lstrip("\n").partition("\n\n")
+    if after.startswith("| claim |"):  # an earlier table: drop it
+        after = after.partition("\n\n")[2]
+    table = "\n".join(claims_table(claims))
+    return f"{head}{CLAIMS_HEADING}\n\n{intro}\n\n{table}\n\n{after}"
 
 
 def interval(estimate: dict[str, Any]) -> str:

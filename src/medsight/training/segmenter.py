@@ -39,6 +39,7 @@ from medsight.training.common import (
     step_seed,
     time_line,
     training_seconds,
+    with_claims_table,
     write_record,
     write_task_version,
 )
@@ -478,7 +479,7 @@ def _finish(
     internal: dict[str, Any] | None = None,
 ) -> TrainingResult:
     write_segmentation_report(evaluation, work_dir / "validation-report")
-    _write_claims(folder, evaluation["summary"], measured_on.split(";")[0])
+    claims = _write_claims(folder, evaluation["summary"], measured_on.split(";")[0])
     metrics = {
         "evidence": measured_on,
         "train_cases": len(train_cases),
@@ -498,11 +499,16 @@ def _finish(
         ),
     }
     return write_record(
-        folder, config, command, metrics, digest, lambda r: _model_card(base, config, metrics, r)
+        folder,
+        config,
+        command,
+        metrics,
+        digest,
+        lambda r: with_claims_table(_model_card(base, config, metrics, r), claims),
     )
 
 
-def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> None:
+def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> list[dict[str, Any]]:
     """Each segment's Dice (and pixel AUC) as task.toml claims `medsight evaluate` re-checks;
     the weights are unchanged, so only task.toml is rewritten."""
     import tomli_w
@@ -521,6 +527,7 @@ def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> No
     document = tomllib.loads(text)
     document["claims"] = claims
     path.write_text(header + tomli_w.dumps(document))
+    return claims
 
 
 SIDE_BY_SIDE = ("dice", "pixel_auc", "hd95", "hd95_mm", "surface_dice")
@@ -674,5 +681,7 @@ def refresh_fold_evidence(
     metrics["internal"] = internal["summary"]
     metrics["internal_cases"] = internal["cases"]
     path.write_text(json.dumps(record, indent=2, default=float))
-    (folder / "MODEL_CARD.md").write_text(_model_card(base, config, metrics, record))
+    claims = tomllib.loads((folder / "task.toml").read_text()).get("claims", [])
+    card = with_claims_table(_model_card(base, config, metrics, record), claims)
+    (folder / "MODEL_CARD.md").write_text(card)
     return internal
