@@ -75,8 +75,8 @@ def write_probability_maps(
     probabilities: np.ndarray, task: Task, image: Image, masks_dir: Path, stem: str
 ) -> dict[str, dict[str, str]]:
     """Each segment's probability on the input's grid: ``<stem>_prob_<segment>.nii.gz``
-    (float32, the image's geometry; for a volume segmented in bounded memory, 16-bit with the
-    NIfTI scale factor 1/65535, which readers apply) and, for a 2D source, an 8-bit PNG."""
+    (float32, the image's geometry; for a volume segmented in bounded memory, 8-bit with the
+    NIfTI scale factor 1/255, which readers apply) and, for a 2D source, an 8-bit PNG."""
     written: dict[str, dict[str, str]] = {}
     for output in task.spec.outputs:
         if output.index == 0 or output.index >= len(probabilities):
@@ -84,7 +84,7 @@ def write_probability_maps(
         segment = probabilities[output.index]
         base = masks_dir / f"{stem}_prob_{output.name}"
         target = base.with_name(base.name + ".nii.gz")
-        if isinstance(segment, QuantizedVolume):  # written as stored: uint16 x 1/65535
+        if isinstance(segment, QuantizedVolume):  # written as stored: uint8 x 1/255
             nifti = write_nifti(
                 image.replace(array=segment.raw[np.newaxis], is_sequence=False, frames=()),
                 target,

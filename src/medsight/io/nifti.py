@@ -104,7 +104,7 @@ def read_nifti(path: str | Path) -> Image:
 
 def write_nifti(image: Image, path: str | Path, *, slope: float | None = None) -> Path:
     """Write a grayscale image (3D, or 3D+t as 4D) to NIfTI with its RAS affine; ``slope``:
-    the stored integers times it are the values (scl_slope), e.g. uint16 probabilities."""
+    the stored integers times it are the values (scl_slope), e.g. uint8 probabilities."""
     path = Path(path)
     if image.num_channels != 1:
         raise InvalidInputError(
