@@ -245,7 +245,9 @@ def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
         recipe.read_text()
         .replace("[split]\n", f'[split]\nfolds = 4\nship = "{ship}"\n')
         .replace(
-            "[train]\n", '[evaluation]\ntargets = { dice = 0.5 }\n[train]\nlr_schedule = "cosine"\n'
+            "[train]\n",
+            "[evaluation]\ntargets = { dice = { vessel = 0.5 }, pixel_auc = 0.6 }\n"
+            '[train]\nlr_schedule = "cosine"\n',
         )
     )
     result = CliRunner().invoke(
@@ -275,6 +277,7 @@ def test_kfold_segmenter_gives_pooled_out_of_fold_evidence(tmp_path, ship):
     dice = metrics["validation"]["vessel"]["dice"]["value"]
     verdict = "reached" if dice >= 0.5 else "**missed**"
     assert f"- vessel dice at least 0.5: {verdict}" in card
+    assert "- vessel pixel_auc at least 0.6: " in card
     assert all("cpu_seconds" in e for f in metrics["folds"] for e in f["epochs"])
     assert "minutes of process CPU time" in card
     (dice_claim,) = [c for c in task.spec.claims if c.metric == "dice"]

@@ -186,11 +186,15 @@ class OptimConfig(_Config):
     threads: int | None = None
 
 
+_Target = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
 class EvaluationConfig(_Config):
     target_sensitivity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
-    # segmentation: accuracy targets the card reports as reached or missed, per segment
-    # (e.g. {dice = 0.93, pixel_auc = 0.98}), judged on the evidence (out-of-fold) estimate
-    targets: dict[Literal["dice", "pixel_auc"], Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+    # segmentation: accuracy targets the card reports as reached or missed, judged on the
+    # evidence (out-of-fold) estimate: one value for every segment ({dice = 0.93}) or one per
+    # segment ({dice = {anterior = 0.89, posterior = 0.88}})
+    targets: dict[Literal["dice", "pixel_auc"], _Target | dict[str, _Target]] = Field(
         default_factory=dict
     )
     prevalence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None

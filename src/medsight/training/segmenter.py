@@ -560,12 +560,13 @@ def _side_by_side(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _target_lines(targets: dict[Any, float], summary: dict[str, Any]) -> list[str]:
+def _target_lines(targets: dict[Any, Any], summary: dict[str, Any]) -> list[str]:
     """The recipe's accuracy targets, each reached or missed on the evidence estimate."""
     lines = ["Targets (the recipe's; judged on the estimate above, not on its CI):", ""]
     for segment, entry in summary.items():
-        for metric, target in targets.items():
-            if metric not in entry:
+        for metric, wanted in targets.items():
+            target = wanted.get(segment) if isinstance(wanted, dict) else wanted
+            if metric not in entry or target is None:
                 continue
             value = entry[metric]["value"]
             verdict = "reached" if value >= target else f"**missed** by {target - value:.3f}"
