@@ -132,6 +132,14 @@ def wait_for_lines(dest: Path, count: int, process: subprocess.Popen[bytes], lim
     return len(state_lines(dest))
 
 
+def _recorded_step(value: float) -> float:
+    """The rounding step of a value written with 3 to 6 decimals, else 0."""
+    for decimals in range(3, 7):
+        if round(value, decimals) == value:
+            return 10.0**-decimals
+    return 0.0
+
+
 def same_results(archive: dict[str, object], single: dict[str, object]) -> None:
     """Equal apart from creation times and timings; probabilities within 1e-5."""
     skip = {"created", "timings_s", "timings"}
@@ -146,7 +154,10 @@ def same_results(archive: dict[str, object], single: dict[str, object]) -> None:
             for index, (x, y) in enumerate(zip(a, b, strict=True)):
                 compare(x, y, f"{where}[{index}]")
         elif isinstance(a, float) and isinstance(b, float):
-            assert np.isclose(a, b, rtol=0, atol=1e-5), (where, a, b)
+            # a value recorded at 3-6 decimals (a gate score: 4) may sit one recorded step
+            # apart when the two runs' sums differ below 1e-5 across a rounding boundary
+            step = min(_recorded_step(a), _recorded_step(b))
+            assert np.isclose(a, b, rtol=0, atol=max(1e-5, step) + 1e-12), (where, a, b)
         else:
             assert a == b, (where, a, b)
 
