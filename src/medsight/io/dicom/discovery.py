@@ -25,7 +25,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medsight.errors import DicomReadError, NoImageFoundError, UnreadableFileError
-from medsight.io.dicom._header import FrameInfo, describe_frames, has_pixel_data, read_header
+from medsight.io.dicom._header import (
+    SCAN_TAGS,
+    FrameInfo,
+    describe_frames,
+    has_pixel_data,
+    parse_elements,
+    read_header,
+)
 from medsight.io.limits import ResourceLimitError
 
 logger = logging.getLogger(__name__)
@@ -354,7 +361,7 @@ def _scan_file(path: Path) -> tuple[list[FrameInfo], SkippedFile | None]:
     try:
         if path.stat().st_size == 0:
             return [], SkippedFile(path, "empty file")
-        dataset = read_header(path)
+        dataset = read_header(path, only=SCAN_TAGS)
     except InvalidDicomError:
         return [], SkippedFile(path, "not a DICOM file")
     except ResourceLimitError as exc:
@@ -362,8 +369,8 @@ def _scan_file(path: Path) -> tuple[list[FrameInfo], SkippedFile | None]:
     except Exception as exc:  # a broken header must not stop the scan of the others
         return [], SkippedFile(path, f"unreadable DICOM header ({exc})")
     try:
-        if not has_pixel_data(dataset):
-            return [], SkippedFile(path, _why_no_image(dataset))
+        if not has_pixel_data(dataset):  # rare: the whole header says why
+            return [], SkippedFile(path, _why_no_image(parse_elements(dataset, path)))
         return describe_frames(path, dataset), None
     except ResourceLimitError as exc:
         return [], SkippedFile(path, exc.message, exc.limit)

@@ -44,6 +44,7 @@ from medsight.errors import (
     UnreadableFileError,
     UnsupportedTransferSyntaxError,
 )
+from medsight.io.dicom import j2k
 from medsight.io.dicom._header import (
     FrameInfo,
     check_bits_allocated,
@@ -314,6 +315,11 @@ def _decode_file_into(
         pixels = _read_native(path, frames[0])
         _rescale_into(target, slots[0].slot, pixels, slots[0].slope, slots[0].intercept)
         return
+    if len(slots) == 1 and j2k.decodable(frames[0]) and j2k.available():
+        fast = _decode_j2k(path)
+        if fast is not None:
+            _rescale_into(target, slots[0].slot, fast, slots[0].slope, slots[0].intercept)
+            return
     dataset = read_dataset(path)
     pixels = decode(dataset, path)
     multiframe = "NumberOfFrames" in dataset and int(dataset.NumberOfFrames or 1) > 1
@@ -331,7 +337,47 @@ def _decode_file_into(
             _store(target, slot.slot, values, path)
 
 
+def _decode_j2k(path: Path) -> np.ndarray | None:
+    """A JPEG 2000 frame through j2k.py after the size and bomb checks; None where that
+    path declines or fails, so pydicom's path decodes it or gives its error for the file."""
+    try:
+        light = j2k.read_decode_header(path)
+    except Exception:
+        return None
+    check_declared_size(path, light)
+    _check_codestreams(light, path)  # before the decoder allocates what the stream declares
+    try:
+        return j2k.decode_frame(light)
+    except Exception:
+        return None
+
+
 _Task = tuple[Path, list[_FrameSlot], list[FrameInfo], np.dtype]
+
+
+def _decode_in_threads(
+    tasks: list[_Task],
+    shape: tuple[int, ...],
+    out_dtype: np.dtype,
+    workers: int,
+    clock: DecodeClock,
+) -> np.ndarray:
+    """Files decoded by a thread pool straight into one array (decoders that release the
+    GIL); the first failure is raised with its file's name once the running ones finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    target = np.empty(shape, dtype=out_dtype)
+    with ThreadPoolExecutor(workers, thread_name_prefix="medsight-decode") as pool:
+        futures = [pool.submit(_decode_file_into, target, *task) for task in tasks]
+        try:
+            for future in futures:
+                future.result()
+                clock.check()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return target
 
 
 def _worker(task: _Task) -> tuple[str, str, str | None] | None:
@@ -383,8 +429,16 @@ def decode_frames(
     cpu = os.cpu_count() or 1
     workers = min(cpu, len(tasks)) if workers is None else workers
     all_native = all(f.native is not None for f in frames)
-    use_processes = (
+    # JPEG 2000 decodes outside the GIL (j2k.py): threads, whatever else the process runs
+    use_threads = (
         workers > 1
+        and nbytes >= PARALLEL_MIN_BYTES
+        and all(len(t[1]) == 1 and j2k.decodable(t[2][0]) for t in tasks)
+        and j2k.available()
+    )
+    use_processes = (
+        not use_threads
+        and workers > 1
         and not all_native
         and nbytes >= PARALLEL_MIN_BYTES
         and "fork" in multiprocessing.get_all_start_methods()
@@ -393,6 +447,8 @@ def decode_frames(
         # forever (a CI run hung here for 300 s). Such a process decodes in this thread.
         and threading.active_count() == 1
     )
+    if use_threads:
+        return _decode_in_threads(tasks, shape, out_dtype, workers, clock)
     if not use_processes:
         target = np.empty(shape, dtype=out_dtype)
         for path, slots, file_frames, _ in tasks:
