@@ -390,8 +390,14 @@ def _map_files(function: Callable[[Path], T], paths: list[Path], workers: int | 
         or ("fork" not in multiprocessing.get_all_start_methods())
     ):
         return [function(path) for path in paths]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, _quiet_validation) as pool:
         return pool.map(function, paths, chunksize=max(1, len(paths) // (workers * 4)))
+
+
+def _quiet_validation() -> None:
+    """In a scan worker: pydicom's checks of value lengths and characters only warn when
+    reading, and cost a third of a scan's time (2.8 against 2.0 ms per CT header)."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 def scan_dicom(
