@@ -16,9 +16,12 @@ steps, offered by :mod:`medsight.imaging.window`.
 Storage type: integers stay integers when the slope is 1 and the intercept whole (the smallest
 signed or unsigned type that holds the full stored range); any other rescale gives float32.
 
-Decoding: pydicom's decoders (openjpeg, libjpeg, RLE) hold the GIL, so threads do not help; a
-large series is decoded by forked worker processes that write straight into one shared,
-anonymous memory map, so the volume is held once (no per-worker copies are sent back).
+Decoding: a large JPEG 2000 series (the common compressed CT and MR syntax) is decoded by
+threads through imagecodecs, which releases the GIL (:mod:`j2k`). pydicom's decoders (openjpeg,
+libjpeg, RLE) hold the GIL, so threads do not help them: another large compressed series is
+decoded by forked worker processes that write straight into one shared, anonymous memory map,
+so the volume is held once (no per-worker copies are sent back), and only in a process with
+no other thread (see ``decode_frames``).
 """
 
 from __future__ import annotations
