@@ -175,3 +175,15 @@ def test_convert_partial_batch_exits_1_and_keeps_the_good_series(tmp_path):
     assert "Traceback" not in result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s_1_CT.nii.gz"]
     assert "1 of 2 image(s) failed" in result.stderr
+
+
+def test_info_on_a_cine_with_odd_uids_shows_its_phases_without_pydicom_log_lines():
+    """Sunnybrook's de-identified UIDs have parts with leading zeros on every file: pydicom
+    logs each one at WARNING, which used to fill the terminal ahead of the table."""
+    from tests.conftest import require_data
+
+    folder = require_data("sunnybrook-cine", "dicoms", "SCD0000201")
+    result = medsight("info", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "pydicom" not in result.stderr + result.stdout
+    assert "2 volumes by temporal order" in " ".join(result.stdout.split())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -17,6 +19,7 @@ from medsight.errors import (
 )
 from medsight.io.dicom import read_dicom, read_series, scan_dicom
 from tests._builders import AXIAL, SAGITTAL, base_pixels, write_series
+from tests.conftest import require_data
 
 SLOPE_INTERCEPT = (1.0, -1024.0)  # CT_small's rescale
 
@@ -334,3 +337,51 @@ def test_the_integer_rescale_is_exact_in_the_target_width(
     target = np.zeros((3, 64, 48, 1), dtype=target_dtype)
     _rescale_into(target, 1, pixels, 1.0, float(intercept))
     np.testing.assert_array_equal(target[1, :, :, 0], pixels.astype(np.int64) + intercept)
+
+
+def test_a_cine_whose_trigger_times_drift_between_slices_reads_as_one_volume_per_phase(
+    tmp_path: Path,
+) -> None:
+    """Each slice of a cine is acquired over its own heartbeats, so one phase's trigger time
+    differs from slice to slice; equal times would give a partial volume per time."""
+    series, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    drift = [0.0, 6.9, -11.0, 3.8]  # ms, per slice: the heart rate changes
+    for time_ms, offset in ((280.0, 0), (700.0, 500)):
+        write_series(
+            tmp_path,
+            4,
+            series_uid=series,
+            study_uid=study,
+            per_slice={"TriggerTime": [f"{time_ms + d:.3f}" for d in drift]},
+            pixels=base_pixels() + offset,
+        )
+    scan = scan_dicom(tmp_path)
+    (only,) = scan.series
+    assert [len(stack.frames) for stack in only.stacks] == [4, 4]
+    assert any("2 volumes by temporal order" in r for r in only.split_reasons)
+    image = read_dicom(tmp_path)
+    assert image.is_sequence and image.array.shape == (1, 128, 128, 4, 2)
+    np.testing.assert_array_equal(image.array[0, :, :, 1, 1], hu(1) + 500)
+
+
+def test_a_cine_whose_phases_overlap_in_time_is_not_forced_into_phases(tmp_path: Path) -> None:
+    series, study = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    # slice by slice: (100, 200), (250, 600), ...: the first times (100, 250) reach past a
+    # second time (200), so "the n-th time is phase n" would mix phases
+    for times in (["100", "250", "100", "250"], ["200", "600", "200", "600"]):
+        write_series(
+            tmp_path, 4, series_uid=series, study_uid=study, per_slice={"TriggerTime": times}
+        )
+    (only,) = scan_dicom(tmp_path).series
+    assert not any("temporal order" in r for r in only.split_reasons)
+
+
+@pytest.mark.parametrize("patient", ["SCD0000101", "SCD0000201", "SCD0000501"])
+def test_each_sunnybrook_patient_reads_as_its_two_contoured_phases(patient: str) -> None:
+    folder = require_data("sunnybrook-cine", "dicoms", patient)
+    (only,) = scan_dicom(folder).series
+    assert len(only.stacks) == 2
+    assert len({len(stack.frames) for stack in only.stacks}) == 1
+    assert len(only.stacks[0].frames) >= 10
+    times = [[f.temporal_position for f in stack.frames] for stack in only.stacks]
+    assert max(times[0]) < min(times[1])  # ES (phase 7-9) before ED (19-20)

@@ -38,6 +38,9 @@ def run(action: Callable[[], T], *, debug: bool = False) -> T:
     # library warnings (pydicom's about non-conformant files) go to the log, not raw to the
     # terminal: what matters reaches the user as a medsight warning or error
     logging.captureWarnings(True)
+    # pydicom sets its own logger to WARNING, so its notes on non-conformant values (a UID
+    # part with a leading zero, on every file of a series) passed the root's ERROR level
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if debug else logging.ERROR)
     try:
         return action()
     except typer.Exit:

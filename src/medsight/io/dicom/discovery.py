@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -224,11 +225,51 @@ def _acquisition_order(frame: FrameInfo) -> tuple[float, float]:
     )
 
 
+def _cardiac_phases(frames: list[FrameInfo], positions: np.ndarray) -> list[list[FrameInfo]]:
+    """A cine acquired slice by slice: each position repeats the same number of times, but
+    the trigger times of one phase differ from slice to slice (the heart rate drifts), so
+    equal values would split it into many partial volumes. The n-th time at every position
+    is then phase n. Empty where that does not describe the frames."""
+    if any(f.temporal_position is None for f in frames):
+        return []
+    times = [float(f.temporal_position or 0.0) for f in frames]
+    by_position: dict[float, list[int]] = defaultdict(list)
+    for index, position in enumerate(positions):
+        by_position[float(position)].append(index)
+    repeats = {len(indices) for indices in by_position.values()}
+    phase_count = repeats.pop() if len(repeats) == 1 else 0
+    if phase_count < 2 or len(set(times)) <= phase_count:
+        return []  # equal times mark the phases (or nothing repeats): the general split
+    phase_times: list[list[float]] = [[] for _ in range(phase_count)]
+    volumes: list[list[FrameInfo]] = [[] for _ in range(phase_count)]
+    for indices in by_position.values():
+        ordered = sorted(indices, key=lambda i: times[i])
+        if len({times[i] for i in ordered}) != phase_count:
+            return []  # two frames of one slice at one time: not a plain cine
+        for phase, index in enumerate(ordered):
+            volumes[phase].append(frames[index])
+            phase_times[phase].append(times[index])
+    # every frame of phase n must come before every frame of phase n + 1
+    if any(max(phase_times[n]) >= min(phase_times[n + 1]) for n in range(phase_count - 1)):
+        return []
+    return volumes
+
+
 def _split_repeated_positions(frames: list[FrameInfo]) -> tuple[list[list[FrameInfo]], str, str]:
     """Split frames that share positions into volumes: returns (volumes, attribute, reason)."""
     normal = _normal(frames[0])
     positions = np.round(np.array([_distance(f, normal) for f in frames]) / POSITION_TOLERANCE_MM)
     unique_positions = len(np.unique(positions))
+    phases = _cardiac_phases(frames, positions)
+    if phases:
+        return (
+            phases,
+            "temporal order",
+            (
+                f"{len(frames)} frames at {unique_positions} positions: {len(phases)} volumes "
+                "by temporal order at each position (trigger times differ between slices)"
+            ),
+        )
     for attribute, label in (
         ("echo_time", "echo time"),
         ("temporal_position", "temporal position"),
@@ -388,6 +429,9 @@ def _map_files(function: Callable[[Path], T], paths: list[Path], workers: int | 
         workers < 2
         or len(paths) < PARALLEL_SCAN_MIN_FILES
         or ("fork" not in multiprocessing.get_all_start_methods())
+        # as for decoding (pixels.decode_frames): forking a process that runs other threads
+        # can copy a lock one of them holds, and the child then waits forever
+        or threading.active_count() != 1
     ):
         return [function(path) for path in paths]
     with multiprocessing.get_context("fork").Pool(workers, _quiet_validation) as pool:
