@@ -104,3 +104,20 @@ def test_a_png_declaring_over_twice_the_pixel_limit_is_refused_by_the_limit(tmp_
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     with pytest.raises(ResourceLimitError, match="frame_pixels"):
         read_image(path)
+
+
+def test_a_jpeg2000_frame_with_a_broken_pixel_module_element_reads_as_pydicom_would(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The threaded JPEG 2000 path (io/dicom/j2k.py) reads its own small header: a broken
+    element there is dropped as in the whole read, never raised as a foreign error."""
+    original = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+    data = bytearray(original.read_bytes())
+    tag = struct.pack("<HH", 0x0028, 0x0101) + b"US"  # BitsStored, explicit VR
+    where = data.index(tag, 132)
+    data[where + 4 : where + 6] = b"TI"
+    path = tmp_path / "j2k.dcm"
+    path.write_bytes(bytes(data))
+    image = read_image(path)
+    np.testing.assert_array_equal(image.array, read_image(original).array)
+    assert "unreadable element(s) ignored: (0028,0101)" in caplog.text

@@ -347,6 +347,7 @@ def _decode_j2k(path: Path) -> np.ndarray | None:
         light = j2k.read_decode_header(path)
     except Exception:
         return None
+    light = parse_elements(light, path)  # as the whole read: broken elements are dropped
     check_declared_size(path, light)
     _check_codestreams(light, path)  # before the decoder allocates what the stream declares
     try:
