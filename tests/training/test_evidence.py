@@ -7,6 +7,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -349,3 +350,17 @@ def test_evaluate_reports_heatmap_mass_outside_a_body_mask(trained, tmp_path):
     assert set(outcomes) <= {"true_positive", "false_positive", "false_negative", "true_negative"}
     assert sum(summary["cases"] for summary in outcomes.values()) == 20
     assert "Outside the body mask" in (out / "report.html").read_text()
+
+
+def test_a_target_missed_below_the_third_decimal_is_shown_at_the_fourth() -> None:
+    from medsight.training.segmenter import _target_lines
+
+    def summary(value: float) -> dict[str, Any]:
+        return {"lesion": {"dice": {"value": value, "low": value - 0.01, "high": value + 0.01}}}
+
+    (line,) = _target_lines({"dice": 0.93}, summary(0.92995))[2:]
+    assert "**missed** by 0.0001 (0.9299; 0.930 (0.920-0.940))" in line
+    (line,) = _target_lines({"dice": 0.93}, summary(0.925))[2:]
+    assert "**missed** by 0.005 (0.925 (0.915-0.935))" in line
+    (line,) = _target_lines({"dice": 0.93}, summary(0.9301))[2:]
+    assert line.endswith("reached (0.930 (0.920-0.940))")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -569,10 +570,16 @@ def _target_lines(targets: dict[Any, Any], summary: dict[str, Any]) -> list[str]
             if metric not in entry or target is None:
                 continue
             value = entry[metric]["value"]
-            verdict = "reached" if value >= target else f"**missed** by {target - value:.3f}"
-            lines.append(
-                f"- {segment} {metric} at least {target}: {verdict} ({interval(entry[metric])})"
-            )
+            gap = target - value
+            estimate = interval(entry[metric])
+            if value >= target:
+                verdict = "reached"
+            elif gap >= 0.0005:
+                verdict = f"**missed** by {gap:.3f}"
+            else:  # a miss below the third decimal: at the fourth, rounded away from reached
+                verdict = f"**missed** by {math.ceil(gap * 1e4) / 1e4:.4f}"
+                estimate = f"{math.floor(value * 1e4) / 1e4:.4f}; {estimate}"
+            lines.append(f"- {segment} {metric} at least {target}: {verdict} ({estimate})")
     return lines
 
 
