@@ -230,8 +230,8 @@ def _cardiac_phases(frames: list[FrameInfo], positions: np.ndarray) -> list[list
     the trigger times of one phase differ from slice to slice (the heart rate drifts), so
     equal values would split it into many partial volumes. The n-th time at every position
     is then phase n. Empty where that does not describe the frames."""
-    if any(f.temporal_position is None for f in frames):
-        return []
+    if any(f.temporal_position is None for f in frames) or len({f.echo_time for f in frames}) > 1:
+        return []  # no times, or echoes that tell the volumes apart (the general split)
     times = [float(f.temporal_position or 0.0) for f in frames]
     by_position: dict[float, list[int]] = defaultdict(list)
     for index, position in enumerate(positions):
