@@ -203,3 +203,17 @@ __all__ = [
     "many_frames",
     "rle_bomb",
 ]
+
+
+def unknown_vr(
+    target: Path, group: int, element: int, vr: bytes, source: str = "CT_small.dcm"
+) -> Path:
+    """pydicom's ``source`` test file with element (group, element), stored with explicit VR
+    ``vr``, given a VR that does not exist ("TI"): pydicom cannot convert its value."""
+    from pydicom.data import get_testdata_file
+
+    data = bytearray(Path(get_testdata_file(source)).read_bytes())
+    where = data.index(struct.pack("<HH", group, element) + vr, 132)
+    data[where + 4 : where + 6] = b"TI"
+    target.write_bytes(bytes(data))
+    return target

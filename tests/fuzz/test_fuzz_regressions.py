@@ -13,16 +13,13 @@ from pydicom.data import get_testdata_file
 
 from medsight.errors import MedsightError
 from medsight.io import read_image
+from tests import _hostile
 
 
 def test_an_element_with_an_unknown_vr_is_dropped_and_the_image_still_read(tmp_path, caplog):
     original = Path(get_testdata_file("CT_small.dcm"))
-    data = bytearray(original.read_bytes())
-    tag = struct.pack("<HH", 0x0008, 0x0016) + b"UI"  # SOPClassUID, explicit VR
-    where = data.index(tag, 132)
-    data[where + 4 : where + 6] = b"TI"  # no such VR: pydicom raised NotImplementedError
-    path = tmp_path / "vr.dcm"
-    path.write_bytes(bytes(data))
+    # SOPClassUID given a VR that does not exist: pydicom raised NotImplementedError
+    path = _hostile.unknown_vr(tmp_path / "vr.dcm", 0x0008, 0x0016, b"UI")
     image = read_image(path)  # one broken element does not make the file unreadable
     np.testing.assert_array_equal(image.array, read_image(original).array)
     assert "unreadable element(s) ignored: (0008,0016)" in caplog.text
@@ -111,13 +108,9 @@ def test_a_jpeg2000_frame_with_a_broken_pixel_module_element_reads_as_pydicom_wo
 ) -> None:
     """The threaded JPEG 2000 path (io/dicom/j2k.py) reads its own small header: a broken
     element there is dropped as in the whole read, never raised as a foreign error."""
-    original = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
-    data = bytearray(original.read_bytes())
-    tag = struct.pack("<HH", 0x0028, 0x0101) + b"US"  # BitsStored, explicit VR
-    where = data.index(tag, 132)
-    data[where + 4 : where + 6] = b"TI"
-    path = tmp_path / "j2k.dcm"
-    path.write_bytes(bytes(data))
+    source = "MR_small_jp2klossless.dcm"
+    original = Path(get_testdata_file(source))
+    path = _hostile.unknown_vr(tmp_path / "j2k.dcm", 0x0028, 0x0101, b"US", source)  # BitsStored
     image = read_image(path)
     np.testing.assert_array_equal(image.array, read_image(original).array)
     assert "unreadable element(s) ignored: (0028,0101)" in caplog.text

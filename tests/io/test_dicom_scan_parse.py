@@ -4,17 +4,16 @@ and a broken element the scan does not read no longer costs the file."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from medsight.io import read_image
 from medsight.io.dicom import scan_dicom
 from medsight.io.dicom._header import SCAN_TAGS, describe_frames, has_pixel_data, read_header
 from medsight.io.limits import ResourceLimitError
+from tests import _hostile
 from tests._dicom_corpus import corpus_files
 
 
@@ -42,19 +41,10 @@ def test_the_scan_parse_describes_every_corpus_file_as_the_whole_parse(tmp_path:
     assert described > 150  # most of the corpus holds images
 
 
-def _with_unknown_vr(source: Path, target: Path, group: int, element: int, vr: bytes) -> Path:
-    data = bytearray(source.read_bytes())
-    where = data.index(struct.pack("<HH", group, element) + vr, 132)
-    data[where + 4 : where + 6] = b"TI"  # no such VR: pydicom cannot convert the value
-    target.write_bytes(bytes(data))
-    return target
-
-
 def test_a_broken_element_the_scan_does_not_read_is_left_to_whoever_reads_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = Path(get_testdata_file("CT_small.dcm"))
-    path = _with_unknown_vr(original, tmp_path / "ct.dcm", 0x0018, 0x0050, b"DS")
+    path = _hostile.unknown_vr(tmp_path / "ct.dcm", 0x0018, 0x0050, b"DS")
     scan = scan_dicom(path)
     assert len(scan.series) == 1 and not scan.skipped
     assert "ignored" not in caplog.text  # SliceThickness is not a scan element
@@ -65,8 +55,7 @@ def test_a_broken_element_the_scan_does_not_read_is_left_to_whoever_reads_it(
 def test_a_broken_element_the_scan_reads_is_dropped_by_the_scan(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    original = Path(get_testdata_file("CT_small.dcm"))
-    path = _with_unknown_vr(original, tmp_path / "ct.dcm", 0x0020, 0x0011, b"IS")
+    path = _hostile.unknown_vr(tmp_path / "ct.dcm", 0x0020, 0x0011, b"IS")
     scan = scan_dicom(path)
     assert scan.series[0].frames[0].series_number is None  # SeriesNumber: dropped
     assert "unreadable element(s) ignored: (0020,0011)" in caplog.text
