@@ -94,3 +94,21 @@ def test_sliding_window_on_a_mapped_volume_is_bit_identical(shape):
     eager = sliding_window(display_values(image, display), [24, 24, 24], network, overlap=0.25)
     fused = sliding_window(MappedVolume(image.array, mapping), [24, 24, 24], network, overlap=0.25)
     assert np.array_equal(eager, fused)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "known", "policy", "grid"),
+    [
+        ([0.8, 0.8, 1.0], True, "review", (45, 38, 58)),  # every axis resampled
+        ([1.6, 1.6], True, "review", (22, 19, 29)),  # in plane only: the slices kept
+        ([1.6, 1.6], False, "stored_grid", (45, 38, 29)),  # unknown spacing: the stored grid
+        ([1.6, 1.6], False, "review", (22, 19, 29)),  # (the gate asks for review instead)
+    ],
+)
+def test_network_grid_in_plane_spacing_and_unknown_spacing(spacing, known, policy, grid):
+    from medsight.inference.preprocess import to_network_grid
+    from medsight.tasks.spec import Preprocessing
+
+    image = ct().replace(spacing_known=known)
+    prep = Preprocessing(spacing=spacing, unknown_spacing=policy, patch_size=[16, 16, 1])
+    assert to_network_grid(image, prep)[1] == grid

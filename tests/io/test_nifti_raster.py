@@ -40,6 +40,24 @@ def test_nifti_round_trip_3d_and_4d(tmp_path):
     assert back4d.is_sequence and back4d.array.shape == (1, 5, 6, 7, 3)
 
 
+def test_a_placeholder_grid_is_an_unknown_spacing_and_stays_one_when_written(tmp_path):
+    """ACDC's copy: identity affine, units unknown (not a measured 1 mm grid); a real 1 mm
+    grid says mm. Written back, each keeps what it was."""
+    data = np.zeros((4, 5, 6), np.uint8)
+    placeholder = nib.Nifti1Image(data, np.eye(4))
+    nib.save(placeholder, tmp_path / "unknown.nii.gz")
+    measured = nib.Nifti1Image(data, np.eye(4))
+    measured.header.set_xyzt_units("mm")
+    nib.save(measured, tmp_path / "mm.nii.gz")
+    unknown, millimetres = (
+        read_nifti(tmp_path / "unknown.nii.gz"),
+        read_nifti(tmp_path / "mm.nii.gz"),
+    )
+    assert not unknown.spacing_known and millimetres.spacing_known
+    assert not read_nifti(write_nifti(unknown, tmp_path / "back.nii.gz")).spacing_known
+    assert read_nifti(write_nifti(millimetres, tmp_path / "back-mm.nii.gz")).spacing_known
+
+
 def test_real_hippocampus_nifti_reads():
     folder = require_data("hippocampus-mr", "imagesTr")
     path = sorted(folder.glob("*.nii*"))[0]

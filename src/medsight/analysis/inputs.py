@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
 from medsight.tasks.task import sha256_file
 
 __all__ = ["ImageSource", "StudyInput", "find_studies", "studies_of"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,6 +91,51 @@ def _refused_study(path: Path, root: Path, reason: str, limit: str) -> StudyInpu
     return StudyInput(key=_hash(str(path.resolve())), label=path.name, images=[source])
 
 
+# an ACDC-style cine pair (<stem>_ED / <stem>_ES) and the label maps stored beside images
+_PHASE_FILE = re.compile(r"^(?P<stem>.+)_(?P<phase>ED|ES)\.nii(\.gz)?$", re.IGNORECASE)
+_LABEL_FILE = re.compile(r"^(?P<image>.+)_gt\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def _nifti_stem(path: Path) -> Path:
+    """The file without its .nii / .nii.gz suffix, in its folder."""
+    return path.with_name(re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE))
+
+
+def _image_file_studies(files: list[Path], root: Path) -> list[StudyInput]:
+    """One study per image file, except that the end-diastole and end-systole volumes of one
+    cine (``<stem>_ED`` and ``<stem>_ES`` in one folder) form one study, and ``*_gt`` label
+    maps are set aside with a note on their image's study (never analysed as images)."""
+    studies: list[StudyInput] = []
+    pairs: dict[Path, list[tuple[str, Path]]] = {}
+    labels: list[Path] = []
+    by_stem: dict[Path, StudyInput] = {}
+    for path in files:
+        if _LABEL_FILE.match(path.name):
+            labels.append(path)
+        elif phase := _PHASE_FILE.match(path.name):
+            stem = path.with_name(phase["stem"])
+            pairs.setdefault(stem, []).append((phase["phase"].upper(), path))
+        else:
+            studies.append(_file_study(path, root))
+            by_stem[_nifti_stem(path)] = studies[-1]
+    for stem, members in pairs.items():
+        members.sort()
+        sources = [
+            replace(_file_study(path, root).images[0], phase=phase) for phase, path in members
+        ]
+        digest = _hash("".join(sha256_file(path) for _, path in members))
+        studies.append(StudyInput(key=digest, label=stem.name, images=sources))
+        by_stem.update({_nifti_stem(path): studies[-1] for _, path in members})
+    for path in labels:
+        note = f"{_relative(path, root)}: a label map (*_gt), not an image: not analysed"
+        owner = by_stem.get(path.with_name(re.sub(r"_gt$", "", _nifti_stem(path).name)))
+        if owner is not None:
+            owner.skipped.append(note)
+        else:
+            log.info("%s", note)
+    return studies
+
+
 def _is_image_file(path: Path) -> bool:
     return (
         path.name.lower().endswith(NIFTI_SUFFIXES)
@@ -133,10 +182,11 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
                     )
                 )
         studies.append(entry)
+    image_files = [skip.path for skip in scan.skipped if _is_image_file(skip.path)]
+    studies += _image_file_studies(image_files, path)
     for skip in scan.skipped:
-        if _is_image_file(skip.path):
-            studies.append(_file_study(skip.path, path))
-        elif skip.limit is not None:  # recorded as refused, never silently left out
+        if skip.limit is not None and not _is_image_file(skip.path):
+            # recorded as refused, never silently left out
             studies.append(_refused_study(skip.path, path, skip.reason, skip.limit))
     if not studies:
         reason = scan.skipped[0].reason if scan.skipped else "the folder is empty"

@@ -26,6 +26,7 @@ from medsight.analysis.outputs import (
 from medsight.analysis.records import gate_record, input_record, prediction_record, task_record
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.findings import Finding, findings_from_prediction, triage
+from medsight.findings.cardiac import CardiacPhase, cardiac_function
 from medsight.gate import GateResult, InputGate
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
@@ -70,6 +71,7 @@ class StudyOutcome:
     failures: list[dict[str, Any]] = field(default_factory=list)
     priority: dict[str, Any] | None = None
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # files of the input set aside, and why
 
     @property
     def failed(self) -> bool:
@@ -211,15 +213,17 @@ def analyze_study(
     to append: an archive run's driver is the only writer of its provenance.jsonl)."""
     tasks = tasks or TaskSource(options)
     study_dir = out / study.key
-    outcome = StudyOutcome(study.key, study.label, None)
+    outcome = StudyOutcome(study.key, study.label, None, notes=list(study.skipped))
     superseded, previous_sr = _set_aside_previous(study_dir)
 
     key = options.device_key or device_key(out)
     all_findings: list[Finding] = []
     measurement_flags: dict[str, list[Any]] = {}
+    cine_phases: dict[str, tuple[Task, list[CardiacPhase]]] = {}
     identifiers = None
     for number, source in enumerate(study.images, start=1):
         stem = f"{number:02d}_{_slug(source.description)}"
+        phase: tuple[Task, CardiacPhase] | None = None
         try:
             with memory_guard(options.max_memory, source.description):
                 if source.kind == "wsi":
@@ -261,6 +265,8 @@ def analyze_study(
                     record["findings"] = [f.as_dict() for f in findings]
                     all_findings.extend(findings)
                     measurement_flags[task.id] = list(task.spec.measurement_flags)
+                    if task.spec.cardiac_function is not None:
+                        phase = (task, _cine_phase(image, prediction, gate_result, source))
                     identifiers = identifiers or image.identifiers
                     if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
                         written, notes = write_dicom_outputs(
@@ -299,8 +305,18 @@ def analyze_study(
                 }
             )
             continue
+        if phase is not None:
+            phase[1].analysis = len(outcome.analyses)
+            cine_phases.setdefault(phase[0].id, (phase[0], []))[1].append(phase[1])
         outcome.analyses.append(record)
 
+    study_findings = []
+    for task, phases in cine_phases.values():
+        assert task.spec.cardiac_function is not None
+        document, finding = cardiac_function(phases, task.spec.cardiac_function, task)
+        study_findings.append(document)
+        if finding is not None:
+            all_findings.append(finding)
     result_path = _write_study_result(
         study.key,
         study_dir,
@@ -310,6 +326,7 @@ def analyze_study(
         options,
         identifiers,
         measurement_flags,
+        study_findings,
     )
     document = json.loads(result_path.read_text())
     outcome.result_path = result_path
@@ -322,6 +339,15 @@ def analyze_study(
         for entry in outcome.provenance:
             append_provenance(log, entry)
     return outcome
+
+
+def _cine_phase(
+    image: Image, prediction: Prediction, gate_result: GateResult, source: ImageSource
+) -> CardiacPhase:
+    """What the study's ventricular function needs of one analysed phase: its image (for the
+    geometry and header) and its label map, unless the gate withheld the answer."""
+    label_map = None if gate_result.withheld else prediction.label_map
+    return CardiacPhase(-1, source.description, image, label_map, source.phase)
 
 
 def _provenance_entry(
@@ -364,6 +390,7 @@ def _write_study_result(
     options: AnalysisOptions,
     identifiers: Any,
     measurement_flags: dict[str, list[Any]] | None = None,
+    study_findings: list[dict[str, Any]] | None = None,
 ) -> Path:
     """result.json (and report.html) from the analyses and failures of one study."""
     from medsight import __version__
@@ -402,9 +429,11 @@ def _write_study_result(
         "supersedes": superseded if superseded != result_id else None,
         "priority": priority.as_dict(),
         "analyses": outcome.analyses,
-        "study_findings": [],  # results derived from several analyses (later tasks add them)
+        "study_findings": study_findings or [],  # results derived from several analyses
         "failures": outcome.failures,
     }
+    if outcome.notes:
+        document["input_notes"] = outcome.notes
     if options.include_identifiers and identifiers is not None:
         document["identifiers"] = {
             "patient_id": identifiers.patient_id,

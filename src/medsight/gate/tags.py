@@ -156,13 +156,17 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
                 )
             )
     if spec.preprocessing.spacing is not None and not image.spacing_known:
+        on_stored_grid = spec.preprocessing.unknown_spacing == "stored_grid"
         checks.append(
             GateCheck(
                 "spacing",
                 "tags",
-                "review",
-                "pixel spacing unknown (absent, zero or negative): the model's resampling to "
-                f"{spec.preprocessing.spacing} mm assumes the stored grid",
+                "pass" if on_stored_grid else "review",
+                "pixel spacing unknown: the model runs on the stored voxel grid, as it was "
+                "trained, and sizes are in voxels"
+                if on_stored_grid
+                else "pixel spacing unknown (absent, zero or negative): the model's resampling "
+                f"to {spec.preprocessing.spacing} mm assumes the stored grid",
             )
         )
     shape = image.shape

@@ -230,8 +230,13 @@ def to_network_grid(image: Image, preprocessing: Preprocessing) -> tuple[Image, 
     if preprocessing.resize is not None:
         return work, tuple(preprocessing.resize)
     if preprocessing.spacing is not None:
+        if not work.spacing_known and preprocessing.unknown_spacing == "stored_grid":
+            return work, work.shape
         spacing = np.asarray(work.spacing)
-        target = np.asarray(preprocessing.spacing[: work.spatial_dims], dtype=np.float64)
+        # two values on a 3D image: in-plane only, the slice axis keeps its spacing
+        target = np.array(
+            [*preprocessing.spacing, *spacing[len(preprocessing.spacing) :]], dtype=np.float64
+        )[: work.spatial_dims]
         size = np.maximum(1, np.round(np.asarray(work.shape) * spacing / target)).astype(int)
         return work, tuple(int(s) for s in size)
     return work, work.shape

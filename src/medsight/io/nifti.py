@@ -94,12 +94,20 @@ def read_nifti(path: str | Path) -> Image:
         modality=None,
         frames=(FrameReference(path),),
         is_sequence=is_sequence,
+        spacing_known=not _placeholder_grid(affine, units),
         metadata={
             "source_format": "nifti",
             "qform_code": int(nifti.header["qform_code"]) if "qform_code" in nifti.header else None,
         },
         warnings=warnings,
     )
+
+
+def _placeholder_grid(affine: np.ndarray, units: str) -> bool:
+    """Unknown units and a unit voxel on the axes: a converter's placeholder (e.g. ACDC's
+    copy that lost its spacing), not a measured 1 mm grid."""
+    rotation = np.abs(affine[:3, :3])
+    return units == "unknown" and bool(np.allclose(rotation, np.eye(3)))
 
 
 def write_nifti(image: Image, path: str | Path, *, slope: float | None = None) -> Path:
@@ -115,7 +123,7 @@ def write_nifti(image: Image, path: str | Path, *, slope: float | None = None) -
         data = data[:, :, np.newaxis] if not image.is_sequence else data[:, :, np.newaxis, :]
     affine = RAS_TO_LPS @ image.affine
     nifti = nib.Nifti1Image(np.asarray(data), affine)
-    nifti.header.set_xyzt_units("mm", "sec")
+    nifti.header.set_xyzt_units("mm" if image.spacing_known else "unknown", "sec")
     if data.ndim == 4:  # the time step: the repetition time (ms in DICOM, s in NIfTI)
         repetition = image.metadata.get("RepetitionTime")
         if isinstance(repetition, int | float | str) and float(repetition) > 0:

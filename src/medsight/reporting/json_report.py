@@ -48,6 +48,18 @@ _GATE = {
         "statistics": _NUMBER_MAP,
     },
 }
+_MEASUREMENT = {
+    "type": "object",
+    "required": ["name", "value", "unit", "method"],
+    "properties": {
+        "name": {"type": "string"},
+        "value": {"type": "number"},
+        "unit": {"type": "string", "description": "UCUM; {px}/{px2} when spacing is unknown"},
+        "method": {"type": "string"},
+        "structure": {"type": "string"},
+    },
+}
+
 _STUDY_FINDING = {
     "type": "object",
     "description": "a result derived from several analyses (e.g. a patient-level DR grade, "
@@ -60,18 +72,20 @@ _STUDY_FINDING = {
             "items": {"type": "integer", "minimum": 0},
             "description": "indices into analyses[]",
         },
-    },
-}
-
-_MEASUREMENT = {
-    "type": "object",
-    "required": ["name", "value", "unit", "method"],
-    "properties": {
-        "name": {"type": "string"},
-        "value": {"type": "number"},
-        "unit": {"type": "string", "description": "UCUM; {px}/{px2} when spacing is unknown"},
+        "model": {"type": "object"},
+        "phases": {
+            "type": "object",
+            "description": "cardiac_function: which analysis is end-diastole (ED) and which "
+            "end-systole (ES), and how they were chosen",
+        },
+        "measurements": {"type": "array", "items": _MEASUREMENT},
+        "slice_areas": {"type": "object", "description": "per phase, per structure, per slice"},
+        "not_given": {
+            **_STRINGS,
+            "description": "what could not be derived, each with its reason (never silent)",
+        },
         "method": {"type": "string"},
-        "structure": {"type": "string"},
+        "body_surface_area_m2": {"type": "number"},
     },
 }
 
@@ -279,6 +293,11 @@ _SCHEMA: dict[str, Any] = {
         },
         "analyses": {"type": "array", "items": _ANALYSIS},
         "study_findings": {"type": "array", "items": _STUDY_FINDING},
+        "input_notes": {
+            **_STRINGS,
+            "description": "files of the input set aside, each with why (e.g. a label map "
+            "next to its image)",
+        },
         "failures": {
             "type": "array",
             "items": {

@@ -84,7 +84,14 @@ class Display(_Spec):
 
 class Preprocessing(_Spec):
     reorient: str | None = None  # e.g. "RAS" (3D only)
-    spacing: list[float] | None = None  # resample to this spacing (mm) before the network
+    # resample to this spacing (mm) before the network; a 3D task may give two values, the
+    # in-plane spacing of the stored grid's first two axes, and keep the slice axis as it is
+    # (thick-slice cine MR)
+    spacing: list[Annotated[float, Field(gt=0.0)]] | None = None
+    # an image whose spacing is unknown: "review" (the gate asks for review; the resampling
+    # would assume the stored grid), or "stored_grid" (the network runs on the stored voxel
+    # grid, as a model trained on such data did; measurements come out in voxels)
+    unknown_spacing: Literal["review", "stored_grid"] = "review"
     normalize: Literal["none", "zscore", "zscore_nonzero", "unit"] = "unit"
     resize: list[int] | None = None  # whole-image networks: resize to this size (i, j[, k])
     patch_size: list[int] | None = None  # sliding-window networks: window size
@@ -265,6 +272,17 @@ class MeasurementFlag(_Spec):
     reason: str = ""
 
 
+class CardiacFunction(_Spec):
+    """Which segments a cine's phases are measured on for ventricular function: volumes at
+    end-diastole and end-systole, stroke volumes, ejection fractions and myocardial mass
+    (a study finding derived from the phases' analyses, medsight.findings.cardiac)."""
+
+    left_ventricle: str  # the LV cavity (blood pool)
+    right_ventricle: str | None = None
+    myocardium: str | None = None  # LV myocardium, for the mass at end-diastole
+    myocardial_density: Annotated[float, Field(gt=0.0)] = 1.05  # g/mL
+
+
 class TaskSpec(_Spec):
     schema_version: Literal[1, 2] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -291,6 +309,7 @@ class TaskSpec(_Spec):
     segment_groups: dict[str, list[str]] = Field(default_factory=dict)
     gate: GateSpec = GateSpec()
     measurement_flags: list[MeasurementFlag] = Field(default_factory=list)
+    cardiac_function: CardiacFunction | None = None
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -314,6 +333,14 @@ class TaskSpec(_Spec):
                 raise ValueError(f"claim names unknown operating point {claim.operating_point!r}")
             if claim.segment and claim.segment not in names:
                 raise ValueError(f"claim names unknown output {claim.segment!r}")
+        if self.cardiac_function is not None:
+            function = self.cardiac_function
+            named = [function.left_ventricle, function.right_ventricle, function.myocardium]
+            unknown = [n for n in named if n is not None and n not in names]
+            if unknown or self.kind != "segmentation":
+                raise ValueError(
+                    f"cardiac_function needs segments of this task (unknown: {unknown})"
+                )
         for group, members in self.segment_groups.items():
             unknown = [m for m in members if m not in names]
             if unknown:

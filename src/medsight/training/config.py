@@ -230,7 +230,7 @@ def load_config(path: str | Path) -> TrainConfig:
             data = yaml.safe_load(text)
         else:
             data = tomllib.loads(text)
-        return TrainConfig.model_validate(data)
+        config = TrainConfig.model_validate(data)
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         if isinstance(exc, ValidationError):
             problems = "; ".join(
@@ -238,3 +238,8 @@ def load_config(path: str | Path) -> TrainConfig:
             )
             raise ConfigurationError(f"invalid training config: {problems}", path=path) from exc
         raise ConfigurationError(f"cannot parse training config ({exc})", path=path) from exc
+    # a template folder named relative to the recipe (a task that has no shipped version yet)
+    template = path.parent / config.base_task
+    if (template / "task.toml").is_file():
+        return config.model_copy(update={"base_task": str(template.resolve())})
+    return config

@@ -146,7 +146,9 @@ def _patch(
     return values[(slice(None), *window)].astype(np.float32), labels[window]
 
 
-def _augmenter(seed: int, dims: int, flip_axes: list[int]) -> Any:
+def _augmenter(seed: int, patch: tuple[int, ...], flip_axes: list[int]) -> Any:
+    """Flips, an affine and intensity changes; a 3D patch one voxel thick (a slice-wise
+    network on thick-slice volumes) is rotated and scaled only in its plane."""
     from monai.transforms import (
         Compose,
         RandAffined,
@@ -157,14 +159,19 @@ def _augmenter(seed: int, dims: int, flip_axes: list[int]) -> Any:
     )
 
     keys = ["image", "label"]
-    rotate = 0.26 if dims == 2 else (0.17, 0.17, 0.17)
+    rotate: Any = 0.26
+    scale: Any = 0.1
+    if len(patch) == 3 and patch[2] == 1:  # about the slice axis only
+        rotate, scale = (0.0, 0.0, 0.26), (0.1, 0.1, 0.0)
+    elif len(patch) == 3:
+        rotate = (0.17, 0.17, 0.17)
     transforms: list[Any] = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in flip_axes]
     transforms += [
         RandAffined(
             keys,
             prob=0.5,
             rotate_range=rotate,
-            scale_range=0.1,
+            scale_range=scale,
             mode=("bilinear", "nearest"),
             padding_mode="zeros",
         ),
@@ -226,7 +233,6 @@ def _fit_segmenter(
 
     spec = base.spec
     options = config.train
-    dims = spec.acceptance.spatial_dims
     patch = tuple(spec.preprocessing.patch_size or train_items[0].labels.shape)
     model, optimizer = new_model(
         config, base, options.seed if not fold else step_seed(options.seed, fold)
@@ -244,7 +250,7 @@ def _fit_segmenter(
             else step_seed(options.seed, fold, epoch, step)
         )
         rng = np.random.default_rng(seed)
-        augment = _augmenter(seed, dims, options.flip_axes) if options.augment else None
+        augment = _augmenter(seed, patch, options.flip_axes) if options.augment else None
         images, labels = [], []
         for index in rng.integers(0, len(train_items), options.batch_size):
             values, label = _patch(train_items[index], patch, rng, options.foreground_fraction)
