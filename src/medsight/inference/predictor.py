@@ -406,7 +406,7 @@ class Predictor:
             started = time.perf_counter()
             prediction.segment_probabilities = quantized
             post = spec.postprocessing
-            if post.largest_component or post.fill_holes or post.min_size_voxels:
+            if post.active:
                 labels = _postprocess(np.ascontiguousarray(labels), spec)
             prediction.label_map = labels
             prediction.timings["postprocess"] = time.perf_counter() - started
@@ -546,7 +546,7 @@ def _postprocess(label_map: np.ndarray, spec: TaskSpec) -> np.ndarray:
     from scipy import ndimage
 
     post = spec.postprocessing
-    if not (post.largest_component or post.fill_holes or post.min_size_voxels):
+    if not post.active:
         return label_map
     result = np.zeros_like(label_map)
     for output in spec.outputs:
@@ -564,4 +564,22 @@ def _postprocess(label_map: np.ndarray, spec: TaskSpec) -> np.ndarray:
                     keep &= sizes == sizes.max()
                 mask = np.isin(components, np.flatnonzero(keep) + 1)
         result[mask & (result == 0)] = output.index
-    return result
+    return _fill_cavities(result, spec) if post.enclosed_cavities else result
+
+
+def _fill_cavities(label_map: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """In each slice (the last axis of a volume), what a wall and its cavity enclose becomes
+    cavity. Slice by slice because a cine's cavity is open at the base: in 3D it would not
+    be enclosed."""
+    from scipy import ndimage
+
+    index = {o.name: o.index for o in spec.outputs}
+    stack = label_map if label_map.ndim == 3 else label_map[..., np.newaxis]
+    for cavity, wall in spec.postprocessing.enclosed_cavities.items():
+        for k in range(stack.shape[-1]):
+            plane = stack[..., k]
+            inside = np.isin(plane, (index[cavity], index[wall]))
+            enclosed = ndimage.binary_fill_holes(inside) & ~inside
+            if (plane == index[cavity]).any():  # never a cavity where none was found
+                plane[enclosed] = index[cavity]
+    return label_map

@@ -160,6 +160,19 @@ class PostProcessing(_Spec):
     largest_component: bool = False
     fill_holes: bool = False
     min_size_voxels: int = 0
+    # cavity -> wall, e.g. {left_ventricle = "left_ventricle_myocardium"}: in each slice,
+    # whatever the wall and cavity together enclose becomes cavity (papillary muscles and
+    # gaps inside the ring), so the wall surrounds its cavity
+    enclosed_cavities: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return bool(
+            self.largest_component
+            or self.fill_holes
+            or self.min_size_voxels
+            or self.enclosed_cavities
+        )
 
 
 class OperatingPoint(_Spec):
@@ -341,6 +354,10 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"cardiac_function needs segments of this task (unknown: {unknown})"
                 )
+        pairs = self.postprocessing.enclosed_cavities.items()
+        unknown = [n for pair in pairs for n in pair if n not in names]
+        if unknown:
+            raise ValueError(f"postprocessing.enclosed_cavities names unknown outputs {unknown}")
         for group, members in self.segment_groups.items():
             unknown = [m for m in members if m not in names]
             if unknown:
