@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from medsight.errors import NoImageFoundError
+from medsight.findings.cardiac import PHASE_FILE
 from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
 from medsight.io.limits import ResourceLimitError
@@ -91,8 +92,7 @@ def _refused_study(path: Path, root: Path, reason: str, limit: str) -> StudyInpu
     return StudyInput(key=_hash(str(path.resolve())), label=path.name, images=[source])
 
 
-# an ACDC-style cine pair (<stem>_ED / <stem>_ES) and the label maps stored beside images
-_PHASE_FILE = re.compile(r"^(?P<stem>.+)_(?P<phase>ED|ES)\.nii(\.gz)?$", re.IGNORECASE)
+# label maps stored beside their images (ACDC style)
 _LABEL_FILE = re.compile(r"^(?P<image>.+)_gt\.nii(\.gz)?$", re.IGNORECASE)
 
 
@@ -112,7 +112,7 @@ def _image_file_studies(files: list[Path], root: Path) -> list[StudyInput]:
     for path in files:
         if _LABEL_FILE.match(path.name):
             labels.append(path)
-        elif phase := _PHASE_FILE.match(path.name):
+        elif phase := PHASE_FILE.match(path.name):
             stem = path.with_name(phase["stem"])
             pairs.setdefault(stem, []).append((phase["phase"].upper(), path))
         else:

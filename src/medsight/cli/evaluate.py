@@ -33,11 +33,17 @@ def _cases(
     subgroup_pattern: str | None,
     split: str,
     task: Task,
+    masks: str = "{stem}_gt{suffix}",
+    patient_pattern: str | None = None,
 ) -> list[Case]:
     from medsight.errors import InvalidInputError
     from medsight.training.config import ClassFolders, Manifest, load_config
     from medsight.training.data import list_cases, split_by_patient, split_holdback
 
+    if data.is_dir() and task.spec.kind == "segmentation":
+        from medsight.evaluation.cases import mask_folder_cases
+
+        return mask_folder_cases(data, masks, patient_pattern)
     if data.is_dir():
         if not classes:
             raise InvalidInputError("class folders need --classes (in output order)", path=data)
@@ -103,6 +109,20 @@ def evaluate(
             "or holdback (the patients the recipe kept from all of training)."
         ),
     ] = "all",
+    masks: Annotated[
+        str,
+        typer.Option(
+            help="Segmentation, a folder: each image's mask file, from the image's {stem} "
+            "and {suffix}."
+        ),
+    ] = "{stem}_gt{suffix}",
+    patient_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="Segmentation, a folder: regex on file names, group 1 = patient (e.g. "
+            "'^(patient\\d+)_' keeps a patient's phases together in the CIs)."
+        ),
+    ] = None,
     prevalence: Annotated[float | None, typer.Option(help="Prevalence for PPV/NPV.")] = None,
     out: Annotated[Path, typer.Option(help="Where evaluation.json and report.html go.")] = Path(
         "medsight-evaluation"
@@ -128,7 +148,7 @@ def evaluate(
         loaded = load_named_task(task, tasks_dir or [])
         groups = [c for c in (subgroup_columns or "").split(",") if c]
         names = classes.split(",") if classes else None
-        cases = _cases(data, names, groups, subgroup_pattern, split, loaded)
+        cases = _cases(data, names, groups, subgroup_pattern, split, loaded, masks, patient_pattern)
         if loaded.spec.kind == "segmentation":
             _evaluate_segmentation(loaded, cases, out)
             return
@@ -156,6 +176,13 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
     for segment, summary in results["summary"].items():
         dice = summary["dice"]
         console.print(f"{segment}: Dice {dice['value']:.3f} ({dice['low']:.3f}-{dice['high']:.3f})")
+    for structure, entry in results.get("ejection_fraction", {}).items():
+        error = entry["mean_absolute_error"]
+        console.print(
+            f"{structure} ejection fraction: mean absolute error {error['value']:.1f} "
+            f"({error['low']:.1f}-{error['high']:.1f}) percentage points over "
+            f"{entry['patients']} patients"
+        )
     for claim in results["claims"]:
         console.print(claim["words"])
     console.print(f"wrote {json_path} and {html_path}")

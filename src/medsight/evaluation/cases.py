@@ -4,16 +4,18 @@ evaluation and training (training lists and splits cases: `medsight.training.dat
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medsight.errors import InvalidInputError
+from medsight.findings.cardiac import PHASE_FILE
 from medsight.image import Image
-from medsight.io import read_image
+from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
 
-__all__ = ["Case", "read_case_image", "read_case_mask"]
+__all__ = ["Case", "mask_folder_cases", "read_case_image", "read_case_mask"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,59 @@ def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
     if labels.max(initial=0) > 1 and set(np.unique(labels).tolist()) <= {0, 255}:
         labels = (labels > 0).astype(np.int16)  # 0/255 binary images
     return mask.replace(array=labels)
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for suffix in (".nii.gz", ".nii"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    stem, dot, suffix = name.rpartition(".")
+    return (stem, dot + suffix) if dot else (name, "")
+
+
+def mask_folder_cases(
+    folder: Path, masks: str = "{stem}_gt{suffix}", patient_pattern: str | None = None
+) -> list[Case]:
+    """Every image in ``folder`` with its mask named by ``masks`` (``{stem}`` and
+    ``{suffix}`` of the image's name; files that are masks are not images). The patient is
+    group 1 of ``patient_pattern`` on the file name (default: each image its own patient);
+    a cine phase in the name (``_ED``, ``_ES``) becomes the case's ``phase`` attribute, so
+    the report gives each phase its own figures. Every problem is refused at once."""
+    def is_image(path: Path) -> bool:
+        name = path.name.lower()
+        return path.is_file() and (
+            name.endswith(NIFTI_SUFFIXES) or path.suffix.lower() in RASTER_SUFFIXES
+        )
+
+    files = sorted(p for p in folder.iterdir() if is_image(p))
+    mask_of = {
+        p: folder / masks.format(stem=_split_suffix(p.name)[0], suffix=_split_suffix(p.name)[1])
+        for p in files
+    }
+    mask_files = set(mask_of.values())
+    pattern = re.compile(patient_pattern) if patient_pattern else None
+    cases: list[Case] = []
+    problems: list[str] = []
+    for path in files:
+        if path in mask_files:
+            continue
+        if not mask_of[path].is_file():
+            problems.append(f"{path.name}: no mask {mask_of[path].name}")
+            continue
+        patient = _split_suffix(path.name)[0]
+        if pattern is not None:
+            found = pattern.search(path.name)
+            if found is None or not found.groups():
+                problems.append(f"{path.name}: no patient id ({patient_pattern!r}, group 1)")
+                continue
+            patient = found.group(1)
+        phase = PHASE_FILE.match(path.name)
+        attributes = {"phase": phase["phase"].upper()} if phase else {}
+        cases.append(Case(path, patient, mask=mask_of[path], attributes=attributes))
+    if problems:
+        shown = "; ".join(problems[:8])
+        raise InvalidInputError(f"{len(problems)} problem(s) in the folder: {shown}", path=folder)
+    if not cases:
+        raise InvalidInputError(f"no image with a mask ({masks!r}) in the folder", path=folder)
+    return cases

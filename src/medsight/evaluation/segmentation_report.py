@@ -58,7 +58,14 @@ def evaluate_out_of_fold(
         per_case += rows
         views += fold_views
         units = "px" if fold_units == "px" else units
-    return _summary(task, per_case, views, units, tolerance_mm)
+    summary = _summary(task, per_case, views, units, tolerance_mm)
+    if task.spec.cardiac_function is not None:
+        from medsight.evaluation.cardiac import ejection_fraction_errors
+
+        summary["ejection_fraction"] = ejection_fraction_errors(
+            per_case, task.spec.cardiac_function
+        )
+    return summary
 
 
 def _evaluate_cases(
@@ -288,6 +295,7 @@ def write_segmentation_report(evaluation: dict[str, Any], out: Path) -> tuple[Pa
         if group_rows
         else ""
     )
+    fractions = _ejection_fraction_html(evaluation.get("ejection_fraction", {}))
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>medsight evaluation {html.escape(task["id"])} {html.escape(task["version"])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} .banner{{background:#b00;color:#fff;
@@ -300,6 +308,7 @@ surface Dice at {evaluation["tolerance"]} {unit}.</p>
 <table><tr><th>segment</th><th>metric</th><th>mean</th><th>95% CI</th></tr>
 {"".join(summary_rows)}</table>
 {claims_html(evaluation.get("claims", []))}
+{fractions}
 {subgroups}
 <h2>Per-case Dice</h2><img alt="Dice distribution" src="data:image/png;base64,{histogram}">
 <h2>Worst cases</h2><p>Reference outline green, prediction red.</p>{images}
@@ -308,3 +317,24 @@ surface Dice at {evaluation["tolerance"]} {unit}.</p>
     html_path = out / "report.html"
     html_path.write_text(page)
     return json_path, html_path
+
+
+def _ejection_fraction_html(fractions: dict[str, Any]) -> str:
+    """Each ventricle's EF error against the reference masks (omitted when there is none)."""
+    if not fractions:
+        return ""
+    rows = []
+    for structure, entry in fractions.items():
+        error, bias = entry["mean_absolute_error"], entry["mean_difference"]
+        rows.append(
+            f"<tr><td>{html.escape(structure)}</td><td>{entry['patients']}</td>"
+            f"<td>{error['value']:.1f} ({error['low']:.1f}-{error['high']:.1f})</td>"
+            f"<td>{bias['value']:+.1f} ({bias['low']:+.1f} to {bias['high']:+.1f})</td></tr>"
+        )
+    return (
+        "<h2>Ejection fraction</h2><p>Each patient's end-diastole and end-systole cases: the "
+        "EF from the predicted masks against the EF from the reference masks, in percentage "
+        "points (95% bootstrap CIs).</p><table><tr><th>ventricle</th><th>patients</th>"
+        "<th>mean absolute error</th><th>mean difference (predicted - reference)</th></tr>"
+        f"{''.join(rows)}</table>"
+    )

@@ -13,6 +13,7 @@ never left out silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,10 @@ from medsight.image import Image
 from medsight.tasks import Task
 from medsight.tasks.spec import CardiacFunction
 
-__all__ = ["CardiacPhase", "body_surface_area", "cardiac_function"]
+__all__ = ["PHASE_FILE", "CardiacPhase", "body_surface_area", "cardiac_function"]
+
+#: a cine phase named in its file name, ACDC style: ``<stem>_ED.nii.gz`` / ``<stem>_ES.nii``
+PHASE_FILE = re.compile(r"^(?P<stem>.+)_(?P<phase>ED|ES)\.nii(\.gz)?$", re.IGNORECASE)
 
 #: the code of the derived finding (pydicom codes.SCT.FindingOfLeftVentricularFunction)
 FUNCTION_CODE = {
