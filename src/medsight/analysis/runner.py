@@ -317,6 +317,8 @@ def analyze_study(
         study_findings.append(document)
         if finding is not None:
             all_findings.append(finding)
+            if "sr" in options.outputs:
+                _function_sr(document, finding, phases, task, study_dir)
     result_path = _write_study_result(
         study.key,
         study_dir,
@@ -339,6 +341,34 @@ def analyze_study(
         for entry in outcome.provenance:
             append_provenance(log, entry)
     return outcome
+
+
+def _function_sr(
+    document: dict[str, Any],
+    finding: Finding,
+    phases: list[CardiacPhase],
+    task: Task,
+    study_dir: Path,
+) -> None:
+    """The ventricular function as its own SR (TID 1500, UCUM units; the evidence names
+    both phases' instances), for a DICOM cine; a NIfTI pair gets a note instead."""
+    from medsight.reporting.dicom_sr import write_sr
+
+    by_analysis = {p.analysis: p for p in phases}
+    ed = by_analysis[document["phases"]["ED"]["analysis"]]
+    es = by_analysis[document["phases"]["ES"]["analysis"]]
+    try:
+        path = write_sr(
+            [finding],
+            task,
+            es.image,
+            study_dir / "dicom" / "cardiac_function_sr.dcm",
+            also=(ed.image,),
+            series="function",
+        )
+        document["dicom_outputs"] = [path.relative_to(study_dir).as_posix()]
+    except MedsightError as exc:
+        document["output_notes"] = [f"sr: not written ({exc.message})"]
 
 
 def _cine_phase(

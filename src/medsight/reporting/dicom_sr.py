@@ -41,6 +41,12 @@ _NAMES = {
     "standard deviation of intensity": ("386136009", "SCT", "Standard Deviation"),
     "minimum intensity": ("255605001", "SCT", "Minimum"),
     "maximum intensity": ("56851009", "SCT", "Maximum"),
+    # ventricular function (pydicom codes.SCT.CardiacEjectionFraction, StrokeVolume,
+    # MassQuantity); end-diastolic and end-systolic volumes have no verified code here and
+    # take the private scheme
+    "ejection fraction": ("70822001", "SCT", "Cardiac ejection fraction"),
+    "stroke volume": ("90096001", "SCT", "Stroke Volume"),
+    "myocardial mass": ("118538004", "SCT", "Mass"),
 }
 _UNIT_MEANINGS = {
     "mL": "milliliter",
@@ -50,6 +56,9 @@ _UNIT_MEANINGS = {
     "%": "percent",
     "1": "no units",
     "[hnsf'U]": "Hounsfield unit",
+    "g": "gram",
+    "mL/m2": "milliliter per square meter",
+    "g/m2": "gram per square meter",
 }
 
 
@@ -106,15 +115,21 @@ def _group(
                 algorithm_id=algorithm,
             )
         )
+    sites = {o.name: o.code for o in task.spec.outputs}
     for item in finding.measurements:
         if item.unit.startswith("{"):
             continue  # pixel units (unknown spacing) are not UCUM measurements
+        site = sites.get(item.structure) if item.structure != finding.name else None
         measurements.append(
             hd.sr.Measurement(
                 name=_measurement_name(item),
                 value=round(float(item.value), 6),
                 unit=_unit(item.unit),
                 algorithm_id=algorithm,
+                # a study finding measures several structures: each value names its own
+                finding_sites=[hd.sr.FindingSite(_concept((site.value, site.scheme, site.meaning)))]
+                if site is not None
+                else None,
             )
         )
     evaluations = []
@@ -225,14 +240,19 @@ def write_sr(
     revision: int = 0,
     previous: list[Any] | None = None,
     gate: GateResult | None = None,
+    also: tuple[Image, ...] = (),
+    series: str = "",
 ) -> Path:
     """Write the measurement report; ``seg_path`` is the SEG written for the same
-    prediction (its segments are referenced), ``previous`` the SRs this one replaces."""
+    prediction (its segments are referenced), ``previous`` the SRs this one replaces,
+    ``also`` further images the findings were derived from (in the evidence: e.g. the other
+    phase of a cine), ``series`` a name that keeps a study-level report apart."""
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
     sources = source_datasets(image)
+    others = [d for extra in also for d in source_datasets(extra)]
     seg = pydicom.dcmread(seg_path) if seg_path is not None else None
     segment_numbers: dict[int, int] = {}
     if seg is not None:
@@ -259,17 +279,17 @@ def write_sr(
         procedure_reported=codes.SCT.Imaging,
         imaging_measurements=groups or None,
     )
-    evidence = list(sources)
+    evidence = list(sources) + others
     if seg is not None:
         evidence.append(seg)
     first = sources[0]
-    uid = result_uid(task, first, "sr", revision=revision)
+    uid = result_uid(task, first, f"sr{series}", revision=revision)
     previous = [d for d in previous or [] if d.SOPInstanceUID != uid] or None
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
-        series_instance_uid=result_uid(task, first, "sr-series"),
-        series_number=9201,
+        series_instance_uid=result_uid(task, first, f"sr-series{series}"),
+        series_number=9202 if series else 9201,
         sop_instance_uid=uid,
         instance_number=1 + revision,
         manufacturer=MANUFACTURER,
@@ -277,7 +297,8 @@ def write_sr(
         previous_versions=previous,
         contributing_equipment=contributing_equipment(task),
     )
-    sr.SeriesDescription = f"AI report {task.id} - research use only"[:64]
+    what = f" {series}" if series else ""
+    sr.SeriesDescription = f"AI report {task.id}{what} - research use only"[:64]
     path.parent.mkdir(parents=True, exist_ok=True)
     _frame_references_without_segment_numbers(sr)
     sr.save_as(path)

@@ -185,6 +185,34 @@ image {_e("x".join(str(s) for s in source["shape"]))}</h2>
 </section>"""
 
 
+def _study_finding_section(finding: dict[str, Any], analyses: list[dict[str, Any]]) -> str:
+    """A result derived from several analyses (a cine's ventricular function): which analyses
+    it used, its measurements, and everything it could not give, with the reason."""
+    phases = "".join(
+        f"<li>{_e(name)}: {_e(entry.get('description', ''))}"
+        f"{' (' + _e(entry['chosen']) + ')' if entry.get('chosen') else ''}</li>"
+        for name, entry in finding.get("phases", {}).items()
+    )
+    missing = "".join(f"<li>{_e(reason)}</li>" for reason in finding.get("not_given", []))
+    model = finding.get("model", {})
+    return (
+        f"<section><h2>{_e(finding.get('code', {}).get('meaning', finding['name']))}</h2>"
+        f"<p class=muted>derived from {len(finding['derived_from'])} of {len(analyses)} "
+        f"analyses by {_e(model.get('id', ''))} {_e(model.get('version', ''))}; "
+        f"{_e(finding.get('method', ''))}</p>"
+        f"{f'<ul>{phases}</ul>' if phases else ''}"
+        f"{_measurements_table([{'name': finding['name'], **finding}])}"
+        f"{f'<h3>Not given</h3><ul>{missing}</ul>' if missing else ''}</section>"
+    )
+
+
+def _notes_section(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    items = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    return f"<section><h2>Files set aside</h2><ul>{items}</ul></section>"
+
+
 def render_html_report(document: dict[str, Any]) -> str:
     priority = document["priority"]
     level = priority["level"]
@@ -222,8 +250,15 @@ created {_e(document["created"])} by medsight {_e(document["medsight_version"])}
 {_e(level)}</span> <span class=muted>score {priority["score"]:.2f}, rules v{
         _e(priority["rules_version"])
     }</span></h2><ul>{reasons}</ul></section>
+{
+        "".join(
+            _study_finding_section(f, document["analyses"])
+            for f in document.get("study_findings", [])
+        )
+    }
 {"".join(_analysis_section(a) for a in document["analyses"])}
 {f"<section><h2>Not analysed</h2><ul>{failures}</ul></section>" if failures else ""}
+{_notes_section(document.get("input_notes", []))}
 <p class=muted>{BANNER} Every finding is decision support for a clinician, who makes the
 diagnosis. Probabilities are calibrated on internal validation data; see each task's model
 card.</p>

@@ -86,6 +86,8 @@ _STUDY_FINDING = {
         },
         "method": {"type": "string"},
         "body_surface_area_m2": {"type": "number"},
+        "dicom_outputs": _STRINGS,
+        "output_notes": _STRINGS,
     },
 }
 
