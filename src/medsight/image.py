@@ -154,6 +154,21 @@ class Image:
         """Distinct source SOP instance UIDs, in first-seen array order."""
         return tuple(dict.fromkeys(f.sop_instance_uid for f in self.frames if f.sop_instance_uid))
 
+    def timepoint(self, t: int) -> Image:
+        """One time point of a sequence (a cine phase) as an image of its own, with the
+        frames (instances) that phase was read from."""
+        if not self.is_sequence or not 0 <= t < self.num_timepoints:
+            raise InvalidInputError(f"time point {t} of an image with {self.num_timepoints}")
+        per_phase = len(self.frames) // self.num_timepoints
+        frames = (
+            self.frames[t * per_phase : (t + 1) * per_phase]
+            if per_phase * self.num_timepoints == len(self.frames)
+            else ()
+        )  # frames are stored phase by phase (medsight.io.dicom.read_volumes)
+        return self.replace(
+            array=np.ascontiguousarray(self.array[..., t]), is_sequence=False, frames=frames
+        )
+
     def replace(self, **changes: Any) -> Image:
         """A copy with some fields changed (the array is not copied)."""
         return dataclasses.replace(self, **changes)

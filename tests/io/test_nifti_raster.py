@@ -134,3 +134,17 @@ def test_a_raster_longer_than_the_side_limit_is_reduced_as_read_with_its_pixel_s
     assert image.array.dtype.kind == "u"  # still integers: no float copy of the file
     assert image.spacing[0] > 2.9 and image.spacing[1] == 3.0  # file pixels per pixel
     assert image.warnings[0].startswith(f"reduced from {MAX_RASTER_SIDE * 2 + 10}x30")
+
+
+def test_a_time_point_of_a_sequence_keeps_its_own_frames():
+    from medsight.image import FrameReference
+
+    frames = tuple(FrameReference(None, f"1.2.{t}.{k}") for t in range(2) for k in range(3))
+    values = np.arange(2 * 2 * 3 * 2, dtype=np.int16).reshape(1, 2, 2, 3, 2)
+    cine = Image(values, np.eye(4), 3, is_sequence=True, frames=frames)
+    second = cine.timepoint(1)
+    assert not second.is_sequence and second.shape == (2, 2, 3)
+    np.testing.assert_array_equal(second.array, values[..., 1])
+    assert second.sop_instance_uids == ("1.2.1.0", "1.2.1.1", "1.2.1.2")
+    with pytest.raises(InvalidInputError, match="time point 2"):
+        cine.timepoint(2)

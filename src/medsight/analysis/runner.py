@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,11 @@ def analyze_study(
     measurement_flags: dict[str, list[Any]] = {}
     cine_phases: dict[str, tuple[Task, list[CardiacPhase]]] = {}
     identifiers = None
-    for number, source in enumerate(study.images, start=1):
+    queue = list(study.images)
+    number = 0
+    while queue:
+        source = queue.pop(0)
+        number += 1
         stem = f"{number:02d}_{_slug(source.description)}"
         phase: tuple[Task, CardiacPhase] | None = None
         try:
@@ -231,6 +236,11 @@ def analyze_study(
                 else:
                     image = source.load()
                     task, mode, reasons = tasks.choose(image, source.task)
+                    if image.is_sequence and task.spec.cardiac_function is not None:
+                        # a cine: each phase is analysed; the function compares them
+                        queue[:0] = _phase_sources(image, source)
+                        number -= 1
+                        continue
                     predictor = tasks.predictor(task)
                     gate = tasks.gate(task)
                     started = time.perf_counter()
@@ -369,6 +379,24 @@ def _function_sr(
         document["dicom_outputs"] = [path.relative_to(study_dir).as_posix()]
     except MedsightError as exc:
         document["output_notes"] = [f"sr: not written ({exc.message})"]
+
+
+def _phase_sources(image: Image, source: ImageSource) -> list[ImageSource]:
+    """Each time point of a cine as a source of its own (already read: a partial of the
+    phase image, so nothing is read twice)."""
+    count = image.num_timepoints
+    return [
+        replace(
+            source,
+            description=f"{source.description} phase {t + 1} of {count}",
+            load=partial(_given, image.timepoint(t)),
+        )
+        for t in range(count)
+    ]
+
+
+def _given(image: Image) -> Image:
+    return image
 
 
 def _cine_phase(
