@@ -60,3 +60,14 @@ def test_flips_average_back_into_place(tmp_path):
     np.testing.assert_allclose(
         plain.segment_probabilities, flipped.segment_probabilities, atol=1e-6
     )
+
+
+def test_a_task_can_default_to_tta_and_a_caller_can_override_it(tmp_path):
+    plain = segmenter_3d_task(tmp_path / "plain", preprocessing={"patch_size": [16, 16, 16]})
+    flips = segmenter_3d_task(
+        tmp_path / "flips",
+        preprocessing={"patch_size": [16, 16, 16]},
+        extra="[inference]\ntta = true\n",
+    )
+    assert not Predictor(plain).tta and Predictor(plain, tta=True).tta
+    assert Predictor(flips).tta and not Predictor(flips, tta=False).tta

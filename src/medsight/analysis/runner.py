@@ -50,7 +50,7 @@ class AnalysisOptions:
     task: str = "auto"  # a task name, "name@version", a task folder, or "auto"
     tasks_dirs: list[Path] = field(default_factory=list)
     backend: str = "torch"
-    tta: bool = False
+    tta: bool | None = None  # None: each task's own default ([inference] tta)
     slide_level: int | None = None
     rules: list[SelectionRule] | None = None
     rules_version: str = ""  # the site's routing rules version, recorded with each choice

@@ -36,7 +36,13 @@ def analyze(
         typer.Option(metavar="<dir>", help="Extra task folder(s), besides MEDSIGHT_TASKS."),
     ] = None,
     backend: Annotated[str, typer.Option(help="torch or onnxruntime.")] = "torch",
-    tta: Annotated[bool, typer.Option(help="Average over flipped inputs.")] = False,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average over flipped inputs (default: as each task's [inference] tta says).",
+        ),
+    ] = None,
     level: Annotated[int | None, typer.Option(help="Whole-slide level to analyse.")] = None,
     outputs: Annotated[
         str, typer.Option(help="Comma-separated: seg, sr, sc (DICOM sources), json, html.")

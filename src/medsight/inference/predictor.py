@@ -95,8 +95,9 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 class Predictor:
     """Runs one task. ``backend`` is ``"torch"``, ``"onnxruntime"`` (exported on first use),
     or a callable custom runtime used for every network; ``tta`` averages over flips of every
-    spatial axis; ``explain`` adds a Grad-CAM heatmap for classifiers whose task asks for it;
-    ``threads`` caps ONNX Runtime's threads (torch's are per process: ``torch.set_num_threads``).
+    spatial axis (None: as the task's ``[inference] tta`` says); ``explain`` adds a Grad-CAM
+    heatmap for classifiers whose task asks for it; ``threads`` caps ONNX Runtime's threads
+    (torch's are per process: ``torch.set_num_threads``).
     """
 
     def __init__(
@@ -105,7 +106,7 @@ class Predictor:
         *,
         backend: Backend | BackendCallable = "torch",
         deterministic: bool = True,
-        tta: bool = False,
+        tta: bool | None = None,
         explain: bool = True,
         explain_output: str | None = None,
         threads: int | None = None,
@@ -117,7 +118,7 @@ class Predictor:
         self.backend_name = backend if isinstance(backend, str) else "custom"
         self._custom = None if isinstance(backend, str) else backend
         self.deterministic = deterministic
-        self.tta = tta
+        self.tta = task.spec.inference.tta if tta is None else tta
         self.explain = explain
         # 3D volumes from this many voxels on are segmented in bounded memory (streamed.py)
         self.stream_voxels = STREAM_VOXELS

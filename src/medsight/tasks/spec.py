@@ -156,6 +156,13 @@ class Output(_Spec):
     measurements: list[MeasurementName] = Field(default_factory=list)
 
 
+class Inference(_Spec):
+    """How the network is run by default (``medsight analyze --tta/--no-tta`` overrides)."""
+
+    # average over flips of every spatial axis: the task's evidence was measured this way
+    tta: bool = False
+
+
 class PostProcessing(_Spec):
     largest_component: bool = False
     fill_holes: bool = False
@@ -308,6 +315,7 @@ class TaskSpec(_Spec):
     preprocessing: Preprocessing = Preprocessing()
     networks: list[Network] = Field(min_length=1)
     outputs: list[Output] = Field(min_length=1)
+    inference: Inference = Inference()
     postprocessing: PostProcessing = PostProcessing()
     calibration: Calibration = Calibration()
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
