@@ -385,3 +385,21 @@ def test_each_sunnybrook_patient_reads_as_its_two_contoured_phases(patient: str)
     assert len(only.stacks[0].frames) >= 10
     times = [[f.temporal_position for f in stack.frames] for stack in only.stacks]
     assert max(times[0]) < min(times[1])  # ES (phase 7-9) before ED (19-20)
+
+
+def test_a_cine_with_a_slice_missing_in_one_phase_is_refused_naming_the_phase(
+    tmp_path: Path,
+) -> None:
+    """The other phase still groups by its times; the reader refuses the incomplete one."""
+    import shutil
+
+    from medsight.errors import GeometryError
+
+    source = require_data("sunnybrook-cine", "dicoms", "SCD0000101")
+    folder = tmp_path / "cine"
+    shutil.copytree(source, folder)
+    (folder / "28.dcm").unlink()  # slice 2 of phase 8 (file N = (slice - 1) x 20 + phase)
+    (only,) = scan_dicom(folder).series
+    assert sorted(len(stack.frames) for stack in only.stacks) == [11, 12]
+    with pytest.raises(GeometryError, match=r"temporal order 1: 11, temporal order 2: 12"):
+        read_dicom(folder)

@@ -236,17 +236,27 @@ def _cardiac_phases(frames: list[FrameInfo], positions: np.ndarray) -> list[list
     by_position: dict[float, list[int]] = defaultdict(list)
     for index, position in enumerate(positions):
         by_position[float(position)].append(index)
-    repeats = {len(indices) for indices in by_position.values()}
-    phase_count = repeats.pop() if len(repeats) == 1 else 0
-    if phase_count < 2 or len(set(times)) <= phase_count:
+    phase_count = max(len(indices) for indices in by_position.values())
+    complete = [i for i in by_position.values() if len(i) == phase_count]
+    if phase_count < 2 or len(set(times)) <= phase_count or len(complete) < 2:
         return []  # equal times mark the phases (or nothing repeats): the general split
+    # the typical time of each phase, from the positions that have every phase
+    typical = np.median([sorted(times[i] for i in indices) for indices in complete], axis=0)
     phase_times: list[list[float]] = [[] for _ in range(phase_count)]
     volumes: list[list[FrameInfo]] = [[] for _ in range(phase_count)]
     for indices in by_position.values():
         ordered = sorted(indices, key=lambda i: times[i])
-        if len({times[i] for i in ordered}) != phase_count:
+        if len({times[i] for i in ordered}) != len(ordered):
             return []  # two frames of one slice at one time: not a plain cine
-        for phase, index in enumerate(ordered):
+        # a position missing a phase: each frame joins the phase of nearest typical time
+        # (the reader then refuses that phase as incomplete, naming it)
+        if len(ordered) == phase_count:
+            phases = list(range(phase_count))
+        else:
+            phases = [int(np.argmin(np.abs(typical - times[i]))) for i in ordered]
+            if len(set(phases)) != len(phases):
+                return []
+        for phase, index in zip(phases, ordered, strict=True):
             volumes[phase].append(frames[index])
             phase_times[phase].append(times[index])
     # every frame of phase n must come before every frame of phase n + 1

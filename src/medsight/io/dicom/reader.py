@@ -274,9 +274,10 @@ def read_volumes(
     )
     for other in stacks[1:]:
         if len(other.frames) != len(first_stack.frames):
+            counts = ", ".join(f"{s.label or 'volume'}: {len(s.frames)}" for s in stacks)
             raise GeometryError(
-                f"volumes of the sequence differ in slice count ({len(first_stack.frames)} vs "
-                f"{len(other.frames)}); read the stacks separately",
+                f"the volumes of the sequence differ in slice count ({counts}): a slice is "
+                "missing in one phase or volume; read the stacks separately",
                 path=other.first.path,
             )
         if other.kind == "volume":
