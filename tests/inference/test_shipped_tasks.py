@@ -17,7 +17,14 @@ from medsight.models import build_network, save_weights
 from medsight.tasks import discover_tasks, load_task
 from medsight.tasks.registry import shipped_tasks_dir
 
-SHIPPED = ["cxr-pneumonia", "derm-lesion", "derm-melanoma", "fundus-vessels", "hippocampus-mr"]
+SHIPPED = [
+    "cardiac-mr",
+    "cxr-pneumonia",
+    "derm-lesion",
+    "derm-melanoma",
+    "fundus-vessels",
+    "hippocampus-mr",
+]
 
 
 def test_all_shipped_tasks_load():
@@ -64,8 +71,9 @@ def _input_for(task) -> Image:
     accept = task.spec.acceptance
     rng = np.random.default_rng(0)
     if accept.spatial_dims == 3:
+        size = np.maximum((40, 56, 44), accept.min_size or (0, 0, 0))
         return Image(
-            rng.normal(100, 30, size=(1, 40, 56, 44)).astype(np.float32),
+            rng.normal(100, 30, size=(1, *size)).astype(np.float32),
             np.diag([-1.0, -1.0, 1.0, 1.0]),
             3,
             modality="MR",
