@@ -24,6 +24,7 @@ import numpy as np
 
 from medsight.analysis.inputs import find_studies
 from medsight.datasets import shared_data_dir
+from medsight.evaluation.intervals import bootstrap_ci
 from medsight.findings.cardiac import CardiacPhase, cardiac_function
 from medsight.inference import Predictor
 from medsight.tasks import load_named_task
@@ -141,11 +142,17 @@ def main() -> int:
         for r in p["slices"]
         if "myocardium_dice" in r
     ]
+    def mean_ci(values: list[float]) -> dict | None:
+        if not values:
+            return None
+        array = np.asarray(values)
+        return bootstrap_ci(lambda i: float(array[i].mean()), len(array)).as_dict()
+
     summary = {
         "task": f"{task.id} {task.version}",
-        "lv_dice_per_slice_mean": float(np.mean(lv)),
+        "lv_dice_per_slice_mean": mean_ci(lv),
         "lv_dice_slices": len(lv),
-        "myocardium_dice_per_slice_mean": float(np.mean(wall)) if wall else None,
+        "myocardium_dice_per_slice_mean": mean_ci(wall),
         "myocardium_dice_slices": len(wall),
         "ed_es_as_contours_mark": sum(
             p["ed_phase_by_contours"] == p["ed_phase_chosen"] for p in results.values()

@@ -41,7 +41,14 @@ from medsight.training.data import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__import__("os").environ.get("MEDSIGHT_DATA", ROOT.parent / "shared" / "data"))
-TASKS = ["cxr-pneumonia", "derm-melanoma", "derm-lesion", "fundus-vessels", "hippocampus-mr"]
+TASKS = [
+    "cxr-pneumonia",
+    "derm-melanoma",
+    "derm-lesion",
+    "fundus-vessels",
+    "hippocampus-mr",
+    "cardiac-mr",
+]
 
 
 def files(pattern: str, count: int) -> list[Path]:
@@ -172,6 +179,7 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         "derm-lesion": "dermoscopy (PH2)",
         "fundus-vessels": "fundus (DR)",
         "hippocampus-mr": "hippocampus MR crop",
+        "cardiac-mr": "cardiac MR (ACDC)",
     }[task.id]
     kinds = {k: v for k, v in sources.items() if k != own}
     if task.id == "cxr-pneumonia":
