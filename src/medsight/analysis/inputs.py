@@ -161,13 +161,15 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
         )
         for series in study.series:
             for group in series.volume_groups():
+                # a sequence is named by its number of time points, not its first one's label
+                label = f"{len(group)} time points" if len(group) > 1 else group[0].label
                 description = " ".join(
                     str(v)
                     for v in (
                         series.series_number,
                         series.series_description,
                         series.modality,
-                        group[0].label,
+                        label,
                     )
                     if v not in (None, "")
                 )

@@ -6,6 +6,7 @@ Equipment: name, version, weights SHA-256)."""
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ from medsight.errors import MissingIdentifiersError
 from medsight.image import Image
 from medsight.tasks import Task
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "NOT_FOR_DIAGNOSIS",
     "algorithm_identification",
     "contributing_equipment",
     "result_uid",
+    "series_uid",
     "source_datasets",
 ]
 
@@ -64,25 +68,52 @@ def source_datasets(image: Image) -> list[Any]:
         for keyword in _TYPE2:
             if keyword not in dataset:
                 setattr(dataset, keyword, "")
+        _blank_invalid_dates(dataset, path)
         datasets.append(dataset)
     return datasets
 
 
+def _blank_invalid_dates(dataset: Any, path: Path) -> None:
+    """A copied date or time the source holds but no date can be (``00000000``, as some
+    de-identifiers write) is left empty in the result, not a reason to write none; the
+    source file itself is never changed."""
+    from pydicom.valuerep import DA, DT, TM
+
+    parsers = {"DA": DA, "DT": DT, "TM": TM}
+    for element in dataset:
+        parser = parsers.get(element.VR)
+        if parser is None or element.value in (None, ""):
+            continue
+        try:
+            parser(str(element.value))
+        except (ValueError, OverflowError):
+            logger.info(
+                "%s: %s %r is not a valid date or time: left empty in the results",
+                path.name,
+                element.keyword,
+                str(element.value),
+            )
+            element.value = ""
+
+
 def result_uid(task: Task, source: Any, kind: str, *, revision: int = 0) -> str:
-    """The same (task version, source series, output kind) always gives the same UID."""
+    """The same (task version, source image, output kind) always gives the same UID. The
+    image is named by its first instance: the volumes of one series (a cine's phases, the
+    echoes of a multi-echo series) each get their own result instances."""
+    return _uid(task, source, kind, str(source.SOPInstanceUID), str(revision))
+
+
+def series_uid(task: Task, source: Any, kind: str) -> str:
+    """The result series of one kind for one source series: shared by the results of every
+    image of that series."""
+    return _uid(task, source, kind)
+
+
+def _uid(task: Task, source: Any, *parts: str) -> str:
     from pydicom.uid import generate_uid
 
-    return str(
-        generate_uid(
-            entropy_srcs=[
-                task.task_hash,
-                str(source.StudyInstanceUID),
-                str(source.SeriesInstanceUID),
-                kind,
-                str(revision),
-            ]
-        )
-    )
+    entropy = [task.task_hash, str(source.StudyInstanceUID), str(source.SeriesInstanceUID)]
+    return str(generate_uid(entropy_srcs=[*entropy, *parts]))
 
 
 def algorithm_identification(task: Task) -> Any:

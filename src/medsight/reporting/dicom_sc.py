@@ -14,6 +14,7 @@ from medsight.reporting._dicom_common import (
     NOT_FOR_DIAGNOSIS,
     contributing_equipment,
     result_uid,
+    series_uid,
     source_datasets,
 )
 from medsight.tasks import Task
@@ -47,7 +48,7 @@ def write_overlay_sc(
         # i runs along the rows and j down the columns of the overlay, as in the source
         patient_orientation=_patient_orientation(image),
         study_instance_uid=first.StudyInstanceUID,
-        series_instance_uid=result_uid(task, first, "sc-series"),
+        series_instance_uid=series_uid(task, first, "sc-series"),
         series_number=9301,
         sop_instance_uid=result_uid(task, first, "sc", revision=revision),
         instance_number=1 + revision,

@@ -22,6 +22,7 @@ from medsight.reporting._dicom_common import (
     algorithm_identification,
     contributing_equipment,
     result_uid,
+    series_uid,
     source_datasets,
 )
 from medsight.tasks import Task
@@ -90,6 +91,12 @@ def write_seg(
             f"image {tuple(image.shape)}"
         )
     sources = source_datasets(image)
+    # one image, one frame of reference: instances whose UIDs differ although their geometry
+    # forms one volume (the reader warns) are referenced in the first instance's
+    reference = image.identifiers.frame_of_reference_uid
+    if reference and len({str(d.get("FrameOfReferenceUID", "")) for d in sources}) > 1:
+        for dataset in sources:
+            dataset.FrameOfReferenceUID = reference
     outputs = [o for o in task.spec.outputs if o.index > 0]
     present = [o for o in outputs if (prediction.label_map == o.index).any()]
     if not present:
@@ -133,7 +140,7 @@ def write_seg(
         pixel_array=pixels,
         segmentation_type=kind,
         segment_descriptions=descriptions,
-        series_instance_uid=result_uid(task, first, f"seg-series-{segmentation_type}"),
+        series_instance_uid=series_uid(task, first, f"seg-series-{segmentation_type}"),
         series_number=9101 if segmentation_type == "binary" else 9102,
         sop_instance_uid=result_uid(task, first, f"seg-{segmentation_type}", revision=revision),
         instance_number=1 + revision,

@@ -21,6 +21,7 @@ from medsight.reporting._dicom_common import (
     MANUFACTURER,
     contributing_equipment,
     result_uid,
+    series_uid,
     source_datasets,
 )
 from medsight.tasks import Task
@@ -288,7 +289,7 @@ def write_sr(
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report,
-        series_instance_uid=result_uid(task, first, f"sr-series{series}"),
+        series_instance_uid=series_uid(task, first, f"sr-series{series}"),
         series_number=9202 if series else 9201,
         sop_instance_uid=uid,
         instance_number=1 + revision,

@@ -330,6 +330,13 @@ def read_volumes(
             array = array[..., 0]
         spatial_dims = 2
 
+    references = {f.frame_of_reference_uid for f in frames if f.frame_of_reference_uid}
+    if len(references) > 1:
+        warnings.append(
+            f"the instances carry {len(references)} different Frame of Reference UIDs although "
+            "their geometry forms one image (a de-identification artefact?): results use the "
+            "first instance's"
+        )
     for warning in warnings:
         logger.warning("%s: %s", first.path, warning)
     return Image(
