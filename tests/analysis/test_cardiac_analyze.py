@@ -138,3 +138,28 @@ def test_sunnybrook_seg_and_sr_conform_and_round_trip_through_orthanc(task, orth
             f"/instances/{mine.SOPInstanceUID}"
         )
         assert fetched.SOPInstanceUID == mine.SOPInstanceUID
+
+
+def test_a_4d_nifti_cine_is_analysed_phase_by_phase(task, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    source = require_data("acdc", "val")
+    ed, es = (nib.load(source / f"patient019_{p}.nii.gz") for p in ("ED", "ES"))
+    cine = np.stack([np.asarray(ed.dataobj), np.asarray(es.dataobj)], axis=-1)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(cine, ed.affine), folder / "cine.nii.gz")
+    result = _analyze(folder / "cine.nii.gz", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "out").glob("*/result.json")
+    document = json.loads(path.read_text())
+    described = [a["input"]["path"] for a in document["analyses"]]
+    assert len(described) == 2
+    finding, measured = _function(document)
+    # no names: end-diastole is the phase of larger LV cavity, here the first
+    assert finding["phases"]["ED"]["analysis"] == 0
+    assert (
+        finding["phases"]["ED"]["chosen"] == "the phases of largest and smallest LV cavity volume"
+    )
+    assert measured[("ejection fraction", "left_ventricle")]["value"] > 0
