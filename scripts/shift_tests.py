@@ -65,7 +65,7 @@ def as_task_input(image: Image, task: Task) -> Image:
     if image.spatial_dims == 3 and spec.spatial_dims == 2:
         array = array[..., array.shape[-1] // 2]
     if image.spatial_dims == 2 and spec.spatial_dims == 3:  # a stack at the task's scale
-        side = max(spec.max_size or [64])
+        side = min(max(spec.max_size or [64]), 256)  # a cine-sized stack at most
         zoom = [1, *(min(1.0, side / n) for n in array.shape[1:])]
         array = np.repeat(ndimage.zoom(array, zoom, order=1)[..., None], 24, axis=-1)
     wants_rgb = 3 in spec.channels or ("RGB" in spec.photometric and 1 not in spec.channels)

@@ -75,6 +75,8 @@ _KEPT_ATTRIBUTES = (
     "FrameTime",
     "CineRate",
     "RepetitionTime",
+    "PatientSize",  # m: with the weight, the body surface area volumes are indexed to
+    "PatientWeight",  # kg
 )
 
 
