@@ -142,6 +142,7 @@ def main() -> int:
         for r in p["slices"]
         if "myocardium_dice" in r
     ]
+
     def mean_ci(values: list[float]) -> dict | None:
         if not values:
             return None

@@ -110,6 +110,7 @@ def mask_folder_cases(
     group 1 of ``patient_pattern`` on the file name (default: each image its own patient);
     a cine phase in the name (``_ED``, ``_ES``) becomes the case's ``phase`` attribute, so
     the report gives each phase its own figures. Every problem is refused at once."""
+
     def is_image(path: Path) -> bool:
         name = path.name.lower()
         return path.is_file() and (
