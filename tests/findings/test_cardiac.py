@@ -109,6 +109,10 @@ def test_unknown_spacing_gives_voxels_and_an_ejection_fraction_but_no_mass(task)
         ([phase(0, 3000), phase(1, 2000, spacing=(1.5, 1.5, 8.0))], "differ in voxel spacing"),
         ([phase(0, 3000), phase(1, 0)], "LV cavity is found in no slice"),
         (
+            [phase(0, 3000, metadata={"SliceThicknesses": [8.0, 10.0]}), phase(1, 2000)],
+            "slices of different thickness",
+        ),
+        (
             [phase(0, 3000), CardiacPhase(1, "phase 1", phase(1, 1).image, None)],
             "one phase only",
         ),

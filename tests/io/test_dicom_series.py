@@ -403,3 +403,10 @@ def test_a_cine_with_a_slice_missing_in_one_phase_is_refused_naming_the_phase(
     assert sorted(len(stack.frames) for stack in only.stacks) == [11, 12]
     with pytest.raises(GeometryError, match=r"temporal order 1: 11, temporal order 2: 12"):
         read_dicom(folder)
+
+
+def test_slices_of_different_thickness_are_said(tmp_path: Path) -> None:
+    write_series(tmp_path, 4, per_slice={"SliceThickness": ["8", "8", "10", "8"]})
+    image = read_dicom(tmp_path)
+    assert image.metadata["SliceThicknesses"] == [8.0, 10.0]
+    assert any("slices of different thickness" in w for w in image.warnings)

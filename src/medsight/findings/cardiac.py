@@ -76,6 +76,13 @@ def _slice_areas(mask: np.ndarray, image: Image) -> list[float]:
 def _geometry_problem(phases: list[CardiacPhase]) -> str | None:
     """Why the phases cannot be compared (an EF from different stacks would be wrong)."""
     first = phases[0].image
+    for phase in phases:
+        mixed = phase.image.metadata.get("SliceThicknesses")
+        if mixed:
+            return (
+                f"{phase.description}: slices of different thickness ({mixed} mm); the disc "
+                "summation needs one"
+            )
     for other in phases[1:]:
         if other.image.shape != first.shape:
             return (

@@ -49,7 +49,8 @@ SCAN_KEYWORDS = (
     "PhotometricInterpretation", "PixelRepresentation", "PixelSpacing", "RescaleIntercept",
     "RescaleSlope", "Rows", "SOPClassUID", "SOPInstanceUID", "SamplesPerPixel",
     "SequenceOfUltrasoundRegions", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
-    "SharedFunctionalGroupsSequence", "StudyDate", "StudyDescription", "StudyInstanceUID",
+    "SharedFunctionalGroupsSequence", "SliceThickness", "StudyDate", "StudyDescription",
+    "StudyInstanceUID",
     "TemporalPositionIdentifier", "TriggerTime",
 )  # fmt: skip
 SCAN_TAGS = frozenset(int(tag_for_keyword(k) or 0) for k in SCAN_KEYWORDS)
@@ -98,6 +99,7 @@ class FrameInfo:
     series_number: int | None = None
     series_description: str | None = None
     frame_of_reference_uid: str | None = None
+    slice_thickness: float | None = None
     native: NativePixels | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -555,6 +557,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
         series_number=_int_or_none(dataset.get("SeriesNumber")),
         series_description=str(dataset.get("SeriesDescription", "")) or None,
         frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")) or None,
+        slice_thickness=_float_or_none(dataset.get("SliceThickness")),
         native=_native_pixels(dataset, transfer_syntax),
     )
     base_echo = _float_or_none(dataset.get("EchoTime"))

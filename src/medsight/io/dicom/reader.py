@@ -332,6 +332,9 @@ def read_volumes(
             array = array[..., 0]
         spatial_dims = 2
 
+    thicknesses = sorted({f.slice_thickness for f in frames if f.slice_thickness is not None})
+    if spatial_dims == 3 and len(thicknesses) > 1:
+        warnings.append(f"slices of different thickness in one image ({thicknesses} mm)")
     references = {f.frame_of_reference_uid for f in frames if f.frame_of_reference_uid}
     if len(references) > 1:
         warnings.append(
@@ -352,7 +355,10 @@ def read_volumes(
         is_sequence=is_sequence,
         spacing_known=spacing_known,
         orientation_known=orientation_known,
-        metadata=_metadata(header, frames),
+        metadata={
+            **_metadata(header, frames),
+            **({"SliceThicknesses": thicknesses} if len(thicknesses) > 1 else {}),
+        },
         warnings=tuple(warnings),
     )
 
