@@ -44,12 +44,12 @@ def test_the_scan_parse_describes_every_corpus_file_as_the_whole_parse(tmp_path:
 def test_a_broken_element_the_scan_does_not_read_is_left_to_whoever_reads_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = _hostile.unknown_vr(tmp_path / "ct.dcm", 0x0018, 0x0050, b"DS")
+    path = _hostile.unknown_vr(tmp_path / "ct.dcm", 0x0018, 0x0060, b"DS")
     scan = scan_dicom(path)
     assert len(scan.series) == 1 and not scan.skipped
-    assert "ignored" not in caplog.text  # SliceThickness is not a scan element
+    assert "ignored" not in caplog.text  # KVP is not a scan element
     read_image(path)  # the series' kept header is parsed whole: there it is dropped
-    assert "unreadable element(s) ignored: (0018,0050)" in caplog.text
+    assert "unreadable element(s) ignored: (0018,0060)" in caplog.text
 
 
 def test_a_broken_element_the_scan_reads_is_dropped_by_the_scan(
