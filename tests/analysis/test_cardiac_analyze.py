@@ -163,3 +163,26 @@ def test_a_4d_nifti_cine_is_analysed_phase_by_phase(task, tmp_path):
         finding["phases"]["ED"]["chosen"] == "the phases of largest and smallest LV cavity volume"
     )
     assert measured[("ejection fraction", "left_ventricle")]["value"] > 0
+
+
+def test_long_axis_planes_of_a_heart_are_withheld(task):
+    """Planes through the long axis of a real heart (an ACDC stack resliced: not the
+    short-axis view the model judges) end NEEDS_REVIEW with the answer withheld."""
+    import numpy as np
+    from scipy import ndimage
+
+    from medsight.gate import InputGate
+    from medsight.inference import Predictor
+    from medsight.io import read_image
+
+    image = read_image(require_data("acdc", "val", "patient019_ED.nii.gz"))
+    # slices about 6x thicker than the pixels: interpolate, then cut along the slice axis
+    volume = ndimage.zoom(image.array[0].astype(np.float32), (1, 1, 6), order=1)
+    gate, predictor = InputGate(task), Predictor(task, explain=False)
+    for axis in (0, 1):
+        planes = np.moveaxis(volume, axis, 2)[:, :, :: max(1, volume.shape[axis] // 12)]
+        resliced = image.replace(array=np.ascontiguousarray(planes[np.newaxis]))
+        result, _ = gate.before_model(resliced)
+        gate.with_model(result, predictor.predict(resliced), resliced, predictor)
+        assert result.withheld, axis
+        assert result.check("out_of_distribution").outcome == "withhold"
