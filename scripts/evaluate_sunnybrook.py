@@ -3,9 +3,10 @@
 manual contours: LV cavity Dice per contoured slice (filled endocardial contours), the
 myocardium Dice on the end-diastolic slices with epicardial contours (SC-HF-I-6 excluded:
 its epicardial contours are misplaced), LV volumes and EF on the contoured slices against
-the manual ones, and the whole-stack figures apart. Also checks that the analysis picks
-end-diastole and end-systole as the contours mark them (ED is the phase with epicardial
-contours).
+the manual ones, the LV myocardial mass (myocardial volume x 1.05 g/mL) on the end-diastolic
+slices with both contours against the manual mass there, and the whole-stack figures apart.
+Also checks that the analysis picks end-diastole and end-systole as the contours mark them
+(ED is the phase with epicardial contours).
 
     python scripts/evaluate_sunnybrook.py [--task cardiac-mr] [--out sunnybrook.json]
 """
@@ -68,6 +69,8 @@ def evaluate_patient(task, predictor, folder: Path, contours: Path) -> dict:
     rows = []
     volumes: dict[int, dict[str, float]] = {}
     epicardial_phase = None
+    density = task.spec.cardiac_function.myocardial_density
+    mass = {"manual_contoured": 0.0, "predicted_contoured": 0.0}
     for t in range(cine.num_timepoints):
         image = cine.timepoint(t)
         labels = predictor.predict(image).label_map
@@ -90,6 +93,10 @@ def evaluate_patient(task, predictor, folder: Path, contours: Path) -> dict:
                 if contours.name not in MISPLACED_EPICARDIUM:
                     wall = _filled(outer, image.shape[:2]) & ~truth
                     row["myocardium_dice"] = _dice(labels[..., k] == myo, wall)
+                    mass["manual_contoured"] += wall.sum() * pixel_ml * density
+                    mass["predicted_contoured"] += (
+                        (labels[..., k] == myo).sum() * pixel_ml * density
+                    )
             rows.append(row)
         volumes[t] = {
             "manual_contoured": manual,
@@ -99,7 +106,11 @@ def evaluate_patient(task, predictor, folder: Path, contours: Path) -> dict:
     document, _ = cardiac_function(phases, task.spec.cardiac_function, task)
     chosen_ed = document["phases"]["ED"]["analysis"]
     ed, es = chosen_ed, 1 - chosen_ed
+    whole = next(m["value"] for m in document["measurements"] if m["name"] == "myocardial mass")
     return {
+        "myocardial_mass_g": None
+        if contours.name in MISPLACED_EPICARDIUM
+        else {**mass, "predicted_whole_stack": whole},
         "ed_phase_by_contours": epicardial_phase,
         "ed_phase_chosen": chosen_ed,
         "slices": rows,
@@ -168,6 +179,18 @@ def main() -> int:
             )
         ),
     }
+    masses = [p["myocardial_mass_g"] for p in results.values() if p["myocardial_mass_g"]]
+    summary["myocardial_mass_difference_contoured_mean_abs_g"] = float(
+        np.mean([abs(m["predicted_contoured"] - m["manual_contoured"]) for m in masses])
+    )
+    summary["myocardial_mass_difference_contoured_mean_pct"] = float(
+        np.mean(
+            [
+                100.0 * (m["predicted_contoured"] - m["manual_contoured"]) / m["manual_contoured"]
+                for m in masses
+            ]
+        )
+    )
     args.out.write_text(
         json.dumps({"summary": summary, "patients": results}, indent=2, default=float)
     )
@@ -184,6 +207,13 @@ def main() -> int:
             f"{r['ef_manual_contoured']:.1f}%, predicted {r['ef_predicted_contoured']:.1f}% "
             f"(whole stack {r['ef_predicted_whole_stack']:.1f}%)"
         )
+        if r["myocardial_mass_g"]:
+            m = r["myocardial_mass_g"]
+            print(
+                f"  LV mass on the ED slices with both contours: manual "
+                f"{m['manual_contoured']:.0f} g, predicted {m['predicted_contoured']:.0f} g "
+                f"(whole stack {m['predicted_whole_stack']:.0f} g)"
+            )
     return 0
 
 

@@ -93,6 +93,37 @@ def test_a_sunnybrook_cine_gives_millilitres_and_a_function_sr(task, tmp_path):
     assert "research use only" in sr.SeriesDescription
 
 
+def test_the_dicoms_own_end_diastole_and_end_systole_markers_are_used(task, tmp_path):
+    """Cardiac Cycle Position (0018,9236) on each instance names the phases; the analysis
+    takes them as named rather than by LV cavity volume."""
+    import pydicom
+
+    source = require_data("sunnybrook-cine", "dicoms", "SCD0000101")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    headers = {f: pydicom.dcmread(f) for f in sorted(source.glob("*.dcm"))}
+    by_slice: dict[float, list[float]] = {}
+    for dataset in headers.values():
+        by_slice.setdefault(round(float(dataset.SliceLocation), 2), []).append(
+            float(dataset.TriggerTime)
+        )
+    for path, dataset in headers.items():
+        times = by_slice[round(float(dataset.SliceLocation), 2)]
+        # the later trigger (about 700 ms) is end-diastole here, the earlier end-systole
+        late = float(dataset.TriggerTime) == max(times)
+        dataset.CardiacCyclePosition = "END_DIASTOLE" if late else "END_SYSTOLE"
+        dataset.save_as(folder / path.name)
+    result = _analyze(folder, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "out").glob("*/result.json")
+    document = json.loads(path.read_text())
+    finding, measured = _function(document)
+    assert finding["phases"]["ED"]["chosen"] == "as the source names them"
+    assert finding["phases"]["ED"]["description"].endswith("phase 2 of 2")
+    assert [a["input"]["phase"] for a in document["analyses"]] == ["ES", "ED"]
+    assert 10.0 < measured[("ejection fraction", "left_ventricle")]["value"] < 60.0
+
+
 # the Sunnybrook headers' own defects, which any result referencing them inherits: UIDs
 # with leading-zero components (dciodvfy's summary line counts them once more)
 INHERITED = ("Leading zeroes in embedded numeric component", "contains invalid data values")

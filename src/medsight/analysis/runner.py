@@ -235,7 +235,10 @@ def analyze_study(
                     record = _analyse_slide(source, tasks, options, study_dir, stem)
                 else:
                     image = source.load()
-                    task, mode, reasons = tasks.choose(image, source.task)
+                    # a cine is routed by its first phase: a task that measures cine
+                    # function takes it whole and analyses each phase
+                    routed = image.timepoint(0) if image.is_sequence else image
+                    task, mode, reasons = tasks.choose(routed, source.task)
                     if image.is_sequence and task.spec.cardiac_function is not None:
                         # a cine: each phase is analysed; the function compares them
                         queue[:0] = _phase_sources(image, source)
@@ -385,14 +388,20 @@ def _phase_sources(image: Image, source: ImageSource) -> list[ImageSource]:
     """Each time point of a cine as a source of its own (already read: a partial of the
     phase image, so nothing is read twice)."""
     count = image.num_timepoints
+    marked = image.metadata.get("CardiacCyclePositions") or [None] * count
     return [
         replace(
             source,
             description=f"{source.description} phase {t + 1} of {count}",
             load=partial(_given, image.timepoint(t)),
+            phase=_DICOM_PHASES.get(marked[t] or "", source.phase),
         )
         for t in range(count)
     ]
+
+
+#: the source's own end-diastole / end-systole markers (DICOM CardiacCyclePosition)
+_DICOM_PHASES = {"END_DIASTOLE": "ED", "END_SYSTOLE": "ES"}
 
 
 def _given(image: Image) -> Image:

@@ -2,13 +2,14 @@
 several phases of one short-axis stack (task.toml ``[cardiac_function]``).
 
 End-diastole (ED) and end-systole (ES) are the phases the source names (an ACDC-style
-``_ED``/``_ES`` pair, a manifest's ``phase`` column); otherwise the phases of largest and
-smallest left-ventricle cavity volume. Volumes are the summed slice areas times the slice
-spacing (Simpson's disc summation on the segmented stack; no separate basal-slice rule: every
-slice where the cavity is segmented counts, as the training labels were drawn). Everything
-is in mL and g when the pixel spacing is known and in voxels otherwise (said so); an ejection
-fraction, a ratio, is given either way. What cannot be given is listed with its reason,
-never left out silently.
+``_ED``/``_ES`` pair, a manifest's ``phase`` column, DICOM's Cardiac Cycle Position);
+otherwise the phases of largest and smallest left-ventricle cavity volume. Named phases
+whose LV cavities contradict the names (ED smaller than ES) give no ejection fraction, with
+why. Volumes are the summed slice areas times the slice spacing (Simpson's disc summation on
+the segmented stack; no separate basal-slice rule: every slice where the cavity is segmented
+counts, as the training labels were drawn). Everything is in mL and g when the pixel spacing
+is known and in voxels otherwise (said so); an ejection fraction, a ratio, is given either
+way. What cannot be given is listed with its reason, never left out silently.
 """
 
 from __future__ import annotations

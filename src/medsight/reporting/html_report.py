@@ -14,7 +14,7 @@ from typing import Any
 
 from medsight.findings.measurements import spoken_measurement, spoken_number, spoken_unit
 
-__all__ = ["BANNER", "render_html_report", "write_html_report"]
+__all__ = ["BANNER", "render_html_report", "study_finding_html", "write_html_report"]
 
 BANNER = "Research use only, not for diagnostic use."
 _COLOURS = {
@@ -185,7 +185,7 @@ image {_e("x".join(str(s) for s in source["shape"]))}</h2>
 </section>"""
 
 
-def _study_finding_section(finding: dict[str, Any], analyses: list[dict[str, Any]]) -> str:
+def study_finding_html(finding: dict[str, Any], analyses: list[dict[str, Any]]) -> str:
     """A result derived from several analyses (a cine's ventricular function): which analyses
     it used, its measurements, and everything it could not give, with the reason."""
     phases = "".join(
@@ -250,12 +250,7 @@ created {_e(document["created"])} by medsight {_e(document["medsight_version"])}
 {_e(level)}</span> <span class=muted>score {priority["score"]:.2f}, rules v{
         _e(priority["rules_version"])
     }</span></h2><ul>{reasons}</ul></section>
-{
-        "".join(
-            _study_finding_section(f, document["analyses"])
-            for f in document.get("study_findings", [])
-        )
-    }
+{"".join(study_finding_html(f, document["analyses"]) for f in document.get("study_findings", []))}
 {"".join(_analysis_section(a) for a in document["analyses"])}
 {f"<section><h2>Not analysed</h2><ul>{failures}</ul></section>" if failures else ""}
 {_notes_section(document.get("input_notes", []))}

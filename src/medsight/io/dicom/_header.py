@@ -41,7 +41,8 @@ _PIXEL_TAG_NUMBERS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 #: describe every test file alike.
 SCAN_KEYWORDS = (
     *_PIXEL_TAGS,
-    "AcquisitionNumber", "BitsAllocated", "BitsStored", "Columns", "EchoTime",
+    "AcquisitionNumber", "BitsAllocated", "BitsStored", "CardiacCyclePosition", "Columns",
+    "EchoTime",
     "EstimatedRadiographicMagnificationFactor", "FrameOfReferenceUID", "GridFrameOffsetVector",
     "ImageOrientationPatient", "ImagePositionPatient", "ImageType", "ImagerPixelSpacing",
     "InstanceNumber", "Modality", "ModalityLUTSequence", "NominalScannedPixelSpacing",
@@ -100,6 +101,9 @@ class FrameInfo:
     series_description: str | None = None
     frame_of_reference_uid: str | None = None
     slice_thickness: float | None = None
+    # END_DIASTOLE / END_SYSTOLE where the source marks the frame's place in the heart cycle
+    # (Frame Content Sequence of an enhanced object, or a top-level element)
+    cardiac_cycle_position: str | None = None
     native: NativePixels | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -564,6 +568,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
     base_temporal = _float_or_none(
         dataset.get("TemporalPositionIdentifier") or dataset.get("TriggerTime")
     )
+    base_cycle_position = str(dataset.get("CardiacCyclePosition", "")).strip() or None
     base_slope = _float_or_none(dataset.get("RescaleSlope"))
     base_intercept = _float_or_none(dataset.get("RescaleIntercept"))
 
@@ -605,6 +610,12 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
         temporal = _float_or_none(
             _functional(shared, per_frame, "FrameContentSequence", "TemporalPositionIndex")
         )
+        cycle_position = (
+            str(
+                _functional(shared, per_frame, "FrameContentSequence", "CardiacCyclePosition") or ""
+            ).strip()
+            or base_cycle_position
+        )
         if slope is None:
             slope = base_slope
         if intercept is None:
@@ -620,6 +631,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
                 rescale_intercept=0.0 if intercept is None else intercept,
                 temporal_position=temporal if temporal is not None else base_temporal,
                 echo_time=echo if echo is not None else base_echo,
+                cardiac_cycle_position=cycle_position,
                 **common,  # type: ignore[arg-type]
             )
         )

@@ -358,9 +358,25 @@ def read_volumes(
         metadata={
             **_metadata(header, frames),
             **({"SliceThicknesses": thicknesses} if len(thicknesses) > 1 else {}),
+            **_cycle_positions(frames, array.shape[-1] if is_sequence else 1),
         },
         warnings=tuple(warnings),
     )
+
+
+def _cycle_positions(frames: list[FrameInfo], phases: int) -> dict[str, object]:
+    """``CardiacCyclePositions``: per time point, END_DIASTOLE / END_SYSTOLE where every frame
+    of that phase carries the marker (frames are stored phase by phase), None elsewhere;
+    absent when no frame is marked."""
+    if phases < 1 or len(frames) % phases or not any(f.cardiac_cycle_position for f in frames):
+        return {}
+    per_phase = len(frames) // phases
+    positions: list[str | None] = []
+    for t in range(phases):
+        marks = {f.cardiac_cycle_position for f in frames[t * per_phase : (t + 1) * per_phase]}
+        mark = marks.pop() if len(marks) == 1 else None
+        positions.append(mark if mark in ("END_DIASTOLE", "END_SYSTOLE") else None)
+    return {"CardiacCyclePositions": positions}
 
 
 def _read_mosaic_series(frames: list[FrameInfo], header: Dataset) -> Image:

@@ -24,7 +24,7 @@ from medsight.findings.measurements import spoken_number, spoken_unit
 from medsight.image import Image
 from medsight.imaging import WINDOW_PRESETS
 from medsight.io import read_image
-from medsight.reporting.html_report import gate_html
+from medsight.reporting.html_report import gate_html, study_finding_html
 
 __all__ = [
     "Layers",
@@ -55,10 +55,16 @@ def _same_grid(array: np.ndarray | None, image: Image) -> np.ndarray | None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_layers(source: Path, label_map: Path | None, heatmap: Path | None) -> Layers:
+def load_layers(
+    source: Path,
+    label_map: Path | None,
+    heatmap: Path | None,
+    instances: tuple[str, ...] = (),
+) -> Layers:
     """The source image, its label map and its heatmap (cached for scrolling). A layer
-    whose grid differs from the image's is dropped: never draw on the wrong pixels."""
-    image = read_image(source)
+    whose grid differs from the image's is dropped: never draw on the wrong pixels. A cine
+    shows the phase the analysis read (its SOP instances), the first phase otherwise."""
+    image = _phase_of(read_image(source), instances)
     labels = heat = None
     if label_map is not None and label_map.is_file():
         labels = np.asarray(read_image(label_map).array[0]).astype(np.int16)
@@ -67,6 +73,17 @@ def load_layers(source: Path, label_map: Path | None, heatmap: Path | None) -> L
         if heatmap.suffix == ".png":
             heat = heat / 255.0
     return Layers(image, _same_grid(labels, image), _same_grid(heat, image))
+
+
+def _phase_of(image: Image, instances: tuple[str, ...]) -> Image:
+    if not image.is_sequence:
+        return image
+    wanted = set(instances)
+    for t in range(image.num_timepoints):
+        phase = image.timepoint(t)
+        if wanted and wanted <= set(phase.sop_instance_uids):
+            return phase
+    return image.timepoint(0)
 
 
 def _direction(vector: np.ndarray) -> str:
@@ -238,6 +255,31 @@ def slice_bytes(layers: Layers, k: int, layer: str) -> bytes:
     return np.ascontiguousarray(plane.T, dtype=np.uint8).tobytes()
 
 
+def _analysis_links(document: dict[str, Any], index: int) -> str:
+    """For a study of several analyses (a cine's phases, both eyes): one link each, named
+    by its input (phase, file), the shown one marked."""
+    analyses = document["analyses"]
+    if len(analyses) < 2:
+        return ""
+    roles = {  # what a study finding took each analysis for: end-diastole, end-systole
+        entry["analysis"]: f"{name}: {entry.get('description', '')}"
+        for finding in document.get("study_findings", [])
+        for name, entry in finding.get("phases", {}).items()
+        if name in ("ED", "ES")
+    }
+    items = []
+    for i, analysis in enumerate(analyses):
+        source = analysis["input"]
+        named = " ".join(v for v in (source.get("phase"), source.get("laterality")) if v)
+        label = roles.get(i) or " ".join(v for v in (named, Path(source["path"]).name) if v)
+        items.append(
+            f'<li aria-current="true"><b>{html.escape(label)}</b></li>'
+            if i == index
+            else f'<li><a href="?analysis={i}">{html.escape(label)}</a></li>'
+        )
+    return f'<nav id="analyses"><h2>Analyses</h2><ol>{"".join(items)}</ol></nav>'
+
+
 def _failures(document: dict[str, Any]) -> str:
     items = "".join(
         f"<li>{html.escape(f['what'])}: {html.escape(f['reason'])}</li>"
@@ -289,9 +331,10 @@ def viewer_body(
 <div id="legend"></div>
 <p id="status" class="muted"></p><p id="measured"></p>
 </div>
-<div class="side"><h2>{html.escape(task)}</h2>
+<div class="side">{_analysis_links(document, index)}<h2>{html.escape(task)}</h2>
 <table id="findings"><thead><tr><th>finding</th><th>result</th><th>measurements</th>
 <th>your feedback</th></tr></thead><tbody></tbody></table><p id="feedback-status"></p>
 {gate_html(analysis) if analysis else ""}
+{"".join(study_finding_html(f, document["analyses"]) for f in document.get("study_findings", []))}
 {_failures(document)}
 <p><a href="report.html">full report</a> - <a href="/">worklist</a></p></div></div>"""

@@ -123,7 +123,8 @@ def add_viewer(
         document = study(study_key)
         source, labels_path, heatmap_path = source_of(document, analysis)
         record = document["analyses"][analysis] if document["analyses"] else {}
-        return load_layers(source, labels_path, heatmap_path), record
+        instances = tuple(record.get("input", {}).get("sop_instance_uids") or ())
+        return load_layers(source, labels_path, heatmap_path, instances), record
 
     @app.get("/api/studies/{study_key}/volume")
     def volume(
