@@ -15,13 +15,13 @@ way. What cannot be given is listed with its reason, never left out silently.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from medsight.findings.finding import Finding
-from medsight.findings.measurements import Measurement
+from medsight.findings.measurements import Measurement, stroke_and_ejection, volume
 from medsight.image import Image
 from medsight.tasks import Task
 from medsight.tasks.spec import CardiacFunction
@@ -62,11 +62,6 @@ def body_surface_area(metadata: dict[str, Any]) -> float | None:
     if not (0.3 <= height_m <= 2.6 and 1.0 <= weight_kg <= 400.0):
         return None
     return float(np.sqrt(height_m * 100.0 * weight_kg / 3600.0))
-
-
-def _voxel_volume(image: Image) -> float:
-    """mL per voxel with a known spacing, 1 (one voxel) without."""
-    return float(np.prod(image.spacing)) / 1000.0 if image.spacing_known else 1.0
 
 
 def _slice_areas(mask: np.ndarray, image: Image) -> list[float]:
@@ -116,18 +111,22 @@ def _segment(phase: CardiacPhase, index: int) -> np.ndarray:
     return np.asarray(phase.label_map == index)
 
 
-def _measure(phase: CardiacPhase, index: int, structure: str, name: str, unit: str) -> Measurement:
-    count = float(_segment(phase, index).sum())
-    value = count * _voxel_volume(phase.image)
-    return Measurement(name, round(value, 2), unit, _SIMPSON, structure)
+def _measure(phase: CardiacPhase, index: int, structure: str, name: str) -> Measurement:
+    """A cavity's or the myocardium's volume in one phase (mL, voxels without spacing)."""
+    mask = _segment(phase, index)
+    if not mask.any():  # the library refuses an empty mask; here it is a finding (no cavity)
+        unit = "mL" if phase.image.spacing_known else "{voxel}"
+        return Measurement(name, 0.0, unit, _SIMPSON, structure)
+    measured = volume(mask, phase.image, structure)
+    return replace(measured, name=name, value=round(measured.value, 2), method=_SIMPSON)
 
 
 def _ventricle(
-    ed: CardiacPhase, es: CardiacPhase, index: int, structure: str, unit: str
+    ed: CardiacPhase, es: CardiacPhase, index: int, structure: str
 ) -> tuple[list[Measurement], str | None]:
     """EDV, ESV, stroke volume and ejection fraction of one cavity, or why not."""
-    edv = _measure(ed, index, structure, "end-diastolic volume", unit)
-    esv = _measure(es, index, structure, "end-systolic volume", unit)
+    edv = _measure(ed, index, structure, "end-diastolic volume")
+    esv = _measure(es, index, structure, "end-systolic volume")
     if edv.value <= 0.0:
         return [], f"{structure}: no cavity segmented at end-diastole ({ed.description})"
     if esv.value <= 0.0:
@@ -137,16 +136,7 @@ def _ventricle(
             f"{structure}: the end-systolic volume exceeds the end-diastolic one: are the "
             "phases swapped? no ejection fraction"
         )
-    stroke = Measurement(
-        "stroke volume", round(edv.value - esv.value, 2), unit, "EDV - ESV", structure
-    )
-    fraction = Measurement(
-        "ejection fraction",
-        round(100.0 * (edv.value - esv.value) / edv.value, 2),
-        "%",
-        "(EDV - ESV) / EDV",
-        structure,
-    )
+    stroke, fraction = (replace(m, value=round(m.value, 2)) for m in stroke_and_ejection(edv, esv))
     return [edv, esv, stroke, fraction], None
 
 
@@ -201,7 +191,6 @@ def cardiac_function(
         missing.append(f"{problem}: no volumes, no ejection fraction")
         return document, None
     image = usable[0].image
-    unit = "mL" if image.spacing_known else "{voxel}"
     if not image.spacing_known:
         missing.append("pixel spacing unknown: volumes in voxels, no mass, no indexed values")
     lv = indices[spec.left_ventricle]
@@ -222,7 +211,7 @@ def cardiac_function(
         for name in (spec.left_ventricle, spec.right_ventricle):
             if name is not None:
                 document["measurements"].append(
-                    _measure(only, indices[name], name, "volume", unit).as_dict()
+                    _measure(only, indices[name], name, "volume").as_dict()
                 )
         missing.append("one phase only: an ejection fraction needs end-diastole and end-systole")
         return document, None
@@ -236,7 +225,7 @@ def cardiac_function(
     for name in (spec.left_ventricle, spec.right_ventricle):
         if name is None:
             continue
-        found, why = _ventricle(ed, es, indices[name], name, unit)
+        found, why = _ventricle(ed, es, indices[name], name)
         measurements += found
         if why:
             missing.append(why)
@@ -248,11 +237,11 @@ def cardiac_function(
         )
     document["slice_areas"]["unit"] = "mm2" if image.spacing_known else "{px2}"
     if spec.myocardium is not None and image.spacing_known:
-        volume = _measure(ed, indices[spec.myocardium], spec.myocardium, "volume", "mL")
+        myocardium = _measure(ed, indices[spec.myocardium], spec.myocardium, "volume")
         measurements.append(
             Measurement(
                 "myocardial mass",
-                round(volume.value * spec.myocardial_density, 2),
+                round(myocardium.value * spec.myocardial_density, 2),
                 "g",
                 f"myocardial volume at end-diastole x {spec.myocardial_density} g/mL",
                 spec.myocardium,

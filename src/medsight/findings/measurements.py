@@ -8,7 +8,7 @@ Every function refuses an empty mask with :class:`EmptyMaskError` naming the str
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "spoken_measurement",
     "spoken_number",
     "spoken_unit",
+    "stroke_and_ejection",
     "surface_area",
     "vessel_area_fraction",
     "vessel_tortuosity",
@@ -417,24 +418,40 @@ def _path_length(segment: np.ndarray, spacing: np.ndarray) -> float:
     return length
 
 
+def stroke_and_ejection(edv: Measurement, esv: Measurement) -> list[Measurement]:
+    """Stroke volume (EDV - ESV, in the volumes' unit) and ejection fraction ((EDV - ESV) /
+    EDV, %) of one cavity; InvalidInputError when the volumes cannot be two phases of it."""
+    if edv.unit != esv.unit:
+        raise InvalidInputError(f"volumes in {edv.unit} and {esv.unit}: not one cavity's")
+    if edv.value <= 0.0:
+        raise InvalidInputError("no end-diastolic volume: no ejection fraction")
+    if esv.value > edv.value:
+        raise InvalidInputError(
+            f"end-systolic volume {esv.value:.1f} {esv.unit} exceeds end-diastolic "
+            f"{edv.value:.1f} {edv.unit}: are the two phases swapped?"
+        )
+    structure = edv.structure
+    return [
+        Measurement("stroke volume", edv.value - esv.value, edv.unit, "EDV - ESV", structure),
+        Measurement(
+            "ejection fraction",
+            100.0 * (edv.value - esv.value) / edv.value,
+            "%",
+            "(EDV - ESV) / EDV",
+            structure,
+        ),
+    ]
+
+
 def ejection_fraction(
     end_diastolic: np.ndarray,
     end_systolic: np.ndarray,
     image: Image,
     structure: str = "left ventricle",
 ) -> list[Measurement]:
-    """End-diastolic and end-systolic volumes (mL) and the ejection fraction (%)."""
-    edv = volume(end_diastolic, image, f"{structure} at end-diastole").value
-    esv = volume(end_systolic, image, f"{structure} at end-systole").value
-    if esv > edv:
-        raise InvalidInputError(
-            f"end-systolic volume {esv:.1f} mL exceeds end-diastolic {edv:.1f} mL: are the "
-            "two phases swapped?"
-        )
-    return [
-        Measurement("end-diastolic volume", edv, "mL", "voxel count x voxel volume", structure),
-        Measurement("end-systolic volume", esv, "mL", "voxel count x voxel volume", structure),
-        Measurement(
-            "ejection fraction", 100.0 * (edv - esv) / edv, "%", "(EDV - ESV) / EDV", structure
-        ),
-    ]
+    """End-diastolic and end-systolic volumes (mL) and the ejection fraction (%) of two
+    masks on one grid (findings.cardiac derives a whole cine's function from these parts)."""
+    edv = replace(volume(end_diastolic, image, structure), name="end-diastolic volume")
+    esv = replace(volume(end_systolic, image, structure), name="end-systolic volume")
+    _, fraction = stroke_and_ejection(edv, esv)
+    return [edv, esv, fraction]
