@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medsight.evaluation import choose_operating_point, fit_temperature, roc_auc
-from medsight.inference.predictor import calibrated_probabilities
+from medsight.inference.outputs import calibrated_probabilities
 from medsight.training import list_cases, load_config
 from medsight.training.data import split_by_group, split_holdback
 

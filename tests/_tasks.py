@@ -35,6 +35,7 @@ def write_task(
     preprocessing: dict[str, object],
     display: dict[str, object] | None = None,
     extra: str = "",
+    head: str = "",  # top-level keys (before the tables), e.g. 'schema_version = 2'
     seed: int = 0,
     weights: bool = True,
 ) -> Path:
@@ -56,6 +57,7 @@ def write_task(
         f'kind = "{kind}"',
         f'intended_use = "{INTENDED}"',
         'explanation = "gradcam"' if kind == "classification" else 'explanation = "none"',
+        head,
         "",
         "[acceptance]",
         *(f"{k} = {_toml_value(v)}" for k, v in acceptance.items()),

@@ -161,6 +161,10 @@ def prediction_record(
                 for name, flag in prediction.flags.items()
             },
         }
+        if spec.calibration.temperatures:
+            record["classification"]["temperatures"] = spec.calibration.temperatures
+        if prediction.grades:
+            record["classification"]["grades"] = prediction.grades
         if prediction.heatmap is not None:
             heatmap = write_heatmap(prediction.heatmap, image, study_dir / "heatmaps" / stem)
             record["classification"]["heatmap"] = heatmap.relative_to(study_dir).as_posix()

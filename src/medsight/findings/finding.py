@@ -157,7 +157,28 @@ def _classification_findings(prediction: Prediction, task: Task, image: Image) -
                 ),
             )
         )
-    return findings
+    return findings + _grade_findings(prediction, task)
+
+
+def _grade_findings(prediction: Prediction, task: Task) -> list[Finding]:
+    """Each ordinal grade as a finding whose measurement is the grade (no flag: the grade's
+    consequences are the operating points on its cumulative outputs)."""
+    found = []
+    for ordinal in task.spec.ordinal:
+        grade = prediction.grades[ordinal.name]
+        distribution = ", ".join(f"{k} {p:.2f}" for k, p in grade["probabilities"].items())
+        found.append(
+            Finding(
+                name=ordinal.name,
+                code=ordinal.code.model_dump(),
+                model=_model(task),
+                measurements=[
+                    m.Measurement("grade", float(grade["grade"]), "{grade}", grade["method"])
+                ],
+                evidence=f"grade {grade['grade']} ({grade['level']}); probabilities {distribution}",
+            )
+        )
+    return found
 
 
 def measure_segment(

@@ -36,6 +36,8 @@ class Prediction:
     acceptance: list[CheckOutcome] = field(default_factory=list)
     logits: np.ndarray | None = None
     probabilities: dict[str, float] | None = None
+    # ordinal grades read from cumulative outputs (medsight.inference.outputs.ordinal_grades)
+    grades: dict[str, dict[str, Any]] = field(default_factory=dict)
     flags: dict[str, dict[str, object]] = field(default_factory=dict)
     # float32, or for a large volume QuantizedProbabilities (uint8, indexed alike)
     segment_probabilities: Any = None

@@ -18,6 +18,7 @@ from medsight.inference.backends import (
     OnnxBackend,
     TorchBackend,
 )
+from medsight.inference.outputs import ordinal_grades, output_probabilities
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
     MappedVolume,
@@ -81,15 +82,6 @@ def _grid_values(
     if preprocessing.border_mask:
         values = mask_border(values, preprocessing.border_mask)
     return np.ascontiguousarray(values, dtype=np.float32)
-
-
-def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Sigmoid (one output) or softmax of logits / temperature."""
-    scaled = logits / temperature
-    if scaled.shape[-1] == 1:
-        return 1.0 / (1.0 + np.exp(-scaled))
-    exponent = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    return exponent / exponent.sum(axis=-1, keepdims=True)
 
 
 class Predictor:
@@ -340,12 +332,13 @@ class Predictor:
         features = np.concatenate(feature_rows) if feature_rows else None
         all_logits = np.concatenate(chunks).astype(np.float64)
         inference = (time.perf_counter() - started) / len(images)
-        calibrated = calibrated_probabilities(all_logits, spec.calibration.temperature)
+        calibrated = output_probabilities(all_logits, spec)
 
         for number, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
             probabilities = {o.name: float(calibrated[number, o.index]) for o in spec.outputs}
             prediction.logits = all_logits[number]
             prediction.probabilities = probabilities
+            prediction.grades = ordinal_grades(probabilities, spec)
             if features is not None and len(features) == len(images):
                 prediction.features = features[number]
             prediction.flags = {
@@ -377,6 +370,10 @@ class Predictor:
         # must show that output's evidence even below 0.5), else the most probable
         flagged = [f["output"] for f in prediction.flags.values() if f["flag"]]
         wanted = self.explain_output or (flagged[0] if flagged else None)
+        if wanted is None and spec.activation == "sigmoid" and spec.operating_points:
+            # independent outputs: the most probable is often a broad one (grade >= 1); the
+            # output the task locks a point on is the one a reader asks about
+            wanted = next(iter(spec.operating_points.values())).output
         if wanted is not None:
             target = next(o.index for o in spec.outputs if o.name == wanted)
         else:

@@ -197,6 +197,25 @@ _ANALYSIS = {
                 "logits": _NUMBER_MAP,
                 "probabilities": _NUMBER_MAP,
                 "temperature": {"type": "number"},
+                "temperatures": {
+                    **_NUMBER_MAP,
+                    "description": "per output, where a sigmoid task calibrates each apart",
+                },
+                "grades": {
+                    "type": "object",
+                    "description": "ordinal grades read from cumulative outputs",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["grade", "level", "probabilities"],
+                        "properties": {
+                            "grade": {"type": "integer", "minimum": 0},
+                            "level": {"type": "string"},
+                            "probabilities": _NUMBER_MAP,
+                            "at_least": _NUMBER_MAP,
+                            "method": {"type": "string"},
+                        },
+                    },
+                },
                 "heatmap": {
                     "type": "string",
                     "description": "Grad-CAM heatmap (0-1) on the input's grid, relative path",

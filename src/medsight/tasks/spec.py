@@ -222,10 +222,33 @@ class Claim(_Spec):
 
 
 class Calibration(_Spec):
-    """A temperature per classifier output, applied to the logits by the Predictor."""
+    """The temperature applied to the logits by the Predictor: one for a softmax head; with
+    ``activation = "sigmoid"`` each output may have its own (``temperatures``, by name)."""
 
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
+    temperatures: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
     fitted_on: str = ""
+
+
+class Ordinal(_Spec):
+    """An ordinal grade read from cumulative outputs (``activation = "sigmoid"``): the k-th
+    name in ``cumulative`` is the probability that the grade is at least k. The grade's
+    distribution follows from their differences (made non-increasing first), and the grade
+    given is the median one: the highest k whose P(grade >= k) is at least 0.5."""
+
+    name: str  # e.g. "dr_grade"
+    code: Code  # what is graded (the finding that carries the grade)
+    levels: list[str] = Field(min_length=2)  # what each grade 0..K means, in order
+    cumulative: list[str] = Field(min_length=1)  # outputs P(grade >= 1) ... P(grade >= K)
+
+    @model_validator(mode="after")
+    def _sized(self) -> Ordinal:
+        if len(self.levels) != len(self.cumulative) + 1:
+            raise ValueError(
+                f"ordinal {self.name}: {len(self.levels)} levels need "
+                f"{len(self.levels) - 1} cumulative outputs, not {len(self.cumulative)}"
+            )
+        return self
 
 
 class Chain(_Spec):
@@ -318,6 +341,10 @@ class TaskSpec(_Spec):
     inference: Inference = Inference()
     postprocessing: PostProcessing = PostProcessing()
     calibration: Calibration = Calibration()
+    # classification: "softmax", one class per image; "sigmoid", each output a probability
+    # of its own (several findings of one image, an ordinal grade's cumulative outputs)
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+    ordinal: list[Ordinal] = Field(default_factory=list)
     operating_points: dict[str, OperatingPoint] = Field(default_factory=dict)
     explanation: Literal["gradcam", "none"] = "none"
     # the layer Grad-CAM weighs; default per architecture (medsight.inference.explain)
@@ -349,6 +376,24 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"operating point {point_name!r} names unknown output {point.output!r}"
                 )
+        sigmoid_only = self.ordinal or self.calibration.temperatures
+        if sigmoid_only and (self.activation != "sigmoid" or self.kind != "classification"):
+            raise ValueError(
+                "ordinal grades and per-output temperatures need a classification task with "
+                'activation = "sigmoid"'
+            )
+        if self.activation == "sigmoid" and self.schema_version < 2:
+            raise ValueError('activation = "sigmoid" needs schema_version = 2 in task.toml')
+        unknown = [
+            n
+            for n in [
+                *self.calibration.temperatures,
+                *(c for o in self.ordinal for c in o.cumulative),
+            ]
+            if n not in names
+        ]
+        if unknown:
+            raise ValueError(f"calibration or ordinal names unknown outputs {unknown}")
         for claim in self.claims:
             if claim.operating_point and claim.operating_point not in self.operating_points:
                 raise ValueError(f"claim names unknown operating point {claim.operating_point!r}")

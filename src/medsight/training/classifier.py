@@ -22,7 +22,8 @@ from medsight.evaluation import (
     roc_auc,
     wilson,
 )
-from medsight.inference.predictor import calibrated_probabilities, network_input
+from medsight.inference.outputs import calibrated_probabilities
+from medsight.inference.predictor import network_input
 from medsight.models import build_network
 from medsight.tasks import Task
 from medsight.training.augment import augment_batch

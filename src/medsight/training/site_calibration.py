@@ -42,7 +42,8 @@ from medsight.evaluation import (
 from medsight.evaluation.cases import Case, read_case_image
 from medsight.gate import InputGate
 from medsight.gate.ood import threshold_at
-from medsight.inference.predictor import Predictor, calibrated_probabilities
+from medsight.inference.outputs import calibrated_probabilities
+from medsight.inference.predictor import Predictor
 from medsight.tasks.acceptance import check_acceptance
 from medsight.tasks.task import Task, load_task, sha256_file
 
