@@ -74,7 +74,7 @@ def _cases(
         )
         return list_cases(config)
     recipe = load_config(data)
-    cases, held_back = split_holdback(list_cases(recipe.data), recipe.split)
+    cases, held_back = split_holdback(list_cases(recipe.data, task.spec), recipe.split)
     if split == "holdback":
         if not held_back:
             raise InvalidInputError("the recipe holds no patients back", path=data)

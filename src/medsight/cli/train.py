@@ -32,7 +32,12 @@ def train(
         from medsight.errors import InvalidInputError
         from medsight.tasks import load_named_task
         from medsight.tasks.registry import user_task_dirs
-        from medsight.training import load_config, train_classifier, train_segmenter
+        from medsight.training import (
+            load_config,
+            train_classifier,
+            train_multilabel,
+            train_segmenter,
+        )
 
         recipe = load_config(config)
         target = tasks_dir or next(iter(user_task_dirs()), None)
@@ -40,8 +45,16 @@ def train(
             raise InvalidInputError("give --tasks-dir or set MEDSIGHT_TASKS")
         folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        segmentation = load_named_task(recipe.base_task).spec.kind == "segmentation"
-        trainer = train_segmenter if segmentation else train_classifier
+        spec = load_named_task(recipe.base_task).spec
+        segmentation = spec.kind == "segmentation"
+        independent = spec.kind == "classification" and spec.activation == "sigmoid"
+        trainer = (
+            train_segmenter
+            if segmentation
+            else train_multilabel
+            if independent
+            else train_classifier
+        )
         with progress_bar(console) as progress:
             result = trainer(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
@@ -64,6 +77,13 @@ def train(
                     f"({dice['low']:.3f}-{dice['high']:.3f})"
                 )
             console.print(f"validation report: {folder / 'validation-report' / 'report.html'}")
+        elif independent:
+            for name, point in metrics["points"].items():
+                auc = metrics["outputs"][point["spec"]["output"]]["roc_auc"]
+                console.print(
+                    f"out-of-fold {point['spec']['output']} ROC AUC {auc['value']:.3f} "
+                    f"({auc['low']:.3f}-{auc['high']:.3f}); {name}: {point['spec']['note']}"
+                )
         else:
             auc = metrics["roc_auc"]
             console.print(

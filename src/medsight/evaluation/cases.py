@@ -29,6 +29,9 @@ class Case:
     split: str | None = None  # a predefined split ("train" / "validation")
     attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns
     npz_index: int | None = None  # position in an .npz array
+    # sigmoid classification: one target per output (0, 1, or NaN where not graded); then
+    # ``label`` is the case's stratum for patient folds (its highest grade or target)
+    targets: tuple[float, ...] | None = None
 
     @property
     def name(self) -> str:

@@ -205,7 +205,8 @@ class Claim(_Spec):
     low: float | None = None  # the 95% CI, where the card gives one
     high: float | None = None
     operating_point: str | None = None  # sensitivity / specificity: at which locked point
-    segment: str | None = None  # dice / f1 / pixel_auc: of which output
+    # dice / f1 / pixel_auc: of which segment; roc_auc of a sigmoid task: of which output
+    segment: str | None = None
     measured_on: str  # the data and how it was held out
 
     @model_validator(mode="after")

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TrainingResult", "train_classifier"]
 
 
-def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarray:
+def cache_inputs(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarray:
     """Network inputs of every case, decoded once (float16 on disk)."""
     if path.is_file():
         return np.load(path)
@@ -78,7 +78,7 @@ def _cache(cases: list[Case], base: Task, path: Path, progress: Any) -> np.ndarr
     return stacked
 
 
-def _logits(model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+def network_logits(model: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
     import torch
 
     model.eval()
@@ -156,7 +156,7 @@ def _fit(
 
     def validate() -> float:
         assert validation is not None
-        logits = _logits(model, validation[0], options.batch_size)
+        logits = network_logits(model, validation[0], options.batch_size)
         return roc_auc(validation[1], calibrated_probabilities(logits, 1.0)[:, 1]).value
 
     return fit_epochs(
@@ -196,7 +196,7 @@ def train_classifier(
     cases, _ = split_holdback(list_cases(config.data), config.split)
     if any(case.mask is not None for case in cases):
         raise ConfigurationError("the dataset has masks; a classifier needs labels")
-    key = _cache_key(config, base, cases)
+    key = cache_key(config, base, cases)
     if config.split.grouped:
         held_out = split_by_group(cases, config.split)
         return _train_held_out(
@@ -209,8 +209,10 @@ def train_classifier(
             config, base, cases, held_out, "fold", tasks_dir, work_dir, key, command, progress
         )
     train_cases, validation_cases = split_by_patient(cases, config.split)
-    train_x = _cache(train_cases, base, work_dir / f"train-{key}.npy", progress)
-    validation_x = _cache(validation_cases, base, work_dir / f"validation-{key}.npy", progress)
+    train_x = cache_inputs(train_cases, base, work_dir / f"train-{key}.npy", progress)
+    validation_x = cache_inputs(
+        validation_cases, base, work_dir / f"validation-{key}.npy", progress
+    )
     train_y = np.array([c.label for c in train_cases])
     validation_y = np.array([c.label for c in validation_cases])
     fit = _fit(
@@ -221,7 +223,7 @@ def train_classifier(
         work_dir / "checkpoint.pt",
         progress,
     )
-    logits = _logits(fit.model, validation_x, config.train.batch_size)
+    logits = network_logits(fit.model, validation_x, config.train.batch_size)
     evidence = _Evidence(
         logits,
         validation_y,
@@ -233,7 +235,7 @@ def train_classifier(
     return _write_task(config, base, fit.model, evidence, tasks_dir, command)
 
 
-def _cache_key(config: TrainConfig, base: Task, cases: list[Case]) -> str:
+def cache_key(config: TrainConfig, base: Task, cases: list[Case]) -> str:
     """Cached inputs depend on the cases and on the task's display and preprocessing."""
     import hashlib
 
@@ -263,7 +265,7 @@ def _train_held_out(
     fold is saved, so an interrupted run resumes."""
     import torch
 
-    inputs = _cache(cases, base, work_dir / f"all-{key}.npy", progress)
+    inputs = cache_inputs(cases, base, work_dir / f"all-{key}.npy", progress)
     labels = np.array([c.label for c in cases])
     position = {id(case): number for number, case in enumerate(cases)}
     out_of_fold = np.zeros((len(cases), len(base.spec.outputs)))
@@ -296,8 +298,8 @@ def _train_held_out(
             partial = result_path.with_suffix(".partial.npz")
             np.savez(
                 partial,
-                held_out=_logits(fit.model, inputs[inside], config.train.batch_size),
-                internal=_logits(fit.model, inputs[check_index], config.train.batch_size),
+                held_out=network_logits(fit.model, inputs[inside], config.train.batch_size),
+                internal=network_logits(fit.model, inputs[check_index], config.train.batch_size),
                 best_epoch=fit.best_epoch,
                 history=json.dumps(fit.history),
             )

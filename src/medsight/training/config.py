@@ -60,6 +60,12 @@ class Manifest(_Config):
     root: str | None = None
     image: str = "{image}"
     label_column: str | None = None  # classification: the column holding the class
+    # sigmoid classification (several outputs per image): output name -> column of 0 / 1
+    # (empty: not graded, masked in the loss) ...
+    targets: dict[str, str] = Field(default_factory=dict)
+    # ... and ordinal name -> column of integer grades 0..K, which label its cumulative
+    # outputs (grade >= k); empty masks them all
+    ordinal_targets: dict[str, str] = Field(default_factory=dict)
     classes: list[str] | None = None  # classification: label values in output order
     # class value -> output class, to merge values (e.g. common and atypical naevus)
     label_map: dict[str, str] = Field(default_factory=dict)
@@ -189,8 +195,20 @@ class OptimConfig(_Config):
 _Target = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
+class LockedPoint(_Config):
+    """An operating point a sigmoid classifier locks on one output."""
+
+    output: str
+    target_sensitivity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+
+
 class EvaluationConfig(_Config):
     target_sensitivity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    # sigmoid classification: the points to lock (name -> output and target), and on what:
+    # each image, or each patient's worst image (e.g. a screening decision per patient from
+    # both eyes: the patient's probability is the higher eye's)
+    points: dict[str, LockedPoint] = Field(default_factory=dict)
+    lock_on: Literal["image", "patient_worst"] = "image"
     # segmentation: accuracy targets the card reports as reached or missed, judged on the
     # evidence (out-of-fold) estimate: one value for every segment ({dice = 0.93}) or one per
     # segment ({dice = {anterior = 0.89, posterior = 0.88}})

@@ -16,6 +16,7 @@ import numpy as np
 from medsight.datasets import shared_data_dir
 from medsight.errors import InvalidInputError
 from medsight.evaluation.cases import Case, read_case_image, read_case_mask
+from medsight.tasks.spec import TaskSpec
 from medsight.training.config import (
     ClassFolders,
     DataConfig,
@@ -54,13 +55,15 @@ def _refuse(problems: list[str], what: str, path: Path | None = None) -> None:
         raise InvalidInputError(f"{len(problems)} {what}: {shown}{more}", path=path)
 
 
-def list_cases(config: DataConfig) -> list[Case]:
-    """Every case with its label or mask and patient; problems are refused before any
-    training starts, naming the files or rows."""
+def list_cases(config: DataConfig, spec: TaskSpec | None = None) -> list[Case]:
+    """Every case with its label, targets or mask and patient; problems are refused before
+    any training starts, naming the files or rows. A manifest with ``targets`` needs the
+    task's ``spec`` (its output names and ordinal grades)."""
     if isinstance(config, ClassFolders):
         cases = _class_folder_cases(config)
     elif isinstance(config, Manifest):
-        cases = _manifest_cases(config)
+        outputs, ordinals = _target_names(config, spec)
+        cases = _manifest_cases(config, outputs, ordinals)
     elif isinstance(config, ImageMaskFolders):
         cases = _image_mask_cases(config)
     else:
@@ -68,13 +71,50 @@ def list_cases(config: DataConfig) -> list[Case]:
     if not cases:
         raise InvalidInputError("the dataset lists no cases")
     _check_splits(cases)
-    if all(case.mask is None for case in cases):
+    if spec is not None and any(case.targets is not None for case in cases):
+        _check_targets(cases, spec)
+    elif all(case.mask is None for case in cases):
         present = {case.label for case in cases}
         if len(present) < 2:
             raise InvalidInputError(
                 f"only one class is present (output index {sorted(present)}); need two"
             )
     return cases
+
+
+def _target_names(
+    config: Manifest, spec: TaskSpec | None
+) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """The task's output indices and ordinal grades that a multi-target manifest names."""
+    if not (config.targets or config.ordinal_targets):
+        return {}, {}
+    if spec is None or spec.activation != "sigmoid":
+        raise InvalidInputError(
+            'manifest targets need a task with activation = "sigmoid" (independent outputs)'
+        )
+    outputs = {o.name: o.index for o in spec.outputs}
+    ordinals = {o.name: o.cumulative for o in spec.ordinal}
+    unknown = [n for n in config.targets if n not in outputs]
+    unknown += [n for n in config.ordinal_targets if n not in ordinals]
+    if unknown:
+        raise InvalidInputError(f"manifest targets name no output or ordinal grade: {unknown}")
+    covered = set(config.targets) | {c for n in config.ordinal_targets for c in ordinals[n]}
+    untrained = sorted(set(outputs) - covered)
+    if untrained:
+        raise InvalidInputError(f"no manifest target for the task's outputs {untrained}")
+    return outputs, ordinals
+
+
+def _check_targets(cases: list[Case], spec: TaskSpec) -> None:
+    """Every output needs graded cases of both values to learn from."""
+    targets = np.array([case.targets for case in cases], dtype=np.float64)
+    lacking = [
+        o.name
+        for o in spec.outputs
+        if len(set(targets[:, o.index][~np.isnan(targets[:, o.index])].tolist())) < 2
+    ]
+    if lacking:
+        raise InvalidInputError(f"output(s) {lacking} have graded cases of one value only")
 
 
 def _class_folder_cases(config: ClassFolders) -> list[Case]:
@@ -103,20 +143,29 @@ def _class_folder_cases(config: ClassFolders) -> list[Case]:
     return cases
 
 
-def _manifest_cases(config: Manifest) -> list[Case]:
+def _manifest_cases(
+    config: Manifest,
+    outputs: dict[str, int] | None = None,
+    ordinals: dict[str, list[str]] | None = None,
+) -> list[Case]:
     table = _resolve(config.csv)
     if not table.is_file():
         raise InvalidInputError("manifest not found", path=table)
     base = _resolve(config.root) if config.root else table.parent
+    multi = bool(config.targets or config.ordinal_targets)
     classification = config.label_column is not None
-    if classification == (config.mask is not None):
-        raise InvalidInputError("a manifest needs label_column or mask (one of them)", path=table)
+    if classification + multi + (config.mask is not None) != 1:
+        raise InvalidInputError(
+            "a manifest needs one of label_column, targets / ordinal_targets, or mask",
+            path=table,
+        )
     if classification and not config.classes:
         raise InvalidInputError("a classification manifest needs classes", path=table)
     with table.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0]) if rows else set()
     wanted = [config.label_column, config.patient_column, config.split_column]
+    wanted += [*config.targets.values(), *config.ordinal_targets.values()]
     wanted += config.subgroup_columns
     wanted += re.findall(
         r"{(\w+)}", " ".join(t for t in (config.image, config.mask, config.roi) if t)
@@ -144,6 +193,10 @@ def _manifest_cases(config: Manifest) -> list[Case]:
                 problems.append(f"{where}: unknown label {row[config.label_column]!r}")
             else:
                 label = config.classes.index(value)
+        targets = None
+        if multi:
+            targets, label, wrong = _row_targets(row, config, outputs or {}, ordinals or {})
+            problems += [f"{where}: {w}" for w in wrong]
         split = row[config.split_column].strip().lower() if config.split_column else None
         if split is not None and split not in ("train", "validation"):
             problems.append(f"{where}: split {split!r} is neither 'train' nor 'validation'")
@@ -151,9 +204,45 @@ def _manifest_cases(config: Manifest) -> list[Case]:
         if not patient:
             problems.append(f"{where}: empty patient id")
         attributes = {c: row[c].strip() for c in config.subgroup_columns if row[c].strip()}
-        cases.append(Case(path, patient, label, mask, roi, where, split, attributes))
+        cases.append(
+            Case(path, patient, label, mask, roi, where, split, attributes, targets=targets)
+        )
     _refuse(problems, "problem(s) in the manifest", table)
     return cases
+
+
+def _row_targets(
+    row: dict[str, str],
+    config: Manifest,
+    outputs: dict[str, int],
+    ordinals: dict[str, list[str]],
+) -> tuple[tuple[float, ...], int, list[str]]:
+    """One row's target per output (NaN where the row is not graded), its stratum (highest
+    grade, else highest target) and what is wrong with it. ``outputs`` maps the task's output
+    names to their indices, ``ordinals`` each ordinal grade to its cumulative outputs."""
+    values = [float("nan")] * len(outputs)
+    wrong: list[str] = []
+    stratum = 0
+    for name, column in config.targets.items():
+        text = row[column].strip()
+        if text in ("0", "1"):
+            values[outputs[name]] = float(text)
+            stratum = max(stratum, int(text))
+        elif text:
+            wrong.append(f"{column} {text!r} is not 0, 1 or empty")
+    for name, column in config.ordinal_targets.items():
+        text = row[column].strip()
+        cumulative = ordinals[name]
+        if not text:
+            continue
+        if not text.isdigit() or int(text) > len(cumulative):
+            wrong.append(f"{column} {text!r} is outside the scale 0-{len(cumulative)}")
+            continue
+        grade = int(text)
+        stratum = max(stratum, grade)
+        for k, output in enumerate(cumulative, start=1):
+            values[outputs[output]] = float(grade >= k)
+    return tuple(values), stratum, wrong
 
 
 def _image_mask_cases(config: ImageMaskFolders) -> list[Case]:

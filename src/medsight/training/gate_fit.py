@@ -155,7 +155,7 @@ def fit_gate(
 ) -> GateFit:
     """Fit ``task``'s gate on the split of ``config`` (and ``extra`` images)."""
     predictor = Predictor(task, explain=False, backend="onnxruntime")
-    cases, _ = split_holdback(list_cases(config.data), config.split)
+    cases, _ = split_holdback(list_cases(config.data, task.spec), config.split)
 
     def named(items: list[Case]) -> list[tuple[str, str, Callable[[], Image]]]:
         return [(c.name, c.patient, partial(read_case_image, c)) for c in items]
