@@ -15,6 +15,8 @@ DEFAULT_LAYERS = {"DenseNet": "denseblock", "DenseNet121": "denseblock"}
 
 
 def _default_layer(module: Any, architecture: str) -> str | None:
+    if architecture == "UNetEncoderClassifier":
+        return str(module.bottom_name)  # the encoder's bottom: 1/8 of the input grid
     kind = DEFAULT_LAYERS.get(architecture)
     if kind is None:
         return None

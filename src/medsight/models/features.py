@@ -17,6 +17,8 @@ def feature_layer(module: Any, architecture: str) -> Any | None:
     TorchScript network from a bundle: the gate then runs without an OOD score)."""
     if architecture.startswith("DenseNet"):
         return getattr(getattr(module, "class_layers", None), "flatten", None)
+    if architecture == "UNetEncoderClassifier":
+        return getattr(module, "bottom", None)
     if architecture == "BasicUNet":
         return getattr(module, "down_4", None)
     if architecture == "UNet":

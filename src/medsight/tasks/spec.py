@@ -20,6 +20,8 @@ NETWORK_ALLOW_LIST: dict[str, str] = {
     "DenseNet121": "monai.networks.nets.DenseNet121",
     "UNet": "monai.networks.nets.UNet",
     "BasicUNet": "monai.networks.nets.BasicUNet",
+    # a U-Net's encoder with a linear head (starts from a trained U-Net: training.init_from)
+    "UNetEncoderClassifier": "medsight.models.encoder_classifier.UNetEncoderClassifier",
     # a TorchScript file from a MONAI bundle: loaded with torch.jit.load, no arguments
     "TorchScript": "torch.jit.load",
 }

@@ -412,7 +412,11 @@ def new_model(config: TrainConfig, base: Task, seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = build_network(base.spec.networks[0])
     if config.init_from:
-        model.load_state_dict(load_network(load_named_task(config.init_from)).state_dict())
+        start = load_network(load_named_task(config.init_from))
+        if hasattr(model, "load_encoder_from"):  # a classifier started from a segmenter
+            model.load_encoder_from(start)
+        else:
+            model.load_state_dict(start.state_dict())
     options = config.train
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
