@@ -19,6 +19,9 @@ __all__ = ["augment_batch"]
 _SETTINGS = {
     "standard": (0.17, 0.10, 0.0, 0.05, (0.8, 1.25), 0.3, 0.0, 0.0),
     "strong": (0.26, 0.20, 0.10, 0.08, (0.6, 1.6), 0.5, 0.2, 0.03),
+    # a fundus photograph has no up: any rotation, and a mirror (left and right eyes are
+    # mirror images); cameras differ in exposure and white balance (per-channel gains below)
+    "fundus": (math.pi, 0.10, 0.0, 0.03, (0.7, 1.4), 0.5, 0.2, 0.02),
 }
 
 
@@ -42,7 +45,8 @@ def _rotation_3d(angles: Any) -> Any:
 def augment_batch(batch: Any, seed: int, strength: str = "standard") -> Any:
     """A randomly transformed copy of ``batch`` (n, c, *spatial) with values in about
     [0, 1]: rotation, scale, shear and shift (zeros outside, as the border mask), then gamma
-    and, for "strong", intensity scale and Gaussian noise."""
+    and, for "strong" and "fundus", intensity scale and Gaussian noise; "fundus" also
+    mirrors and applies a gain per colour channel."""
     import torch
     from torch.nn import functional
 
@@ -61,6 +65,9 @@ def augment_batch(batch: Any, seed: int, strength: str = "standard") -> Any:
     else:
         linear = _rotation_3d(uniform(-rotate, rotate, n, 3))
     linear = linear * uniform(1 - scale, 1 + scale, n, 1, dims)
+    if strength == "fundus" and dims == 2:  # mirror half of the images left to right
+        mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        linear = linear * torch.stack([mirror, torch.ones(n)], 1).view(n, 1, 2)
     if shear and dims == 2:
         shears = torch.eye(2).repeat(n, 1, 1)
         shears[:, 0, 1] = uniform(-shear, shear, n)
@@ -82,6 +89,8 @@ def augment_batch(batch: Any, seed: int, strength: str = "standard") -> Any:
         factor = uniform(1 - intensity, 1 + intensity, n)
         chosen = torch.rand(n, generator=generator) < 0.3
         moved = moved * torch.where(chosen, factor, torch.ones_like(factor)).view(view)
+    if strength == "fundus" and batch.shape[1] == 3:  # white balance: a gain per channel
+        moved = moved * uniform(0.9, 1.1, n, 3).view(n, 3, *([1] * dims))
     if noise:
         chosen = (torch.rand(n, generator=generator) < 0.3).float().view(view)
         moved = moved + chosen * noise * torch.randn(moved.shape, generator=generator)

@@ -181,8 +181,9 @@ class OptimConfig(_Config):
     early_stopping_patience: Annotated[int, Field(ge=1)] = 3
     max_steps_per_epoch: Annotated[int, Field(ge=1)] | None = None  # for smoke tests
     augment: bool = True
-    # "strong": wider rotation/scale/shift, gamma, contrast and noise (shortcut-resistant)
-    augment_strength: Literal["standard", "strong"] = "standard"
+    # "strong": wider rotation/scale/shift, gamma, contrast and noise (shortcut-resistant);
+    # "fundus": any rotation, mirroring, exposure and white-balance changes (photographs)
+    augment_strength: Literal["standard", "strong", "fundus"] = "standard"
     # segmentation: patches per epoch, share centred on foreground, axes safe to mirror
     # (never an axis whose sides carry different labels, e.g. anterior/posterior)
     steps_per_epoch: Annotated[int, Field(ge=1)] = 100
