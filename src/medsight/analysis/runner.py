@@ -25,9 +25,9 @@ from medsight.analysis.outputs import (
     write_dicom_outputs,
 )
 from medsight.analysis.records import gate_record, input_record, prediction_record, task_record
+from medsight.analysis.study_findings import DerivedResults, StudyFindings
 from medsight.errors import MedsightError, NoMatchingTaskError
 from medsight.findings import Finding, findings_from_prediction, triage
-from medsight.findings.cardiac import CardiacPhase, cardiac_function
 from medsight.gate import GateResult, InputGate
 from medsight.image import Image
 from medsight.inference import Prediction, Predictor
@@ -220,7 +220,7 @@ def analyze_study(
     key = options.device_key or device_key(out)
     all_findings: list[Finding] = []
     measurement_flags: dict[str, list[Any]] = {}
-    cine_phases: dict[str, tuple[Task, list[CardiacPhase]]] = {}
+    derivations = StudyFindings()  # what several analyses of the study give together
     identifiers = None
     queue = list(study.images)
     number = 0
@@ -228,7 +228,7 @@ def analyze_study(
         source = queue.pop(0)
         number += 1
         stem = f"{number:02d}_{_slug(source.description)}"
-        phase: tuple[Task, CardiacPhase] | None = None
+        derive: tuple[Task, Image, Prediction, GateResult] | None = None
         try:
             with memory_guard(options.max_memory, source.description):
                 if source.kind == "wsi":
@@ -278,8 +278,7 @@ def analyze_study(
                     record["findings"] = [f.as_dict() for f in findings]
                     all_findings.extend(findings)
                     measurement_flags[task.id] = list(task.spec.measurement_flags)
-                    if task.spec.cardiac_function is not None:
-                        phase = (task, _cine_phase(image, prediction, gate_result, source))
+                    derive = (task, image, prediction, gate_result)
                     identifiers = identifiers or image.identifiers
                     if any(kind in options.outputs for kind in ("seg", "sr", "sc")):
                         written, notes = write_dicom_outputs(
@@ -318,20 +317,12 @@ def analyze_study(
                 }
             )
             continue
-        if phase is not None:
-            phase[1].analysis = len(outcome.analyses)
-            cine_phases.setdefault(phase[0].id, (phase[0], []))[1].append(phase[1])
+        if derive is not None:
+            derivations.add(len(outcome.analyses), *derive, source)
         outcome.analyses.append(record)
 
-    study_findings = []
-    for task, phases in cine_phases.values():
-        assert task.spec.cardiac_function is not None
-        document, finding = cardiac_function(phases, task.spec.cardiac_function, task)
-        study_findings.append(document)
-        if finding is not None:
-            all_findings.append(finding)
-            if "sr" in options.outputs:
-                _function_sr(document, finding, phases, task, study_dir)
+    derived = derivations.finish(options.outputs, study_dir)
+    all_findings += derived.findings
     result_path = _write_study_result(
         study.key,
         study_dir,
@@ -341,7 +332,7 @@ def analyze_study(
         options,
         identifiers,
         measurement_flags,
-        study_findings,
+        derived,
     )
     document = json.loads(result_path.read_text())
     outcome.result_path = result_path
@@ -354,34 +345,6 @@ def analyze_study(
         for entry in outcome.provenance:
             append_provenance(log, entry)
     return outcome
-
-
-def _function_sr(
-    document: dict[str, Any],
-    finding: Finding,
-    phases: list[CardiacPhase],
-    task: Task,
-    study_dir: Path,
-) -> None:
-    """The ventricular function as its own SR (TID 1500, UCUM units; the evidence names
-    both phases' instances), for a DICOM cine; a NIfTI pair gets a note instead."""
-    from medsight.reporting.dicom_sr import write_sr
-
-    by_analysis = {p.analysis: p for p in phases}
-    ed = by_analysis[document["phases"]["ED"]["analysis"]]
-    es = by_analysis[document["phases"]["ES"]["analysis"]]
-    try:
-        path = write_sr(
-            [finding],
-            task,
-            es.image,
-            study_dir / "dicom" / "cardiac_function_sr.dcm",
-            also=(ed.image,),
-            series="function",
-        )
-        document["dicom_outputs"] = [path.relative_to(study_dir).as_posix()]
-    except MedsightError as exc:
-        document["output_notes"] = [f"sr: not written ({exc.message})"]
 
 
 def _phase_sources(image: Image, source: ImageSource) -> list[ImageSource]:
@@ -406,15 +369,6 @@ _DICOM_PHASES = {"END_DIASTOLE": "ED", "END_SYSTOLE": "ES"}
 
 def _given(image: Image) -> Image:
     return image
-
-
-def _cine_phase(
-    image: Image, prediction: Prediction, gate_result: GateResult, source: ImageSource
-) -> CardiacPhase:
-    """What the study's ventricular function needs of one analysed phase: its image (for the
-    geometry and header) and its label map, unless the gate withheld the answer."""
-    label_map = None if gate_result.withheld else prediction.label_map
-    return CardiacPhase(-1, source.description, image, label_map, source.phase)
 
 
 def _provenance_entry(
@@ -457,7 +411,7 @@ def _write_study_result(
     options: AnalysisOptions,
     identifiers: Any,
     measurement_flags: dict[str, list[Any]] | None = None,
-    study_findings: list[dict[str, Any]] | None = None,
+    derived: DerivedResults | None = None,
 ) -> Path:
     """result.json (and report.html) from the analyses and failures of one study."""
     from medsight import __version__
@@ -476,6 +430,8 @@ def _write_study_result(
         for reason in a.get("review_reasons", [])
         if reason not in withholding(a)
     ]
+    derived = derived or DerivedResults()
+    review += derived.review_reasons
     priority = triage(
         all_findings,
         review,
@@ -496,7 +452,7 @@ def _write_study_result(
         "supersedes": superseded if superseded != result_id else None,
         "priority": priority.as_dict(),
         "analyses": outcome.analyses,
-        "study_findings": study_findings or [],  # results derived from several analyses
+        "study_findings": derived.documents,  # results derived from several analyses
         "failures": outcome.failures,
     }
     if outcome.notes:

@@ -329,6 +329,18 @@ class CardiacFunction(_Spec):
     myocardial_density: Annotated[float, Field(gt=0.0)] = 1.05  # g/mL
 
 
+class WorseSide(_Spec):
+    """A patient-level result from both sides (eyes) of one study: each side's from its worst
+    gradable image, the patient's from the worse side (medsight.findings.screening)."""
+
+    name: str  # the study finding's name, e.g. "patient_referable_dr"
+    code: Code
+    outputs: list[str] = Field(min_length=1)  # taken as the highest probability
+    sides: list[Annotated[str, Field(pattern="^[RL]$")]] = Field(
+        default_factory=lambda: ["R", "L"], min_length=1
+    )
+
+
 class TaskSpec(_Spec):
     schema_version: Literal[1, 2] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -361,6 +373,7 @@ class TaskSpec(_Spec):
     gate: GateSpec = GateSpec()
     measurement_flags: list[MeasurementFlag] = Field(default_factory=list)
     cardiac_function: CardiacFunction | None = None
+    worse_side: WorseSide | None = None
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -409,6 +422,12 @@ class TaskSpec(_Spec):
             if unknown or self.kind != "segmentation":
                 raise ValueError(
                     f"cardiac_function needs segments of this task (unknown: {unknown})"
+                )
+        if self.worse_side is not None:
+            unknown = [n for n in self.worse_side.outputs if n not in names]
+            if unknown or self.kind != "classification":
+                raise ValueError(
+                    f"worse_side needs outputs of a classification task (unknown: {unknown})"
                 )
         pairs = self.postprocessing.enclosed_cavities.items()
         unknown = [n for pair in pairs for n in pair if n not in names]
