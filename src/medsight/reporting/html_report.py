@@ -34,6 +34,8 @@ table{border-collapse:collapse;margin:.5em 0 1em}
 td,th{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8em 1em;margin:1em 0}
 img.key{max-width:480px;max-height:480px;border:1px solid #999}
+.sides{display:grid;grid-template-columns:1fr 1fr;gap:0 1em}
+.sides>section img.key{max-width:100%}
 .muted{color:#555;font-size:.9em}
 """
 
@@ -185,9 +187,51 @@ image {_e("x".join(str(s) for s in source["shape"]))}</h2>
 </section>"""
 
 
+_EYES = {"R": "right eye", "L": "left eye"}
+
+
+def _patient_table(finding: dict[str, Any]) -> str:
+    """The worse-eye result: each output's probability and each grade per eye and for the
+    patient, with the flags at the task's points."""
+    sides = [s for s in ("R", "L") if s in finding.get("sides", {})]
+    head = "".join(f"<th>{_EYES[s]}</th>" for s in sides)
+    rows = []
+    for output, patient in finding.get("probabilities", {}).items():
+        cells = "".join(
+            f"<td>{finding['sides'][s]['probabilities'][output]['value']:.3f}</td>"
+            if "probabilities" in finding["sides"][s]
+            else "<td>ungradable</td>"
+            for s in sides
+        )
+        flags = [
+            f"{'FLAG' if f['flag'] else 'below'} at {name} ({f['threshold']:.3f})"
+            for name, f in finding.get("flags", {}).items()
+            if f["output"] == output
+        ]
+        rows.append(
+            f"<tr><td>{_e(output)}</td>{cells}<td><b>{patient['value']:.3f}</b> "
+            f"({_EYES.get(patient['side'], patient['side'])}) {_e('; '.join(flags))}</td></tr>"
+        )
+    for name, grade in finding.get("grades", {}).items():
+        cells = "".join(
+            f"<td>{finding['sides'][s]['grades'][name]['grade']}</td>"
+            if "grades" in finding["sides"][s]
+            else "<td>ungradable</td>"
+            for s in sides
+        )
+        rows.append(
+            f"<tr><td>{_e(name)}</td>{cells}<td><b>{grade['grade']}</b> "
+            f"({_e(grade['level'])}, {_EYES.get(grade['side'], grade['side'])})</td></tr>"
+        )
+    if not rows:
+        return ""
+    return f"<table><tr><th></th>{head}<th>patient (worse eye)</th></tr>{''.join(rows)}</table>"
+
+
 def study_finding_html(finding: dict[str, Any], analyses: list[dict[str, Any]]) -> str:
-    """A result derived from several analyses (a cine's ventricular function): which analyses
-    it used, its measurements, and everything it could not give, with the reason."""
+    """A result derived from several analyses (a cine's ventricular function, a patient's
+    worse-eye result): which analyses it used, its measurements or per-eye table, and
+    everything it could not give, with the reason."""
     phases = "".join(
         f"<li>{_e(name)}: {_e(entry.get('description', ''))}"
         f"{' (' + _e(entry['chosen']) + ')' if entry.get('chosen') else ''}</li>"
@@ -195,13 +239,15 @@ def study_finding_html(finding: dict[str, Any], analyses: list[dict[str, Any]]) 
     )
     missing = "".join(f"<li>{_e(reason)}</li>" for reason in finding.get("not_given", []))
     model = finding.get("model", {})
+    measured = "" if "sides" in finding else _measurements_table([{**finding}])
     return (
         f"<section><h2>{_e(finding.get('code', {}).get('meaning', finding['name']))}</h2>"
         f"<p class=muted>derived from {len(finding['derived_from'])} of {len(analyses)} "
         f"analyses by {_e(model.get('id', ''))} {_e(model.get('version', ''))}; "
         f"{_e(finding.get('method', ''))}</p>"
         f"{f'<ul>{phases}</ul>' if phases else ''}"
-        f"{_measurements_table([{'name': finding['name'], **finding}])}"
+        f"{_patient_table(finding)}"
+        f"{measured}"
         f"{f'<h3>Not given</h3><ul>{missing}</ul>' if missing else ''}</section>"
     )
 
@@ -251,7 +297,7 @@ created {_e(document["created"])} by medsight {_e(document["medsight_version"])}
         _e(priority["rules_version"])
     }</span></h2><ul>{reasons}</ul></section>
 {"".join(study_finding_html(f, document["analyses"]) for f in document.get("study_findings", []))}
-{"".join(_analysis_section(a) for a in document["analyses"])}
+{_analysis_sections(document)}
 {f"<section><h2>Not analysed</h2><ul>{failures}</ul></section>" if failures else ""}
 {_notes_section(document.get("input_notes", []))}
 <p class=muted>{BANNER} Every finding is decision support for a clinician, who makes the
@@ -259,6 +305,26 @@ diagnosis. Probabilities are calibrated on internal validation data; see each ta
 card.</p>
 </main></body></html>
 """
+
+
+def _analysis_sections(document: dict[str, Any]) -> str:
+    """Each analysis; a study with a worse-eye result shows the eyes side by side (right
+    eye on the left, as the clinician faces the patient)."""
+    analyses = document["analyses"]
+    eyes = [f for f in document.get("study_findings", []) if "sides" in f]
+    if not eyes:
+        return "".join(_analysis_section(a) for a in analyses)
+    columns = []
+    for side in ("R", "L"):
+        members = [analyses[i] for f in eyes for i in f["sides"].get(side, {}).get("analyses", [])]
+        columns.append(
+            f"<div><h2>{_EYES[side]}</h2>"
+            + ("".join(_analysis_section(a) for a in members) or "<p>no image</p>")
+            + "</div>"
+        )
+    placed = {i for f in eyes for s in f["sides"].values() for i in s["analyses"]}
+    rest = "".join(_analysis_section(a) for i, a in enumerate(analyses) if i not in placed)
+    return f'<div class="sides">{"".join(columns)}</div>{rest}'
 
 
 def write_html_report(document: dict[str, Any], study_dir: Path) -> Path:

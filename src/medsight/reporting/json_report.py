@@ -85,6 +85,24 @@ _STUDY_FINDING = {
             "description": "what could not be derived, each with its reason (never silent)",
         },
         "method": {"type": "string"},
+        "sides": {
+            "type": "object",
+            "description": "worse-side results: per side (R, L) its analyses, the gradable "
+            "ones, and its worst gradable image's probabilities and grades",
+        },
+        "probabilities": {
+            "type": "object",
+            "description": "worse-side results: per output the patient's probability, the "
+            "side and the analysis it comes from",
+        },
+        "flags": {
+            "type": "object",
+            "description": "worse-side results: per operating point the patient's flag",
+        },
+        "grades": {
+            "type": "object",
+            "description": "worse-side results: per ordinal grade the patient's (worse eye)",
+        },
         "body_surface_area_m2": {"type": "number"},
         "dicom_outputs": _STRINGS,
         "output_notes": _STRINGS,
