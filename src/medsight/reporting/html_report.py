@@ -204,7 +204,7 @@ def _patient_table(finding: dict[str, Any]) -> str:
             for s in sides
         )
         flags = [
-            f"{'FLAG' if f['flag'] else 'below'} at {name} ({f['threshold']:.3f})"
+            f"{'FLAG at' if f['flag'] else 'below'} {name} (threshold {f['threshold']:.3f})"
             for name, f in finding.get("flags", {}).items()
             if f["output"] == output
         ]
