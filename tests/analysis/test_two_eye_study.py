@@ -7,6 +7,7 @@ stands in for the trained one: these tests check the derivation, not accuracy.""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 from PIL import Image as PILImage
@@ -109,3 +110,72 @@ def test_a_flag_in_the_gradable_eye_refers_the_patient_all_the_same(tmp_path):
     assert "flagged all the same" in patient["not_given"][-1]
     assert not any("insufficient image quality" in r for r in document["priority"]["reasons"])
     assert np.isfinite(patient["probabilities"]["referable"]["value"])
+
+
+def eye_instance(path, jpeg, side: str, study: str, number: int) -> None:
+    """A Secondary Capture instance of a fundus photograph, ImageLaterality set."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = np.asarray(PILImage.open(jpeg).convert("RGB"), dtype=np.uint8)
+    dataset = pydicom.Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID = study
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.PatientName, dataset.PatientID = "TEST^EYES", "EYES-1"
+    dataset.StudyDate, dataset.StudyTime, dataset.AccessionNumber = "20260101", "120000", "A1"
+    dataset.ReferringPhysicianName, dataset.StudyID = "", "1"
+    dataset.PatientBirthDate, dataset.PatientSex = "", "O"
+    dataset.Modality, dataset.ConversionType = "OP", "DI"
+    dataset.ImageLaterality = side
+    dataset.SeriesNumber, dataset.InstanceNumber = number, 1
+    dataset.PatientOrientation = ""
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 3, "RGB"
+    dataset.PlanarConfiguration = 0
+    dataset.Rows, dataset.Columns = pixels.shape[:2]
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 8, 8, 7
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+
+
+SR_OUTPUTS = ("--outputs", "json,html,sr")
+
+
+def test_two_dicom_photographs_give_the_patient_result_and_conforming_srs(tmp_path):
+    from pydicom.uid import generate_uid
+
+    from tests.reporting.test_dicom_seg import dciodvfy_errors
+
+    source = require_data("dr-fundus", "images")
+    folder = tmp_path / "study"
+    folder.mkdir()
+    study = generate_uid()
+    for number, side in enumerate(("R", "L"), start=1):
+        eye_instance(folder / f"{side}.dcm", source / f"Patient003_{side}.jpg", side, study, number)
+    task = fundus_task(tmp_path / "task", threshold=0.0)  # flags: the SR holds a finding
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["analyze", str(folder), "--task", str(task.folder), "--out", str(out), *SR_OUTPUTS],
+    )
+    assert result.exit_code == 0, result.output
+    (path,) = out.glob("*/result.json")
+    document = json.loads(path.read_text())
+    (patient,) = document["study_findings"]
+    assert set(patient["sides"]) == {"R", "L"}  # laterality from ImageLaterality
+    assert patient["not_given"] == []
+    reports = sorted(path.parent.glob("dicom/*sr*.dcm"))
+    assert len(reports) == 2
+    for report in reports:
+        assert dciodvfy_errors(report) == [], report.name
+        dumped = subprocess.run(["dsrdump", str(report)], capture_output=True, text=True).stdout
+        # the grade as a measurement (a UCUM annotation), the referable finding
+        assert 'NUM:(,,"grade")' in dumped and "({grade},UCUM" in dumped
+        assert '(100000,99TEST,"referable")' in dumped

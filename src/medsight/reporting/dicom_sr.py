@@ -60,7 +60,10 @@ _UNIT_MEANINGS = {
     "g": "gram",
     "mL/m2": "milliliter per square meter",
     "g/m2": "gram per square meter",
+    "{grade}": "grade",  # a UCUM annotation: a dimensionless count on an ordinal scale
 }
+#: units of pixels or voxels (spacing unknown): not physical, so not written as measurements
+_GRID_UNITS = ("{px}", "{px2}", "{voxel}")
 
 
 def _concept(code: tuple[str, str, str]) -> Any:
@@ -118,7 +121,7 @@ def _group(
         )
     sites = {o.name: o.code for o in task.spec.outputs}
     for item in finding.measurements:
-        if item.unit.startswith("{"):
+        if item.unit in _GRID_UNITS:
             continue  # pixel units (unknown spacing) are not UCUM measurements
         site = sites.get(item.structure) if item.structure != finding.name else None
         measurements.append(
