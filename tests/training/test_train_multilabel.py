@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
 from medsight.cli import app
@@ -33,7 +34,8 @@ def build_dataset(root: Path, patients: int = 30) -> None:
         for eye in ("L", "R"):
             grade = int(rng.integers(0, 3))
             macula = int(rng.random() < 0.3)
-            pixels = rng.normal(60, 15, (64, 64))
+            # smooth texture, not white noise (the input gate withholds noise)
+            pixels = 60 + 15 * gaussian_filter(rng.normal(0, 4, (64, 64)), 2)
             if grade:
                 pixels[(yy - 32) ** 2 + (xx - 32) ** 2 < 40 * grade**2] += 90
             if macula:
@@ -121,6 +123,28 @@ def test_train_locks_points_per_patient_and_grades_with_kappa(tmp_path):
     assert np.asarray(matrix).sum() == 60
     patient = metrics["points"]["high_sensitivity"]["patient"]
     assert patient["cases"] == 30  # one decision per patient, from the worse eye
+
+    # `medsight evaluate` re-checks the claims on labelled data: a manifest whose columns
+    # are named after the outputs and the grade (here the training images themselves)
+    rows = list(csv.DictReader((tmp_path / "data" / "labels.csv").open()))
+    manifest = tmp_path / "evaluate.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "patient", "referable", "maculopathy", "dr_grade"])
+        for row in rows:
+            image = tmp_path / "data" / "images" / row["image"]
+            writer.writerow(
+                [image, row["patient"], row["referable"], row["maculopathy"], row["dr_grade"]]
+            )
+    checked = CliRunner().invoke(
+        app, ["evaluate", str(folder), str(manifest), "--out", str(tmp_path / "evaluation")]
+    )
+    assert "ungradable: 0 of 60" in checked.output, checked.output
+    assert "dr_grade: quadratic-weighted kappa" in checked.output
+    assert "ROC AUC of referable" in checked.output  # the card's claims, each re-checked
+    evaluation = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["points"]["high_sensitivity"]["patient"]["cases"] == 30
+    assert len(evaluation["claims"]) == 3
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,16 @@ def _cases(
             columns = next(csv.reader(handle), [])
         segmentation = task.spec.kind == "segmentation"
         names = classes or [o.name for o in task.spec.outputs]
+        if task.spec.activation == "sigmoid":  # columns named after the outputs and grades
+            config = Manifest(
+                csv=str(data.resolve()),
+                image="{image}",
+                targets={o.name: o.name for o in task.spec.outputs if o.name in columns},
+                ordinal_targets={g.name: g.name for g in task.spec.ordinal if g.name in columns},
+                patient_column="patient" if "patient" in columns else None,
+                subgroup_columns=subgroups,
+            )
+            return list_cases(config, task.spec)
         config = Manifest(
             csv=str(data.resolve()),
             image="{image}",
@@ -152,6 +162,9 @@ def evaluate(
         if loaded.spec.kind == "segmentation":
             _evaluate_segmentation(loaded, cases, out)
             return
+        if loaded.spec.activation == "sigmoid":
+            _evaluate_multilabel(loaded, cases, out)
+            return
         if len(loaded.spec.outputs) != 2:
             raise TaskMismatchError(f"task {loaded.id} is not a binary classifier")
         if any(case.mask is not None for case in cases):
@@ -182,6 +195,37 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
             f"{structure} ejection fraction: mean absolute error {error['value']:.1f} "
             f"({error['low']:.1f}-{error['high']:.1f}) percentage points over "
             f"{entry['patients']} patients"
+        )
+    for claim in results["claims"]:
+        console.print(claim["words"])
+    console.print(f"wrote {json_path} and {html_path}")
+    console.print("research use only, not for diagnostic use")
+    if any(claim["holds"] is False for claim in results["claims"]):
+        raise typer.Exit(1)
+
+
+def _evaluate_multilabel(task: Task, cases: list[Case], out: Path) -> None:
+    from medsight.evaluation.multilabel import evaluate_multilabel, write_multilabel_report
+
+    with progress_bar(console) as bar:
+        results = evaluate_multilabel(task, cases, progress=bar)
+    json_path, html_path = write_multilabel_report(results, out)
+    ungradable = results["ungradable"]
+    console.print(
+        f"ungradable: {ungradable['count']} of {results['images']} ({ungradable['rate']:.1%})"
+    )
+    for name, output in results["outputs"].items():
+        auc = output["roc_auc"]
+        console.print(
+            f"{name}: ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})"
+            if auc
+            else f"{name}: ROC AUC not measurable (the data hold one class only)"
+        )
+    for name, grade in results["grades"].items():
+        kappa = grade["quadratic_weighted_kappa"]
+        console.print(
+            f"{name}: quadratic-weighted kappa {kappa['value']:.3f} "
+            f"({kappa['low']:.3f}-{kappa['high']:.3f})"
         )
     for claim in results["claims"]:
         console.print(claim["words"])

@@ -79,10 +79,11 @@ def train(
             console.print(f"validation report: {folder / 'validation-report' / 'report.html'}")
         elif independent:
             for name, point in metrics["points"].items():
-                auc = metrics["outputs"][point["spec"]["output"]]["roc_auc"]
+                auc = metrics["outputs"][point["spec"]["output"]]["roc_auc"] or {}
                 console.print(
-                    f"out-of-fold {point['spec']['output']} ROC AUC {auc['value']:.3f} "
-                    f"({auc['low']:.3f}-{auc['high']:.3f}); {name}: {point['spec']['note']}"
+                    f"out-of-fold {point['spec']['output']} ROC AUC {auc.get('value', 'n/a')}"
+                    f" ({auc.get('low', '')}-{auc.get('high', '')}); {name}: "
+                    f"{point['spec']['note']}"
                 )
         else:
             auc = metrics["roc_auc"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from medsight.errors import InvalidInputError
 
-__all__ = ["Estimate", "bootstrap_ci", "delong_auc", "wilson"]
+__all__ = ["Estimate", "bootstrap_ci", "delong_auc", "interval", "wilson"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.value:.3f} ({self.level:.0%} CI {self.low:.3f}-{self.high:.3f})"
+
+
+def interval(estimate: dict[str, Any]) -> str:
+    """An estimate and its CI as a card or report shows it: ``0.912 (0.895-0.926)``."""
+    return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
 
 
 def wilson(successes: int, total: int, level: float = 0.95) -> Estimate:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medsight.errors import ConfigurationError
+from medsight.evaluation.intervals import interval
 from medsight.tasks import Task, load_task
 from medsight.training.config import TrainConfig
 
@@ -204,11 +205,6 @@ def with_claims_table(card: str, claims: list[dict[str, Any]]) -> str:
         after = after.partition("\n\n")[2]
     table = "\n".join(claims_table(claims))
     return f"{head}{CLAIMS_HEADING}\n\n{intro}\n\n{table}\n\n{after}"
-
-
-def interval(estimate: dict[str, Any]) -> str:
-    """An estimate and its CI as a model card shows it."""
-    return f"{estimate['value']:.3f} ({estimate['low']:.3f}-{estimate['high']:.3f})"
 
 
 def _merge(document: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

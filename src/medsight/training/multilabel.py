@@ -22,6 +22,7 @@ import numpy as np
 
 from medsight.errors import ConfigurationError
 from medsight.evaluation import fit_temperature
+from medsight.evaluation.multilabel_metrics import evidence_metrics
 from medsight.inference.outputs import output_probabilities
 from medsight.tasks import Task
 from medsight.tasks.spec import TaskSpec
@@ -48,7 +49,7 @@ from medsight.training.data import (
     split_holdback,
 )
 from medsight.training.multilabel_card import claims_of, model_card
-from medsight.training.multilabel_evidence import evidence_metrics, locked_points
+from medsight.training.multilabel_evidence import locked_points
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +296,13 @@ def _write_task(
     )
     probabilities = output_probabilities(folds.logits, calibrated_spec)
     points = locked_points(config, calibrated_spec, cases, targets, probabilities)
-    metrics = evidence_metrics(config, calibrated_spec, cases, targets, probabilities, points)
+    evidence = (
+        f"out-of-fold predictions of {config.split.folds}-fold patient-level cross-validation "
+        "({cases} images of {patients} patients); each fold's model chose its epoch on a "
+        f"{config.split.validation_fraction:.0%} random patient split of its training part, "
+        "never on the held-out fold"
+    )
+    metrics = evidence_metrics(evidence, calibrated_spec, cases, targets, probabilities, points)
     metrics["folds"] = folds.histories
     metrics["best_epochs"] = folds.best_epochs
     claims = claims_of(metrics, config)

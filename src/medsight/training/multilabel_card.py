@@ -16,6 +16,10 @@ def _ci(estimate: dict[str, Any]) -> dict[str, float]:
     return {key: round(float(estimate[key]), 4) for key in ("value", "low", "high")}
 
 
+def _auc(estimate: dict[str, Any] | None) -> str:
+    return "not measurable (one class only)" if estimate is None else interval(estimate)
+
+
 def claims_of(metrics: dict[str, Any], config: TrainConfig) -> list[dict[str, Any]]:
     """Each locked point's output AUC and its sensitivity and specificity at the point's
     level, as task.toml claims that `medsight evaluate` re-checks."""
@@ -24,14 +28,16 @@ def claims_of(metrics: dict[str, Any], config: TrainConfig) -> list[dict[str, An
     for name, point in metrics["points"].items():
         output = point["spec"]["output"]
         level = "patient" if point["level"].startswith("patient") else "image"
-        claims.append(
-            {
-                "metric": "roc_auc",
-                **_ci(metrics["outputs"][output]["roc_auc"]),
-                "segment": output,
-                "measured_on": f"{measured_on}, per image",
-            }
-        )
+        auc = metrics["outputs"][output]["roc_auc"]
+        if auc is not None:
+            claims.append(
+                {
+                    "metric": "roc_auc",
+                    **_ci(auc),
+                    "segment": output,
+                    "measured_on": f"{measured_on}, per image",
+                }
+            )
         for measure in ("sensitivity", "specificity"):
             claims.append(
                 {
@@ -115,12 +121,12 @@ def model_card(
     for name, output in metrics["outputs"].items():
         lines.append(
             f"| {name} | {output['graded']} ({output['positives']}) | "
-            f"{interval(output['roc_auc'])} | {output['ece']:.3f} |"
+            f"{_auc(output['roc_auc'])} | {output['ece']:.3f} |"
         )
     lines += ["", *_points(metrics), ""]
     for name, point in metrics["points"].items():
         lines.append(
-            f"- {name}: patient-level (worse image) ROC AUC {interval(point['patient_roc_auc'])}"
+            f"- {name}: patient-level (worse image) ROC AUC {_auc(point['patient_roc_auc'])}"
             f"; {point['spec']['note']}"
         )
     lines += ["", *_grades(metrics)]
