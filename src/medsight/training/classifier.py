@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,10 @@ from medsight.training.augment import augment_batch
 from medsight.training.common import (
     Fitted,
     TrainingResult,
-    atomic_save,
     base_task,
+    card_head,
     fit_epochs,
+    fold_result,
     interval,
     new_model,
     step_seed,
@@ -45,6 +48,7 @@ from medsight.training.common import (
 from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
+    held_out_folds,
     kfold_by_patient,
     list_cases,
     read_case_image,
@@ -244,6 +248,15 @@ def cache_key(config: TrainConfig, base: Task, cases: list[Case]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def logits_on(
+    inputs: np.ndarray, batch_size: int, **parts: np.ndarray
+) -> Callable[[Any], dict[str, np.ndarray]]:
+    """What a fold saves of its model: its logits on each named part of ``inputs``."""
+    return lambda model: {
+        name: network_logits(model, inputs[index], batch_size) for name, index in parts.items()
+    }
+
+
 def _train_held_out(
     config: TrainConfig,
     base: Task,
@@ -267,49 +280,35 @@ def _train_held_out(
 
     inputs = cache_inputs(cases, base, work_dir / f"all-{key}.npy", progress)
     labels = np.array([c.label for c in cases])
-    position = {id(case): number for number, case in enumerate(cases)}
     out_of_fold = np.zeros((len(cases), len(base.spec.outputs)))
     internal_index: list[np.ndarray] = []
     internal_logits: list[np.ndarray] = []
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
-    for number, (name, fold) in enumerate(held_out):
-        inside = np.zeros(len(cases), dtype=bool)
-        inside[[position[id(c)] for c in fold]] = True
-        rest = [c for c in cases if not inside[position[id(c)]]]
-        if len({c.label for c in rest}) < 2:
+    for fold in held_out_folds(cases, held_out, config.split):
+        name, inside, check_index = fold.name, fold.inside, fold.check_index
+        if len({c.label for c in fold.rest}) < 2:
             raise ConfigurationError(f"holding out {kind} {name} leaves one class to train on")
-        fit_cases, check_cases = split_by_patient(rest, config.split)
-        fit_index = np.array([position[id(c)] for c in fit_cases])
-        check_index = np.array([position[id(c)] for c in check_cases])
-        result_path = work_dir / f"{kind}-{name}" / "held_out.npz"
-        if not result_path.is_file():
-            fit = _fit(
+        saved = fold_result(
+            work_dir / f"{kind}-{name}" / "held_out.npz",
+            partial(
+                _fit,
                 config,
                 base,
-                (inputs[fit_index], labels[fit_index]),
+                (inputs[fold.fit_index], labels[fold.fit_index]),
                 (inputs[check_index], labels[check_index]),
                 work_dir / f"{kind}-{name}" / "checkpoint.pt",
                 progress,
-                label=f"{kind} {name} held out ({number + 1}/{len(held_out)})",
-                fold=number + 1,
-            )
-            atomic_save(fit.model.state_dict(), result_path.with_name("model.pt"))
-            partial = result_path.with_suffix(".partial.npz")
-            np.savez(
-                partial,
-                held_out=network_logits(fit.model, inputs[inside], config.train.batch_size),
-                internal=network_logits(fit.model, inputs[check_index], config.train.batch_size),
-                best_epoch=fit.best_epoch,
-                history=json.dumps(fit.history),
-            )
-            partial.replace(result_path)
-        with np.load(result_path) as saved:
-            out_of_fold[inside] = saved["held_out"]
-            internal_index.append(check_index)
-            internal_logits.append(saved["internal"])
-            best_epochs.append(int(saved["best_epoch"]))
-            histories.append({"fold": name, "epochs": json.loads(str(saved["history"]))})
+                label=f"{kind} {name} held out ({fold.number}/{len(held_out)})",
+                fold=fold.number,
+            ),
+            logits_on(inputs, config.train.batch_size, held_out=inside, internal=check_index),
+        )
+        out_of_fold[inside] = saved["held_out"]
+        internal_index.append(check_index)
+        internal_logits.append(saved["internal"])
+        best_epochs.append(saved["best_epoch"])
+        histories.append({"fold": name, "epochs": saved["history"]})
     epochs = max(1, int(np.median(best_epochs)))
     shipped: Any
     if config.split.ship == "ensemble":
@@ -560,19 +559,8 @@ def _model_card(
     auc = metrics["roc_auc"]
     point = metrics["operating_point"]
     held_out = "held_out" in metrics
-    source = config.data_source or getattr(config.data, "root", None) or str(config.data)
     lines = [
-        f"# {base.id} {config.version}: model card",
-        "",
-        "**Research use only, not for diagnostic use.**",
-        "",
-        "## Intended use",
-        "",
-        base.spec.intended_use,
-        "",
-        "## Data",
-        "",
-        f"- source: {source}",
+        *card_head(base, config),
         f"- training: {metrics['train_cases']} images of {metrics['train_patients']} patients; "
         f"evaluated: {metrics['validation_cases']} images of {metrics['validation_patients']} "
         f"patients (seed {config.split.seed}, class counts "

@@ -178,6 +178,52 @@ def _count(number: Any, noun: str) -> str:
     return f"? {noun}s" if number is None else f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def fold_result(
+    result_path: Path,
+    fit: Callable[[], Fitted],
+    arrays: Callable[[Any], dict[str, np.ndarray]],
+) -> dict[str, Any]:
+    """A held-out fold's result, trained once: ``fit()`` runs only when ``result_path`` is
+    missing, then its model (``model.pt``), best epoch, history and ``arrays(model)`` (e.g.
+    the held-out logits) are saved atomically beside it, so a rerun resumes at the next
+    fold. Returns the saved arrays, with ``best_epoch`` (int) and ``history`` (a list)."""
+    if not result_path.is_file():
+        fitted = fit()
+        atomic_save(fitted.model.state_dict(), result_path.with_name("model.pt"))
+        partial = result_path.with_suffix(".partial.npz")
+        payload: dict[str, Any] = {
+            "best_epoch": fitted.best_epoch,
+            "history": json.dumps(fitted.history),
+            **arrays(fitted.model),
+        }
+        np.savez(partial, **payload)
+        partial.replace(result_path)
+    with np.load(result_path) as saved:
+        found: dict[str, Any] = {key: saved[key] for key in saved.files}
+    found["best_epoch"] = int(found["best_epoch"])
+    found["history"] = json.loads(str(found["history"]))
+    return found
+
+
+def card_head(base: Task, config: TrainConfig) -> list[str]:
+    """A model card's first lines, the same for every trainer: title, the research-use
+    statement, the intended use, and the data source."""
+    source = config.data_source or getattr(config.data, "root", None) or str(config.data)
+    return [
+        f"# {base.id} {config.version}: model card",
+        "",
+        "**Research use only, not for diagnostic use.**",
+        "",
+        "## Intended use",
+        "",
+        base.spec.intended_use,
+        "",
+        "## Data",
+        "",
+        f"- source: {source}",
+    ]
+
+
 CLAIMS_HEADING = "## Claims (re-checked by `medsight evaluate`)"
 
 

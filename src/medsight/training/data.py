@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ from medsight.training.config import (
 
 __all__ = [
     "Case",
+    "HeldOutFold",
     "group_of",
+    "held_out_folds",
     "kfold_by_patient",
     "list_cases",
     "read_case_image",
@@ -389,6 +392,44 @@ def _strata(cases: list[Case]) -> dict[int, list[str]]:
         # a patient with any image of the rarer, higher classes counts in that stratum
         strata.setdefault(max(labels), []).append(patient)
     return strata
+
+
+@dataclass
+class HeldOutFold:
+    """One fold of a held-out scheme, as positions into the full case list: the held-out
+    cases (``inside``), and the rest split by patient into the cases a model fits on and
+    those it chooses its epoch on (never the held-out ones)."""
+
+    name: str
+    number: int  # 1-based
+    inside: np.ndarray  # bool mask over the cases
+    rest: list[Case]
+    fit_index: np.ndarray
+    check_index: np.ndarray
+
+
+def held_out_folds(
+    cases: list[Case], held_out: list[tuple[str, list[Case]]], config: SplitConfig
+) -> list[HeldOutFold]:
+    """Each (name, cases) fold of ``held_out`` with its fit and epoch-choice parts."""
+    position = {id(case): number for number, case in enumerate(cases)}
+    folds = []
+    for number, (name, fold) in enumerate(held_out, start=1):
+        inside = np.zeros(len(cases), dtype=bool)
+        inside[[position[id(c)] for c in fold]] = True
+        rest = [c for c in cases if not inside[position[id(c)]]]
+        fit_cases, check_cases = split_by_patient(rest, config)
+        folds.append(
+            HeldOutFold(
+                name,
+                number,
+                inside,
+                rest,
+                np.array([position[id(c)] for c in fit_cases]),
+                np.array([position[id(c)] for c in check_cases]),
+            )
+        )
+    return folds
 
 
 def group_of(case: Case, config: SplitConfig) -> str | None:

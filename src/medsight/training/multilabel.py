@@ -12,9 +12,9 @@ row does not give (an empty cell) are masked out of the loss; rare positives are
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,13 @@ from medsight.inference.outputs import output_probabilities
 from medsight.tasks import Task
 from medsight.tasks.spec import TaskSpec
 from medsight.training.augment import augment_batch
-from medsight.training.classifier import cache_inputs, cache_key, network_logits
+from medsight.training.classifier import cache_inputs, cache_key, logits_on, network_logits
 from medsight.training.common import (
     Fitted,
     TrainingResult,
-    atomic_save,
     base_task,
     fit_epochs,
+    fold_result,
     new_model,
     step_seed,
     with_claims_table,
@@ -43,9 +43,9 @@ from medsight.training.common import (
 from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
+    held_out_folds,
     kfold_by_patient,
     list_cases,
-    split_by_patient,
     split_holdback,
 )
 from medsight.training.multilabel_card import claims_of, model_card
@@ -223,43 +223,30 @@ def _run_folds(
 ) -> _Folds:
     """Each patient fold held out in turn (resumable: a finished fold is kept on disk)."""
     assert config.split.folds is not None
-    position = {id(case): number for number, case in enumerate(cases)}
     logits = np.zeros(targets.shape, dtype=np.float64)
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
     folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
-    for number, fold in enumerate(folds, start=1):
-        inside = np.zeros(len(cases), dtype=bool)
-        inside[[position[id(c)] for c in fold]] = True
-        rest = [c for c in cases if not inside[position[id(c)]]]
-        fit_cases, check_cases = split_by_patient(rest, config.split)
-        fit_index = np.array([position[id(c)] for c in fit_cases])
-        check_index = np.array([position[id(c)] for c in check_cases])
-        result_path = work_dir / f"fold-{number}" / "held_out.npz"
-        if not result_path.is_file():
-            fit = _fit(
+    held_out = [(str(n), fold) for n, fold in enumerate(folds, start=1)]
+    for fold in held_out_folds(cases, held_out, config.split):
+        saved = fold_result(
+            work_dir / f"fold-{fold.name}" / "held_out.npz",
+            partial(
+                _fit,
                 config,
                 base,
-                (inputs[fit_index], targets[fit_index]),
-                (inputs[check_index], targets[check_index]),
-                work_dir / f"fold-{number}" / "checkpoint.pt",
+                (inputs[fold.fit_index], targets[fold.fit_index]),
+                (inputs[fold.check_index], targets[fold.check_index]),
+                work_dir / f"fold-{fold.name}" / "checkpoint.pt",
                 progress,
-                label=f"fold {number} held out ({number}/{len(folds)})",
-                fold=number,
-            )
-            atomic_save(fit.model.state_dict(), result_path.with_name("model.pt"))
-            partial = result_path.with_suffix(".partial.npz")
-            np.savez(
-                partial,
-                held_out=network_logits(fit.model, inputs[inside], config.train.batch_size),
-                best_epoch=fit.best_epoch,
-                history=json.dumps(fit.history),
-            )
-            partial.replace(result_path)
-        with np.load(result_path) as saved:
-            logits[inside] = saved["held_out"]
-            best_epochs.append(int(saved["best_epoch"]))
-            histories.append({"fold": str(number), "epochs": json.loads(str(saved["history"]))})
+                label=f"fold {fold.name} held out ({fold.number}/{len(folds)})",
+                fold=fold.number,
+            ),
+            logits_on(inputs, config.train.batch_size, held_out=fold.inside),
+        )
+        logits[fold.inside] = saved["held_out"]
+        best_epochs.append(saved["best_epoch"])
+        histories.append({"fold": fold.name, "epochs": saved["history"]})
     return _Folds(logits, best_epochs, histories)
 
 

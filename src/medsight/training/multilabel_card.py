@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from medsight.tasks import Task
-from medsight.training.common import interval, time_line, training_seconds
+from medsight.training.common import card_head, interval, time_line, training_seconds
 from medsight.training.config import TrainConfig
 
 __all__ = ["claims_of", "model_card"]
@@ -92,22 +92,11 @@ def _grades(metrics: dict[str, Any]) -> list[str]:
 def model_card(
     base: Task, config: TrainConfig, metrics: dict[str, Any], record: dict[str, Any]
 ) -> str:
-    source = config.data_source or str(config.data)
     histories = [fold["epochs"] for fold in metrics["folds"]]
     metrics.setdefault("training_seconds", training_seconds(*histories))
     metrics.setdefault("training_cpu_seconds", training_seconds(*histories, key="cpu_seconds"))
     lines = [
-        f"# {base.id} {config.version}: model card",
-        "",
-        "**Research use only, not for diagnostic use.**",
-        "",
-        "## Intended use",
-        "",
-        base.spec.intended_use,
-        "",
-        "## Data",
-        "",
-        f"- source: {source}",
+        *card_head(base, config),
         f"- {metrics['cases']} images of {metrics['patients']} patients",
         f"- evidence: {metrics['evidence']}",
         "- the evaluated cases come from the same source as the training data, so these "

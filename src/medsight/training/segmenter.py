@@ -33,6 +33,7 @@ from medsight.training.common import (
     TrainingResult,
     atomic_save,
     base_task,
+    card_head,
     config_hash,
     fit_epochs,
     interval,
@@ -592,20 +593,9 @@ def _target_lines(targets: dict[Any, Any], summary: dict[str, Any]) -> list[str]
 def _model_card(
     base: Task, config: TrainConfig, metrics: dict[str, Any], record: dict[str, Any]
 ) -> str:
-    source = config.data_source or str(config.data)
     unit = metrics["units"]
     lines = [
-        f"# {base.id} {config.version}: model card",
-        "",
-        "**Research use only, not for diagnostic use.**",
-        "",
-        "## Intended use",
-        "",
-        base.spec.intended_use,
-        "",
-        "## Data",
-        "",
-        f"- source: {source}",
+        *card_head(base, config),
         f"- training: {metrics['train_cases']} images of {metrics['train_patients']} patients; "
         f"evaluated: {metrics['validation_cases']} images of "
         f"{metrics['validation_patients']} patients (seed {config.split.seed})",
