@@ -96,3 +96,25 @@ def test_no_gradable_eye_gives_no_patient_result(task):
     assert "probabilities" not in document and "flags" not in document
     assert document["not_given"][-1] == "no eye could be graded: no patient result"
     assert len(review) == 2
+
+
+def test_an_implied_flag_refers_the_patient(tmp_path):
+    from medsight.tasks import Task
+    from medsight.tasks.spec import TaskSpec
+
+    task = sigmoid_task(tmp_path / "task", extra=POINT + ORDINAL + WORSE_SIDE)
+    document = task.spec.model_dump()
+    for output in document["outputs"]:
+        if output["name"] == "grade_ge_2":
+            output["implies"] = ["referable"]
+    document["operating_points"]["moderate"] = {"output": "grade_ge_2", "threshold": 0.5}
+    document["worse_side"]["outputs"] = ["referable", "grade_ge_2"]
+    implied = Task(TaskSpec.model_validate(document), task.folder, task.toml_sha256)
+    images = [eye(0, "R", 0.2), eye(1, "L", 0.3)]
+    for image, moderate in zip(images, (0.1, 0.7), strict=True):
+        image.probabilities["grade_ge_2"] = moderate
+    patient, review = worse_side(images, implied.spec.worse_side, implied)
+    assert patient["flags"]["moderate"]["flag"] is True
+    assert patient["flags"]["high_sensitivity"]["flag"] is True  # 0.3 < 0.4, but implied
+    assert patient["flags"]["high_sensitivity"]["implied_by"] == "grade_ge_2"
+    assert review == []

@@ -105,3 +105,32 @@ def test_inconsistent_definitions_are_refused(tmp_path, change, message):
             document[key] = value if not isinstance(value, dict) else {**document[key], **value}
     with pytest.raises(ValidationError, match=message):
         TaskSpec.model_validate(document)
+
+
+def test_a_flag_flags_what_its_output_implies(tmp_path):
+    """Moderate DR (grade >= 2) is referable by definition: when its point flags, the
+    referable finding is flagged too, with the reason, even below its own threshold."""
+    from medsight.tasks import Task
+
+    task = sigmoid_task(tmp_path / "task")
+    document = task.spec.model_dump()
+    for output in document["outputs"]:
+        if output["name"] == "grade_ge_2":
+            output["implies"] = ["referable"]
+    document["operating_points"] = {
+        "high_sensitivity": {"output": "referable", "threshold": 1.0},  # never reached
+        "moderate": {"output": "grade_ge_2", "threshold": 0.0},  # always reached
+    }
+    implied = Task(
+        spec=TaskSpec.model_validate(document), folder=task.folder, toml_sha256=task.toml_sha256
+    )
+    pixels = np.random.default_rng(1).random((1, 64, 64)).astype(np.float32)
+    image = Image(pixels, np.eye(4), 2, modality="OP")
+    prediction = Predictor(implied, explain=False).predict(image)
+    findings = {f.name: f for f in findings_from_prediction(prediction, implied, image)}
+    assert findings["grade_ge_2"].flag is True
+    assert findings["referable"].flag is True
+    assert "flagged because grade_ge_2 is flagged" in findings["referable"].evidence
+    document["outputs"][0]["implies"] = ["nothing"]
+    with pytest.raises(ValidationError, match="imply unknown outputs"):
+        TaskSpec.model_validate(document)

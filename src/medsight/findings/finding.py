@@ -157,7 +157,23 @@ def _classification_findings(prediction: Prediction, task: Task, image: Image) -
                 ),
             )
         )
+    _flag_implied(findings, spec.outputs)
     return findings + _grade_findings(prediction, task)
+
+
+def _flag_implied(findings: list[Finding], outputs: Sequence[Output]) -> None:
+    """A flagged finding flags the findings its output implies (``Output.implies``)."""
+    by_name = {f.name: f for f in findings}
+    for output in outputs:
+        cause = by_name.get(output.name)
+        if cause is None or not cause.flag:
+            continue
+        for name in output.implies:
+            implied = by_name.get(name)
+            if implied is not None and not implied.flag:
+                implied.flag = True
+                implied.location = implied.location or cause.location
+                implied.evidence += f"; flagged because {cause.name} is flagged, which implies it"
 
 
 def _grade_findings(prediction: Prediction, task: Task) -> list[Finding]:

@@ -123,6 +123,13 @@ def worse_side(
         for name, point in task.spec.operating_points.items()
         if point.output in patient
     }
+    implies = {o.name: o.implies for o in task.spec.outputs}
+    for flag in list(document["flags"].values()):
+        for name in implies.get(flag["output"], []) if flag["flag"] else []:
+            for other in document["flags"].values():
+                if other["output"] == name and not other["flag"]:
+                    other["flag"] = True
+                    other["implied_by"] = flag["output"]
     grades = {}
     for ordinal in task.spec.ordinal:
         graded = [(s, r["grades"][ordinal.name]) for s, r in results.items()]

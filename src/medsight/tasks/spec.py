@@ -156,6 +156,9 @@ class Output(_Spec):
     stat_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     # segmentation: what to measure on this segment (see medsight.findings)
     measurements: list[MeasurementName] = Field(default_factory=list)
+    # sigmoid classification: outputs a flag on this one implies by definition (severe DR is
+    # referable): their findings are flagged too, saying why, so that no result contradicts
+    implies: list[str] = Field(default_factory=list)
 
 
 class Inference(_Spec):
@@ -423,6 +426,9 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"cardiac_function needs segments of this task (unknown: {unknown})"
                 )
+        implied = [n for o in self.outputs for n in o.implies if n not in names]
+        if implied:
+            raise ValueError(f"outputs imply unknown outputs {implied}")
         if self.worse_side is not None:
             unknown = [n for n in self.worse_side.outputs if n not in names]
             if unknown or self.kind != "classification":
