@@ -119,7 +119,8 @@ def test_the_dicoms_own_end_diastole_and_end_systole_markers_are_used(task, tmp_
     document = json.loads(path.read_text())
     finding, measured = _function(document)
     assert finding["phases"]["ED"]["chosen"] == "as the source names them"
-    assert finding["phases"]["ED"]["description"].endswith("phase 2 of 2")
+    # which phases of the cycle the cine had: each phase's median trigger time
+    assert "phase 2 of 2 (trigger time 70" in finding["phases"]["ED"]["description"]
     assert [a["input"]["phase"] for a in document["analyses"]] == ["ES", "ED"]
     assert 10.0 < measured[("ejection fraction", "left_ventricle")]["value"] < 60.0
 

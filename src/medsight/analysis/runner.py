@@ -352,10 +352,12 @@ def _phase_sources(image: Image, source: ImageSource) -> list[ImageSource]:
     phase image, so nothing is read twice)."""
     count = image.num_timepoints
     marked = image.metadata.get("CardiacCyclePositions") or [None] * count
+    times = image.metadata.get("TriggerTimes") or [None] * count
     return [
         replace(
             source,
-            description=f"{source.description} phase {t + 1} of {count}",
+            description=f"{source.description} phase {t + 1} of {count}"
+            + (f" (trigger time {times[t]:g} ms)" if times[t] is not None else ""),
             load=partial(_given, image.timepoint(t)),
             phase=_DICOM_PHASES.get(marked[t] or "", source.phase),
         )

@@ -104,6 +104,7 @@ class FrameInfo:
     # END_DIASTOLE / END_SYSTOLE where the source marks the frame's place in the heart cycle
     # (Frame Content Sequence of an enhanced object, or a top-level element)
     cardiac_cycle_position: str | None = None
+    trigger_time: float | None = None  # ms after the R wave (TriggerTime, or the nominal delay)
     native: NativePixels | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -569,6 +570,7 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
         dataset.get("TemporalPositionIdentifier") or dataset.get("TriggerTime")
     )
     base_cycle_position = str(dataset.get("CardiacCyclePosition", "")).strip() or None
+    base_trigger = _float_or_none(dataset.get("TriggerTime"))
     base_slope = _float_or_none(dataset.get("RescaleSlope"))
     base_intercept = _float_or_none(dataset.get("RescaleIntercept"))
 
@@ -632,6 +634,16 @@ def describe_frames(path: Path, dataset: Dataset) -> list[FrameInfo]:
                 temporal_position=temporal if temporal is not None else base_temporal,
                 echo_time=echo if echo is not None else base_echo,
                 cardiac_cycle_position=cycle_position,
+                trigger_time=_float_or_none(
+                    _functional(
+                        shared,
+                        per_frame,
+                        "CardiacSynchronizationSequence",
+                        "NominalCardiacTriggerDelayTime",
+                    )
+                )
+                if base_trigger is None
+                else base_trigger,
                 **common,  # type: ignore[arg-type]
             )
         )

@@ -365,18 +365,28 @@ def read_volumes(
 
 
 def _cycle_positions(frames: list[FrameInfo], phases: int) -> dict[str, object]:
-    """``CardiacCyclePositions``: per time point, END_DIASTOLE / END_SYSTOLE where every frame
-    of that phase carries the marker (frames are stored phase by phase), None elsewhere;
-    absent when no frame is marked."""
-    if phases < 1 or len(frames) % phases or not any(f.cardiac_cycle_position for f in frames):
+    """Per time point of a cine (frames are stored phase by phase): ``TriggerTimes``, each
+    phase's median trigger time in ms, and ``CardiacCyclePositions``, END_DIASTOLE /
+    END_SYSTOLE where every frame of that phase carries the marker (None elsewhere; absent
+    when no frame is marked)."""
+    if phases < 1 or len(frames) % phases:
         return {}
     per_phase = len(frames) // phases
+    found: dict[str, object] = {}
+    times = [f.trigger_time for f in frames]
+    if phases > 1 and all(t is not None for t in times):
+        found["TriggerTimes"] = [  # each phase's median: which phases of the cycle these are
+            round(float(np.median(times[t * per_phase : (t + 1) * per_phase])), 1)  # type: ignore[arg-type]
+            for t in range(phases)
+        ]
+    if not any(f.cardiac_cycle_position for f in frames):
+        return found
     positions: list[str | None] = []
     for t in range(phases):
         marks = {f.cardiac_cycle_position for f in frames[t * per_phase : (t + 1) * per_phase]}
         mark = marks.pop() if len(marks) == 1 else None
         positions.append(mark if mark in ("END_DIASTOLE", "END_SYSTOLE") else None)
-    return {"CardiacCyclePositions": positions}
+    return {**found, "CardiacCyclePositions": positions}
 
 
 def _read_mosaic_series(frames: list[FrameInfo], header: Dataset) -> Image:
