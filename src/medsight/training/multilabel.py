@@ -209,6 +209,7 @@ def train_multilabel(
         fold=0,
         epochs=epochs,
     )
+    folds.histories.append({"fold": "final", "epochs": final.history})  # its time counts too
     return _write_task(config, base, final.model, cases, targets, folds, tasks_dir, command)
 
 

@@ -131,7 +131,7 @@ def model_card(
         time_line(metrics, record),
         f"- software: {json.dumps(record['software'])}",
         f"- best epochs per fold: {metrics['best_epochs']}; the shipped model is refitted on "
-        "all images for their median",
+        "all images for their median (the training time above includes that refit)",
         f"- weights SHA-256: `{record['weights_sha256']}`",
         "",
         "## Known limitations",
