@@ -50,14 +50,33 @@ class Cluster:
         self.second_raylet: int | None = None
 
     def start(self) -> Cluster:
-        subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=60)
-        head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false"]
-        subprocess.run(head + NODE_OPTIONS, env=ENV, check=True, capture_output=True, timeout=90)
+        self._start_head()
         before = _raylets()
         node = [RAY, "start", "--address", self.address]
         subprocess.run(node + NODE_OPTIONS, env=ENV, check=True, capture_output=True, timeout=90)
         (self.second_raylet,) = _raylets() - before
         return self
+
+    def _start_head(self, attempts: int = 3) -> None:
+        """``ray start --head``, tried again on a fresh port when it fails: a local Ray
+        instance an earlier test started may still be releasing its ports (seen once in a
+        full CI run); the last failure is raised with what Ray printed."""
+        for attempt in range(1, attempts + 1):
+            subprocess.run([RAY, "stop", "--force"], env=ENV, capture_output=True, timeout=60)
+            head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false"]
+            started = subprocess.run(
+                head + NODE_OPTIONS, env=ENV, capture_output=True, text=True, timeout=90
+            )
+            if started.returncode == 0:
+                return
+            if attempt == attempts:
+                raise RuntimeError(
+                    f"ray start --head failed {attempts} times; last output:\n"
+                    f"{started.stdout[-2000:]}\n{started.stderr[-2000:]}"
+                )
+            time.sleep(5 * attempt)
+            self.port = free_port()
+            self.address = f"127.0.0.1:{self.port}"
 
     def stop_second_node(self) -> None:
         """The second node is lost: its raylet and the workers it started die at once."""
