@@ -79,7 +79,10 @@ def test_a_flag_in_one_eye_stands_when_the_other_is_ungradable(task):
 @pytest.mark.parametrize(
     ("images", "expected"),
     [
-        ([eye(0, "L", 0.1), eye(1, "L", 0.2)], "no image of the right eye"),
+        (
+            [eye(0, "L", 0.1), eye(1, "L", 0.2)],
+            "no image of the right eye (all 2 images claim the left eye: check their laterality)",
+        ),
         ([eye(0, "R", 0.1), eye(1, None, 0.2)], "which eye it shows is not known"),
     ],
 )

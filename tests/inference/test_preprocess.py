@@ -112,3 +112,32 @@ def test_network_grid_in_plane_spacing_and_unknown_spacing(spacing, known, polic
     image = ct().replace(spacing_known=known)
     prep = Preprocessing(spacing=spacing, unknown_spacing=policy, patch_size=[16, 16, 1])
     assert to_network_grid(image, prep)[1] == grid
+
+
+def test_local_contrast_flattens_illumination_and_keeps_the_unlit_rim_black():
+    from medsight.inference.preprocess import local_contrast
+
+    size = 96
+    yy, xx = np.mgrid[:size, :size]
+    field = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.45 * size) ** 2
+    illumination = 0.3 + 0.5 * xx / size  # bright on one side, dim on the other
+    values = np.stack([illumination * field] * 3).astype(np.float32)
+    values[:, 40:43, 30:33] *= 0.6  # a small dark lesion
+    out = local_contrast(values, 1 / 30)
+    assert np.all(out[:, ~field] == 0)
+    inner = field.copy()
+    inner[35:48, 25:38] = False
+    inner &= (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.35 * size) ** 2
+    # the gradient is gone: background near 0.5 on both sides
+    assert abs(out[0][inner & (xx < 30)].mean() - out[0][inner & (xx > 66)].mean()) < 0.05
+    assert out[0, 41, 31] < out[0][inner].mean() - 0.2  # the lesion stands out
+
+
+def test_local_contrast_needs_a_whole_image_network():
+    from pydantic import ValidationError
+
+    from medsight.tasks.spec import Preprocessing
+
+    with pytest.raises(ValidationError, match="local_contrast need a whole-image network"):
+        Preprocessing(local_contrast=0.03)
+    assert Preprocessing(resize=[64, 64], local_contrast=0.03).local_contrast == 0.03

@@ -89,7 +89,17 @@ def worse_side(
     results: dict[str, dict[str, Any]] = {}
     for side, members in sides.items():
         if not members:
-            gaps.append(f"no image of the {_side_name(side)}")
+            others = [i for i in images if i.side in spec.sides]
+            claimed = sorted({_side_name(i.side) for i in others if i.side})
+            # a pair that claims one eye twice is more often a laterality error than two fields
+            gaps.append(
+                f"no image of the {_side_name(side)}"
+                + (
+                    f" (all {len(others)} images claim the {claimed[0]}: check their laterality)"
+                    if len(others) > 1 and len(claimed) == 1
+                    else ""
+                )
+            )
             continue
         result = _side_result(members, spec)
         document["sides"][side] = result

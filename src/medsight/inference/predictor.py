@@ -25,6 +25,7 @@ from medsight.inference.preprocess import (
     display_values,
     equalize,
     from_network_grid,
+    local_contrast,
     mask_border,
     normalize,
     resample,
@@ -79,6 +80,8 @@ def _grid_values(
     values = normalize(values, preprocessing.normalize)
     if values.shape[1:] != size:
         values = resample(values, size)
+    if preprocessing.local_contrast:
+        values = local_contrast(values, preprocessing.local_contrast)
     if preprocessing.border_mask:
         values = mask_border(values, preprocessing.border_mask)
     return np.ascontiguousarray(values, dtype=np.float32)

@@ -23,6 +23,7 @@ __all__ = [
     "display_values",
     "equalize",
     "from_network_grid",
+    "local_contrast",
     "mask_border",
     "normalize",
     "to_network_grid",
@@ -184,6 +185,22 @@ def equalize(values: np.ndarray) -> np.ndarray:
     from skimage.exposure import equalize_hist
 
     return np.stack([equalize_hist(channel, nbins=256) for channel in values]).astype(np.float32)
+
+
+def local_contrast(values: np.ndarray, sigma_fraction: float) -> np.ndarray:
+    """(c, h, w) unit-range values as 0.5 + 4 x (value - its Gaussian local mean), clipped to
+    [0, 1]; pixels dark in every channel (outside a photograph's field) stay 0. The blur
+    covers only the lit field (normalised convolution), so the field's rim does not glow."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = sigma_fraction * min(values.shape[1:])
+    lit = (values.max(axis=0) > 0.04).astype(np.float32)
+    weight = gaussian_filter(lit, sigma, mode="constant")
+    out = np.zeros_like(values, dtype=np.float32)
+    for index, channel in enumerate(values):
+        mean = gaussian_filter(channel * lit, sigma, mode="constant") / np.maximum(weight, 1e-6)
+        out[index] = np.clip(0.5 + 4.0 * (channel - mean), 0.0, 1.0) * lit
+    return out
 
 
 def border_band(shape: tuple[int, ...], fraction: float) -> np.ndarray:

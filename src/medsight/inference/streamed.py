@@ -61,6 +61,7 @@ def streamable(work: Image, size: tuple[int, ...], predictor: Predictor, thresho
         and size == work.shape
         and not prep.equalize
         and not prep.border_mask
+        and not prep.local_contrast
         and int(np.prod(work.shape)) >= threshold
         and voxelwise_display(work, predictor.task.spec.display) is not None
         and predictor.task.spec.chain is None

@@ -105,11 +105,18 @@ class Preprocessing(_Spec):
     # side) set to zero, where burnt-in text and markers sit
     equalize: bool = False
     border_mask: Annotated[float, Field(ge=0.0, lt=0.25)] = 0.0
+    # whole-image networks: each channel minus its local mean (a Gaussian of this fraction
+    # of the image's shorter side), so small lesions stand out whatever the illumination
+    # (the fundus photograph standardisation of Graham, Kaggle DR 2015); black (unlit)
+    # pixels stay black
+    local_contrast: Annotated[float, Field(gt=0.0, lt=0.5)] | None = None
 
     @model_validator(mode="after")
     def _whole_image_only(self) -> Preprocessing:
-        if (self.equalize or self.border_mask) and self.resize is None:
-            raise ValueError("equalize and border_mask need a whole-image network (resize)")
+        if (self.equalize or self.border_mask or self.local_contrast) and self.resize is None:
+            raise ValueError(
+                "equalize, border_mask and local_contrast need a whole-image network (resize)"
+            )
         return self
 
 
