@@ -46,6 +46,7 @@ TASKS = [
     "derm-melanoma",
     "derm-lesion",
     "fundus-vessels",
+    "fundus-dr",
     "hippocampus-mr",
     "cardiac-mr",
 ]
@@ -178,6 +179,7 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         "derm-melanoma": "dermoscopy (PH2)",
         "derm-lesion": "dermoscopy (PH2)",
         "fundus-vessels": "fundus (DR)",
+        "fundus-dr": "fundus (DR)",
         "hippocampus-mr": "hippocampus MR crop",
         "cardiac-mr": "cardiac MR (ACDC)",
     }[task.id]
@@ -188,9 +190,11 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         kinds["chest X-ray rotated 180"] = [lambda f=f: rotate(f(), 2) for f in chest]
         kinds["chest X-ray inverted"] = [lambda f=f: invert(f()) for f in chest]
         kinds["adult chest X-ray"] = read(files("cxr-lung-masks-demo/**/*.png", n))
-    if task.id == "fundus-vessels":
+    if task.id in ("fundus-vessels", "fundus-dr"):
         fundus = read(files("dr-fundus/images/*.jpg", n))
         kinds["fundus out of focus"] = [lambda f=f: blur(f()) for f in fundus]
+    if task.id == "fundus-dr":  # ungradable photographs: the screening gate's own job
+        kinds["fundus underexposed"] = [lambda f=f: darken(f()) for f in fundus]
     return kinds
 
 
@@ -207,6 +211,12 @@ def invert(image: Image) -> Image:
 
 def blur(image: Image) -> Image:
     array = ndimage.gaussian_filter(image.array.astype(np.float32), (0, 6, 6))
+    return image.replace(array=array.round().astype(image.array.dtype))
+
+
+def darken(image: Image, gain: float = 0.12) -> Image:
+    """An underexposed photograph: every value scaled down (as a flash that did not fire)."""
+    array = image.array.astype(np.float32) * gain
     return image.replace(array=array.round().astype(image.array.dtype))
 
 

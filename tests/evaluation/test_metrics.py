@@ -82,6 +82,18 @@ def test_operating_point_demonstrated_or_not():
     assert few.sensitivity.value >= 0.95
 
 
+def test_a_stored_threshold_keeps_every_case_the_point_was_counted_with():
+    from medsight.evaluation import stored_threshold
+
+    labels = np.array([1, 1, 1, 0, 0])
+    scores = np.array([0.2489127, 0.6, 0.9, 0.1, 0.3])
+    point = check_operating_point(labels, scores, 0.2489127, 0.9)
+    stored = stored_threshold(point.threshold)
+    assert stored == 0.248912 and round(point.threshold, 6) > scores[0]  # nearest would lose it
+    again = check_operating_point(labels, scores, stored, 0.9)
+    assert again.sensitivity.value == point.sensitivity.value == 1.0
+
+
 def test_predictive_values_at_a_stated_prevalence():
     ppv, npv = predictive_values(0.9, 0.8, prevalence=0.1)
     assert ppv == pytest.approx(0.09 / (0.09 + 0.18))

@@ -14,6 +14,7 @@ from medsight.evaluation.classification import (
     predictive_values,
     roc_auc,
     sensitivity_specificity,
+    stored_threshold,
 )
 from medsight.evaluation.intervals import Estimate, bootstrap_ci, delong_auc, wilson
 from medsight.evaluation.segmentation import segmentation_metrics
@@ -34,5 +35,6 @@ __all__ = [
     "roc_auc",
     "segmentation_metrics",
     "sensitivity_specificity",
+    "stored_threshold",
     "wilson",
 ]

@@ -3,6 +3,7 @@ prevalence, and high-sensitivity operating points locked on validation data."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "predictive_values",
     "roc_auc",
     "sensitivity_specificity",
+    "stored_threshold",
 ]
 
 
@@ -126,6 +128,14 @@ def check_operating_point(
         specificity,
         sensitivity.low >= target_sensitivity,
     )
+
+
+def stored_threshold(threshold: float, digits: int = 6) -> float:
+    """A chosen threshold as task.toml stores it: rounded *down*. Thresholds sit at a
+    positive case's score, so rounding to nearest could lift one above that score and lose
+    the case the sensitivity was counted with."""
+    scale = 10**digits
+    return math.floor(threshold * scale) / scale
 
 
 def choose_operating_point(

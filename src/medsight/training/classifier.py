@@ -22,6 +22,7 @@ from medsight.evaluation import (
     expected_calibration_error,
     fit_temperature,
     roc_auc,
+    stored_threshold,
     wilson,
 )
 from medsight.inference.outputs import calibrated_probabilities
@@ -496,7 +497,7 @@ def _write_task(
         "operating_points": {
             "high_sensitivity": {
                 "output": positive,
-                "threshold": round(point.threshold, 6),
+                "threshold": stored_threshold(point.threshold),
                 "target_sensitivity": target,
                 "sensitivity": round(point.sensitivity.value, 4),
                 "specificity": round(point.specificity.value, 4),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from medsight.evaluation import choose_operating_point
+from medsight.evaluation import choose_operating_point, stored_threshold
 from medsight.evaluation.cases import Case
 from medsight.evaluation.multilabel_metrics import graded_output, patient_worst
 from medsight.tasks.spec import TaskSpec
@@ -38,7 +38,7 @@ def locked_points(
             "level": level,
             "spec": {
                 "output": wanted.output,
-                "threshold": round(check.threshold, 6),
+                "threshold": stored_threshold(check.threshold),
                 "target_sensitivity": wanted.target_sensitivity,
                 "sensitivity": round(check.sensitivity.value, 4),
                 "specificity": round(check.specificity.value, 4),

@@ -37,6 +37,7 @@ from medsight.evaluation import (
     expected_calibration_error,
     fit_temperature,
     roc_auc,
+    stored_threshold,
     wilson,
 )
 from medsight.evaluation.cases import Case, read_case_image
@@ -302,7 +303,7 @@ def _write(
     document["operating_points"] = {
         name: {
             "output": original["output"],
-            "threshold": round(point["threshold"], 6),
+            "threshold": stored_threshold(point["threshold"]),
             "target_sensitivity": evidence["target_sensitivity"],
             "sensitivity": round(point["sensitivity"]["value"], 4),
             "specificity": round(point["specificity"]["value"], 4),
