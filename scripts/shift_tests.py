@@ -114,13 +114,13 @@ def synthetic(kind: str, count: int, seed: int = 0) -> Iterator[Image]:
 def own_seen(task: Task) -> bool:
     """Whether the images validation_images returns were all seen by the shipped network."""
     config = load_config(ROOT / "recipes" / f"{task.id}.toml")
-    held_back = split_holdback(list_cases(config.data), config.split)[1]
+    held_back = split_holdback(list_cases(config.data, task.spec), config.split)[1]
     return not held_back and bool(config.split.folds or config.split.grouped)
 
 
 def validation_images(task: Task, count: int) -> list[Callable[[], Image]]:
     config = load_config(ROOT / "recipes" / f"{task.id}.toml")
-    cases, held_back = split_holdback(list_cases(config.data), config.split)
+    cases, held_back = split_holdback(list_cases(config.data, task.spec), config.split)
     if held_back:  # patients kept from all of training and the gate fit: truly unseen
         held = held_back
     elif config.split.folds or config.split.grouped:  # the shipped network saw every image

@@ -67,7 +67,7 @@ def test_folder_of_photographs_named_task_file_names_and_wording(tmp_path):
     assert "name one with --task" in alone.stdout
     (written,) = (tmp_path / "o2").glob("*/result.json")
     reason = json.dumps(json.loads(written.read_text()))
-    assert "for photographs: derm-lesion, derm-melanoma, fundus-vessels" in reason
+    assert "for photographs: derm-lesion, derm-melanoma, fundus-dr, fundus-vessels" in reason
     assert "cxr-pneumonia" not in reason  # one line, not a list of five refusals
 
 

@@ -235,3 +235,16 @@ def test_a_chest_film_given_to_the_melanoma_task_is_withheld_not_a_silent_no_fin
     assert analysis["withheld"] and analysis["findings"] == []
     assert document["priority"]["level"] == "NEEDS_REVIEW"
     assert any("this image is grey" in r for r in analysis["review_reasons"])
+
+
+def test_a_ratio_statistic_band_is_widened_on_a_log_scale():
+    from medsight.gate.pixels import band_from_values
+
+    # focus scores of sharp photographs spread over an order of magnitude
+    focus = np.geomspace(0.04, 0.9, 200)
+    additive_low, _ = band_from_values(focus)
+    low, high = band_from_values(focus, log_scale=True)
+    assert additive_low < 0  # would let any blur through
+    assert 0 < low < focus.min() and high > focus.max()
+    blurred = 0.004  # a Gaussian blur of sigma 10 px on a 512 px fundus photograph
+    assert blurred < low

@@ -34,6 +34,11 @@ CASES = {
     "derm-melanoma": [("ph2", "images", "IMD004.jpg"), ("ph2", "images", "IMD063.jpg")],
     "derm-lesion": [("ph2", "images", "IMD004.jpg")],
     "fundus-vessels": [("drive", "training", "images", "21_training.tif")],
+    # academic use: one patient's two eyes read from ../shared/data, only outputs kept here
+    "fundus-dr": [
+        ("dr-fundus", "images", "Patient156_L.jpg"),
+        ("dr-fundus", "images", "Patient156_R.jpg"),
+    ],
     "cardiac-mr": [
         ("acdc", "val", "patient002_ED.nii.gz"),
         ("sunnybrook-cine", "dicoms", "SCD0000101"),

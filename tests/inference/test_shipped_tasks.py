@@ -22,6 +22,7 @@ SHIPPED = [
     "cxr-pneumonia",
     "derm-lesion",
     "derm-melanoma",
+    "fundus-dr",
     "fundus-vessels",
     "hippocampus-mr",
 ]

@@ -18,7 +18,7 @@ from medsight.gate.checks import GateCheck
 from medsight.gate.statistics import image_statistics
 from medsight.image import Image
 
-__all__ = ["Band", "band_from_values", "pixel_checks"]
+__all__ = ["LOG_SCALE_STATISTICS", "Band", "band_from_values", "pixel_checks"]
 
 # fixed limits (any task): below these an image has no content a model can judge
 _UNIFORM_FRACTION = 0.95
@@ -31,9 +31,21 @@ _HU_OUTSIDE = 0.01
 Band = tuple[float, float]
 
 
-def band_from_values(values: Sequence[float]) -> Band:
-    """The accepted band of a statistic from its values on in-distribution images."""
-    low, median, high = np.percentile(np.asarray(values, dtype=np.float64), [0.5, 50, 99.5])
+#: statistics that are ratios of positive quantities: their band is widened on a log scale
+#: (an additive widening of focus, spread over an order of magnitude, went below zero and
+#: let any blur through)
+LOG_SCALE_STATISTICS = frozenset({"focus"})
+
+
+def band_from_values(values: Sequence[float] | np.ndarray, *, log_scale: bool = False) -> Band:
+    """The accepted band of a statistic from its values on in-distribution images: the 0.5th
+    to 99.5th percentiles, widened outwards by half their distance from the median (on a log
+    scale with ``log_scale``, for positive ratio statistics)."""
+    array = np.asarray(values, dtype=np.float64)
+    if log_scale and np.all(array > 0):
+        low, high = band_from_values(np.log(array))
+        return float(np.exp(low)), float(np.exp(high))
+    low, median, high = np.percentile(array, [0.5, 50, 99.5])
     return float(low - 0.5 * (median - low)), float(high + 0.5 * (high - median))
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from medsight.errors import InvalidInputError
 from medsight.gate import fit_mahalanobis, image_statistics
 from medsight.gate.ood import MahalanobisModel, threshold_at
-from medsight.gate.pixels import band_from_values
+from medsight.gate.pixels import LOG_SCALE_STATISTICS, band_from_values
 from medsight.image import Image
 from medsight.inference import Predictor
 from medsight.io import read_image
@@ -255,7 +255,8 @@ def _reference(
     statistics = {}
     for name in items[0].statistics if items else []:
         values = [i.statistics[name] for i in items]
-        statistics[name] = {"band": list(band_from_values(values)), "values": _quantiles(values)}
+        band = band_from_values(values, log_scale=name in LOG_SCALE_STATISTICS)
+        statistics[name] = {"band": list(band), "values": _quantiles(values)}
     probabilities: dict[str, list[float]] = {}
     for item in items:
         for output, value in (item.probabilities or {}).items():
