@@ -193,8 +193,8 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
     if task.id in ("fundus-vessels", "fundus-dr"):
         fundus = read(files("dr-fundus/images/*.jpg", n))
         kinds["fundus out of focus"] = [lambda f=f: blur(f()) for f in fundus]
-    if task.id == "fundus-dr":  # ungradable photographs: the screening gate's own job
-        kinds["fundus underexposed"] = [lambda f=f: darken(f()) for f in fundus]
+        if task.id == "fundus-dr":  # ungradable photographs: the screening gate's own job
+            kinds["fundus underexposed"] = [lambda f=f: darken(f()) for f in fundus]
     return kinds
 
 

@@ -1,4 +1,5 @@
-"""Tiny task folders with freshly initialised networks, for engine tests (built, not shipped)."""
+"""Tiny task folders with freshly initialised networks, for engine tests (built, not shipped),
+and the shipped tasks as tests need them trained."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ from pathlib import Path
 import torch
 
 from medsight.models import build_network, save_weights
-from medsight.tasks import load_task
+from medsight.tasks import Task, load_task
+from medsight.tasks.registry import shipped_tasks_dir
 from medsight.tasks.spec import Network
 
 INTENDED = "Test task. Research use only, not for diagnostic use."
+
+
+def trained_shipped_task(task_id: str) -> Task:
+    """A shipped task with its weights; the test is skipped where they are not installed."""
+    import pytest
+
+    task = load_task(shipped_tasks_dir() / task_id)
+    if not task.weights_available:
+        pytest.skip(f"{task_id} has no trained weights yet")
+    return task
 
 
 def _toml_value(value: object) -> str:

@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsight.cli import app
-from medsight.tasks import load_task
-from medsight.tasks.registry import shipped_tasks_dir
+from tests._tasks import trained_shipped_task
 from tests.conftest import require_data
 from tests.reporting.test_orthanc import orthanc  # noqa: F401  (the fixture)
 
@@ -21,10 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def task():
-    task = load_task(shipped_tasks_dir() / "cardiac-mr")
-    if not task.weights_available:
-        pytest.skip("cardiac-mr has no trained weights yet")
-    return task
+    return trained_shipped_task("cardiac-mr")
 
 
 def _analyze(folder, out, *extra):

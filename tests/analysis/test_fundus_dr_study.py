@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from medsight.cli import app
 from medsight.datasets import repository_root
-from medsight.tasks import load_task
-from medsight.tasks.registry import shipped_tasks_dir
+from tests._tasks import trained_shipped_task
 from tests.conftest import require_data
 
 #: grade 2 (moderate NPDR, referable) in the left eye, no DR in the right
@@ -25,10 +24,7 @@ PATIENT = "Patient156"
 
 @pytest.fixture(scope="module")
 def task():
-    shipped = load_task(shipped_tasks_dir() / "fundus-dr")
-    if not shipped.weights_available:
-        pytest.skip("fundus-dr has no trained weights")
-    return shipped
+    return trained_shipped_task("fundus-dr")
 
 
 def analyse(tmp_path, photos: dict[str, PILImage.Image | str]) -> tuple[dict, str]:

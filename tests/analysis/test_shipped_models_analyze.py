@@ -9,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsight.cli import app
-from medsight.tasks import load_task
-from medsight.tasks.registry import shipped_tasks_dir
+from tests._tasks import trained_shipped_task
 from tests.conftest import require_data
 
 CASES = {
@@ -37,9 +36,7 @@ CASES = {
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("task_id", sorted(CASES))
 def test_analyze_runs_the_shipped_model(task_id, tmp_path):
-    task = load_task(shipped_tasks_dir() / task_id)
-    if not task.weights_available:
-        pytest.skip(f"{task_id} has no trained weights yet")
+    task = trained_shipped_task(task_id)
     parts, expected = CASES[task_id]
     out = tmp_path / "out"
     result = CliRunner().invoke(

@@ -16,8 +16,7 @@ from medsight.datasets import repository_root
 from medsight.gate import InputGate
 from medsight.inference import Predictor
 from medsight.io import read_image
-from medsight.tasks import load_task
-from medsight.tasks.registry import shipped_tasks_dir
+from tests._tasks import trained_shipped_task
 from tests.conftest import require_data
 
 GOLDEN = repository_root() / "tests" / "golden"
@@ -54,13 +53,6 @@ def _case_path(case: Path | tuple[str, ...]) -> Path:
     return case if isinstance(case, Path) else require_data(*case)
 
 
-def _trained(task_id: str):
-    task = load_task(shipped_tasks_dir() / task_id)
-    if not task.weights_available:
-        pytest.skip(f"{task_id} has no trained weights yet")
-    return task
-
-
 def _summary(prediction, task) -> dict:
     if prediction.logits is not None:
         return {
@@ -80,7 +72,7 @@ def _summary(prediction, task) -> dict:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("task_id", sorted(CASES))
 def test_shipped_model_reproduces_its_golden_result(task_id):
-    task = _trained(task_id)
+    task = trained_shipped_task(task_id)
     predictor = Predictor(task, deterministic=True, explain=False)
     results = {}
     for case in CASES[task_id]:
