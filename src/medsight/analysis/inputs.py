@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from medsight.errors import NoImageFoundError
 from medsight.findings.cardiac import PHASE_FILE
 from medsight.image import Image
@@ -47,6 +49,25 @@ class StudyInput:
     label: str
     images: list[ImageSource] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+
+def with_stated_spacing(image: Image, spacing_mm: float | None) -> Image:
+    """A 2D image whose file states no pixel spacing, given the one the user stated
+    (``analyze --mpp``: a histology tile's micrometres per pixel). A file's own spacing is
+    kept (it describes these pixels); the stated one is then noted as not applied."""
+    if spacing_mm is None or image.spatial_dims != 2:
+        return image
+    if image.spacing_known:
+        note = (
+            f"--mpp {spacing_mm * 1000:g} not applied: the file states "
+            f"{image.spacing[0] * 1000:g} um per pixel"
+        )
+        return image.replace(warnings=(*image.warnings, note))
+    affine = image.affine.copy()
+    for axis in range(2):
+        length = float(np.linalg.norm(affine[:3, axis])) or 1.0
+        affine[:3, axis] *= spacing_mm / length
+    return image.replace(affine=affine, spacing_known=True)
 
 
 def _hash(text: str | bytes) -> str:

@@ -57,6 +57,20 @@ def write_label_map(label_map: np.ndarray, image: Image, path_stem: Path) -> Pat
     return path
 
 
+def write_instance_map(instances: np.ndarray, path_stem: Path) -> Path:
+    """A 2D instance map as a 16-bit PNG (0 background, one id per object); beyond 65,535
+    objects a 32-bit TIFF, so that no id is folded onto another."""
+    rows_columns = np.ascontiguousarray(instances.T)  # (i, j) -> rows, columns
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    if int(instances.max(initial=0)) <= np.iinfo(np.uint16).max:
+        path = path_stem.with_name(path_stem.name + ".png")
+        PILImage.fromarray(rows_columns.astype(np.uint16)).save(path)
+    else:
+        path = path_stem.with_name(path_stem.name + ".tif")
+        PILImage.fromarray(rows_columns.astype(np.int32)).save(path)
+    return path
+
+
 def write_heatmap(heatmap: np.ndarray, image: Image, path_stem: Path) -> Path:
     """The heatmap on the input's grid: float NIfTI for volumes, an 8-bit PNG for 2D."""
     if heatmap.ndim == 3:
@@ -190,6 +204,12 @@ def prediction_record(
                 if o.index != 0
             ],
         }
+        if prediction.instance_map is not None:
+            instances = write_instance_map(
+                prediction.instance_map, study_dir / "masks" / f"{stem}_instances"
+            )
+            record["segmentation"]["instance_map"] = instances.relative_to(study_dir).as_posix()
+            record["segmentation"]["instances"] = int(prediction.instance_map.max(initial=0))
         if prediction.segment_probabilities is not None:
             maps = write_probability_maps(
                 prediction.segment_probabilities, task, image, study_dir / "masks", stem

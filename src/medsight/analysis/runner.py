@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medsight.analysis.devices import device_key
-from medsight.analysis.inputs import ImageSource, StudyInput
+from medsight.analysis.inputs import ImageSource, StudyInput, with_stated_spacing
 from medsight.analysis.memory import check_estimate, memory_guard
 from medsight.analysis.outputs import (
     DEFAULT_OUTPUTS,
@@ -61,6 +61,8 @@ class AnalysisOptions:
     max_memory: int | None = None
     # keys the device hash in result.json (input.device); empty: OUT/.device_key
     device_key: bytes = b""
+    # --mpp: the pixel spacing (mm) of 2D images whose files state none (histology tiles)
+    pixel_spacing_mm: float | None = None
 
 
 @dataclass
@@ -234,7 +236,7 @@ def analyze_study(
                 if source.kind == "wsi":
                     record = _analyse_slide(source, tasks, options, study_dir, stem)
                 else:
-                    image = source.load()
+                    image = with_stated_spacing(source.load(), options.pixel_spacing_mm)
                     # a cine is routed by its first phase: a task that measures cine
                     # function takes it whole and analyses each phase
                     routed = image.timepoint(0) if image.is_sequence else image

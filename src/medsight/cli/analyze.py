@@ -69,6 +69,15 @@ def analyze(
             "study, patient, laterality, phase (docs/engine.md).",
         ),
     ] = None,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05,
+            max=100.0,
+            help="Micrometres per pixel of 2D images whose files state no spacing (histology "
+            "tiles): resampled to the task's resolution, measured in real units.",
+        ),
+    ] = None,
     max_memory: MAX_MEMORY_OPTION = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
@@ -96,6 +105,7 @@ def analyze(
             include_identifiers=include_identifiers,
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",
+            pixel_spacing_mm=mpp / 1000.0 if mpp is not None else None,
         )
         studies = studies_of(path, manifest)
         tasks = TaskSource(options)
@@ -124,11 +134,13 @@ def _segmented(analysis: dict[str, Any]) -> list[str]:
         f["name"]: m
         for f in analysis.get("findings", [])
         for m in f.get("measurements", [])
-        if m["name"] in ("volume", "area")
+        if m["name"] in ("volume", "area", "nucleus count")
     }
     described = []
     for segment in analysis["segmentation"]["segments"]:
         size = sizes.get(segment["name"])
+        if size is None and "instance_map" in analysis["segmentation"]:
+            continue  # an instance task's rim class: merged into its objects
         if size is None:
             described.append(f"{segment['name']}: nothing segmented")
         else:

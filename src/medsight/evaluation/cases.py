@@ -14,8 +14,20 @@ from medsight.errors import InvalidInputError
 from medsight.findings.cardiac import PHASE_FILE
 from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
+from medsight.io.annotations import (
+    CONTOUR_SUFFIXES,
+    instance_classes,
+    rasterize_instances,
+    read_contour_xml,
+)
 
-__all__ = ["Case", "mask_folder_cases", "read_case_image", "read_case_mask"]
+__all__ = [
+    "Case",
+    "mask_folder_cases",
+    "read_case_image",
+    "read_case_instances",
+    "read_case_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,10 @@ def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
     geometry differs from its image is refused, naming the case."""
     path = case.mask if which == "mask" else case.roi
     assert path is not None
+    if path.suffix.lower() in CONTOUR_SUFFIXES:
+        instances = read_case_instances(case, image)
+        labels = instance_classes(instances)[np.newaxis].astype(np.int16)
+        return image.replace(array=labels, photometric_interpretation="MONOCHROME2")
     try:
         mask = read_image(path)
     except Exception as exc:
@@ -94,6 +110,17 @@ def read_case_mask(case: Case, image: Image, which: str = "mask") -> Image:
     if labels.max(initial=0) > 1 and set(np.unique(labels).tolist()) <= {0, 255}:
         labels = (labels > 0).astype(np.int16)  # 0/255 binary images
     return mask.replace(array=labels)
+
+
+def read_case_instances(case: Case, image: Image) -> np.ndarray:
+    """The case's nucleus instance map (uint16, on the image's (i, j) = (column, row) grid)
+    from its contour annotation (``medsight.io.annotations``)."""
+    assert case.mask is not None
+    if image.spatial_dims != 2:
+        raise InvalidInputError(f"{case.name}: contour annotations need a 2D image")
+    columns, rows = image.shape
+    polygons = read_contour_xml(case.mask)
+    return rasterize_instances(polygons, (rows, columns), source=case.mask).T.copy()
 
 
 def _split_suffix(name: str) -> tuple[str, str]:

@@ -38,6 +38,7 @@ class ClaimCheck:
 
 def claim_label(claim: Claim) -> str:
     label = claim.metric.replace("_", " ").replace("roc auc", "ROC AUC").replace("ece", "ECE")
+    label = label.replace("aji", "AJI")
     if claim.operating_point:
         label += f" at {claim.operating_point}"
     if claim.segment:

@@ -68,16 +68,25 @@ def evaluate_out_of_fold(
     return summary
 
 
+def evaluated_segments(task: Task) -> list[Any]:
+    """The segments scored: all but background, and an instance task's rim class (merged
+    into its objects in every result)."""
+    merged = task.spec.instances.boundary if task.spec.instances is not None else None
+    return [o for o in task.spec.outputs if o.index > 0 and o.name != merged]
+
+
 def _evaluate_cases(
     task: Task, cases: Sequence[Case], progress: Any, tolerance_mm: float
 ) -> tuple[list[dict[str, Any]], list[tuple[float, bytes]], str]:
     from sklearn.metrics import roc_auc_score
 
-    from medsight.evaluation.cases import read_case_image, read_case_mask
+    from medsight.evaluation.cases import read_case_image, read_case_instances, read_case_mask
+    from medsight.evaluation.instances import instance_metrics
     from medsight.inference import Predictor
 
     predictor = Predictor(task, explain=False)
-    segments = [o for o in task.spec.outputs if o.index > 0]
+    segments = evaluated_segments(task)
+    instances = task.spec.instances
     per_case: list[dict[str, Any]] = []
     views: list[tuple[float, bytes]] = []
     units = "mm"
@@ -85,6 +94,10 @@ def _evaluate_cases(
     for case in cases:
         image = read_case_image(case)
         truth = read_case_mask(case, image).array[0]
+        if instances is not None:  # the rim is part of its nucleus: score whole objects
+            by_name = {o.name: o.index for o in task.spec.outputs}
+            objects = np.isin(truth, [by_name[instances.interior], by_name[instances.boundary]])
+            truth = np.where(objects, by_name[instances.interior], 0)
         roi = read_case_mask(case, image, "roi").array[0] > 0 if case.roi else None
         prediction = predictor.predict(image)
         assert prediction.label_map is not None and prediction.segment_probabilities is not None
@@ -109,6 +122,9 @@ def _evaluate_cases(
                 scores = prediction.segment_probabilities[segment.index][inside]
                 values["pixel_auc"] = float(roc_auc_score(t[inside], scores))
             row[segment.name] = values
+        if instances is not None and prediction.instance_map is not None:
+            reference = read_case_instances(case, image)
+            row[instances.interior].update(instance_metrics(reference, prediction.instance_map))
         per_case.append(row)
         mean_dice = float(np.mean([row[s.name]["dice"] for s in segments]))
         views.append((mean_dice, _overlay_png(image, truth, predicted, case.name, mean_dice)))
@@ -126,7 +142,7 @@ def _summary(
     units: str,
     tolerance_mm: float,
 ) -> dict[str, Any]:
-    segments = [o for o in task.spec.outputs if o.index > 0]
+    segments = evaluated_segments(task)
     summary = {s.name: _summarise([row[s.name] for row in per_case]) for s in segments}
     subgroups: dict[str, dict[str, Any]] = {}
     for column in sorted({key for row in per_case for key in row["attributes"]}):
@@ -146,7 +162,7 @@ def _summary(
     worst = sorted(range(len(views)), key=lambda i: views[i][0])[:_GALLERY]
     observed: dict[tuple[str, str | None], dict[str, Any]] = {}
     for name, entry in summary.items():
-        for metric in ("dice", "pixel_auc"):
+        for metric in ("dice", "pixel_auc", "aji"):
             if metric in entry:
                 observed[(metric, name)] = entry[metric]
         if "dice" in entry:
@@ -171,7 +187,7 @@ def _summarise(rows: list[dict[str, float]]) -> dict[str, Any]:
     empty prediction) are counted, not averaged."""
     summary: dict[str, Any] = {"cases": len(rows)}
     for name in rows[0]:
-        if name in ("volume", "reference_volume"):
+        if name in ("volume", "reference_volume", "reference_count", "predicted_count"):
             continue
         values = np.array([r[name] for r in rows if name in r], dtype=np.float64)
         finite = values[np.isfinite(values)]

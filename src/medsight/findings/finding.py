@@ -246,7 +246,12 @@ def _mean_inside(probabilities: Any, mask: np.ndarray) -> float:
 
 
 def _segment_finding(
-    task: Task, output: Output, mask: np.ndarray, probabilities: np.ndarray | None, image: Image
+    task: Task,
+    output: Output,
+    mask: np.ndarray,
+    probabilities: np.ndarray | None,
+    image: Image,
+    instances: np.ndarray | None = None,
 ) -> Finding:
     present = bool(mask.any())
     probability = (
@@ -264,9 +269,27 @@ def _segment_finding(
         segment_index=output.index,
         evidence=(f"{int(mask.sum())} voxels segmented" if present else "nothing segmented"),
     )
+    per_segment = [n for n in output.measurements if n != "nuclei"]
     if present:
-        _measure(finding, output.measurements, mask, image, output.name)
+        _measure(finding, per_segment, mask, image, output.name)
+    if "nuclei" in output.measurements:
+        _measure_nuclei(finding, instances, image)
     return finding
+
+
+def _measure_nuclei(finding: Finding, instances: np.ndarray | None, image: Image) -> None:
+    """Count, density and sizes from the instance map (an empty tile counts 0 nuclei)."""
+    from medsight.findings.pathology import nucleus_measurements
+
+    if instances is None:
+        finding.evidence += "; nuclei not measured: the prediction has no instance map"
+        return
+    try:
+        finding.measurements.extend(nucleus_measurements(instances, image))
+    except MedsightError as exc:
+        finding.evidence += f"; nuclei not measured: {exc.message}"
+        return
+    finding.evidence += f"; {int(instances.max())} nuclei"  # ids are 1..n
 
 
 def _measure(
@@ -290,8 +313,10 @@ def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -
         return []
     spec = task.spec
     findings = []
+    # an instance task's boundary class is merged into its objects: no finding of its own
+    merged = spec.instances.boundary if spec.instances is not None else None
     for output in spec.outputs:
-        if output.index == 0:
+        if output.index == 0 or output.name == merged:
             continue
         mask = prediction.label_map == output.index
         probabilities = (
@@ -299,7 +324,9 @@ def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -
             if prediction.segment_probabilities is not None
             else None
         )
-        findings.append(_segment_finding(task, output, mask, probabilities, image))
+        findings.append(
+            _segment_finding(task, output, mask, probabilities, image, prediction.instance_map)
+        )
     by_name = {o.name: o for o in spec.outputs}
     for group, members in spec.segment_groups.items():
         mask = np.isin(prediction.label_map, [by_name[n].index for n in members])

@@ -60,6 +60,10 @@ _SPOKEN_UNITS = {
     "[hnsf'U]": "HU",
     "mm3": "mm³",
     "mm2": "mm²",
+    "um2": "µm²",
+    "/mm2": "per mm²",
+    "{nuclei}": "nuclei",
+    "{nuclei}/10*6{px2}": "per million pixels",
     "cm3": "cm³",
 }
 
@@ -78,7 +82,7 @@ def spoken_measurement(value: float, unit: str) -> str:
     """``value`` with its unit in words, saying so when the image had no spacing."""
     words = spoken_unit(unit)
     text = f"{spoken_number(value)} {words}".rstrip()
-    if unit in ("{px}", "{px2}", "{voxel}"):
+    if unit in ("{px}", "{px2}", "{voxel}", "{nuclei}/10*6{px2}"):
         text += " (no pixel spacing: not in mm)"
     return text
 

@@ -42,6 +42,8 @@ class Prediction:
     # float32, or for a large volume QuantizedProbabilities (uint8, indexed alike)
     segment_probabilities: Any = None
     label_map: np.ndarray | None = None
+    # a task with [instances]: one id per object (uint32, 0 background), source geometry
+    instance_map: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     heatmap_grid: tuple[int, ...] | None = None  # the explained layer's grid (its resolution)
     # the network's pooled features (mean over the windows of a sliding window): what the

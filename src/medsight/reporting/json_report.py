@@ -264,6 +264,12 @@ _ANALYSIS = {
             "required": ["label_map", "segments"],
             "properties": {
                 "label_map": {"type": "string"},
+                "instance_map": {
+                    "type": "string",
+                    "description": "a task that counts objects (nuclei): 16-bit PNG, 0 "
+                    "background, one id per object (32-bit TIFF beyond 65,535 objects)",
+                },
+                "instances": {"type": "integer", "description": "objects in instance_map"},
                 "probability_maps": {
                     "type": "object",
                     "description": "per segment: float32 NIfTI (and, for a 2D source, an "

@@ -149,6 +149,7 @@ MeasurementName = Literal[
     "border_irregularity",
     "vessel_area_fraction",
     "vessel_tortuosity",
+    "nuclei",
 ]
 
 
@@ -204,7 +205,9 @@ class OperatingPoint(_Spec):
     note: str = ""
 
 
-ClaimMetric = Literal["roc_auc", "sensitivity", "specificity", "ece", "dice", "f1", "pixel_auc"]
+ClaimMetric = Literal[
+    "roc_auc", "sensitivity", "specificity", "ece", "dice", "f1", "pixel_auc", "aji"
+]
 #: metrics where lower is better; every other claim is a floor
 LOWER_IS_BETTER = frozenset({"ece"})
 
@@ -217,7 +220,7 @@ class Claim(_Spec):
     low: float | None = None  # the 95% CI, where the card gives one
     high: float | None = None
     operating_point: str | None = None  # sensitivity / specificity: at which locked point
-    # dice / f1 / pixel_auc: of which segment; roc_auc of a sigmoid task: of which output
+    # dice / f1 / pixel_auc / aji: of which segment; roc_auc of a sigmoid task: of which output
     segment: str | None = None
     measured_on: str  # the data and how it was held out
 
@@ -351,6 +354,23 @@ class WorseSide(_Spec):
     )
 
 
+class Instances(_Spec):
+    """Countable objects (nuclei) as instances: a network with an interior and a boundary
+    class, its touching objects split by a watershed (``medsight.inference.instances``)."""
+
+    interior: str  # the output whose pixels are object interiors, e.g. "nucleus"
+    boundary: str  # the output marking each object's rim, e.g. "nucleus_boundary"
+    # the watershed's seeds: each connected interior region ("interior"), or the peaks of
+    # the foreground's distance transform ("distance")
+    seeds: Literal["interior", "distance"] = "interior"
+    # objects smaller than this (square micrometres where the spacing is known, else
+    # pixels at the model's resolution) are dropped as debris
+    min_area_um2: Annotated[float, Field(ge=0.0)] = 0.0
+    # the model's resolution, micrometres per pixel (recorded; preprocessing.spacing is the
+    # same in millimetres and is what resamples an input)
+    mpp: Annotated[float, Field(gt=0.0)] | None = None
+
+
 class TaskSpec(_Spec):
     schema_version: Literal[1, 2] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -384,6 +404,7 @@ class TaskSpec(_Spec):
     measurement_flags: list[MeasurementFlag] = Field(default_factory=list)
     cardiac_function: CardiacFunction | None = None
     worse_side: WorseSide | None = None
+    instances: Instances | None = None
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -442,6 +463,20 @@ class TaskSpec(_Spec):
                 raise ValueError(
                     f"worse_side needs outputs of a classification task (unknown: {unknown})"
                 )
+        if self.instances is not None:
+            pair = [self.instances.interior, self.instances.boundary]
+            unknown = [n for n in pair if n not in names]
+            two_d = self.acceptance.spatial_dims == 2
+            if unknown or self.kind != "segmentation" or len(set(pair)) != 2 or not two_d:
+                raise ValueError(
+                    "instances needs two different segments of a 2D segmentation task "
+                    f"(unknown: {unknown})"
+                )
+            spacing = self.preprocessing.spacing
+            if self.instances.mpp is not None and (
+                spacing is None or any(abs(s * 1000 - self.instances.mpp) > 1e-9 for s in spacing)
+            ):
+                raise ValueError("instances.mpp must equal preprocessing.spacing in micrometres")
         pairs = self.postprocessing.enclosed_cavities.items()
         unknown = [n for pair in pairs for n in pair if n not in names]
         if unknown:

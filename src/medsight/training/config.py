@@ -182,8 +182,10 @@ class OptimConfig(_Config):
     max_steps_per_epoch: Annotated[int, Field(ge=1)] | None = None  # for smoke tests
     augment: bool = True
     # "strong": wider rotation/scale/shift, gamma, contrast and noise (shortcut-resistant);
-    # "fundus": any rotation, mirroring, exposure and white-balance changes (photographs)
-    augment_strength: Literal["standard", "strong", "fundus"] = "standard"
+    # "fundus": any rotation, mirroring, exposure and white-balance changes (photographs);
+    # "histology" (segmentation): quarter turns, and H&E stain jitter so that other labs'
+    # staining is seen in training (medsight.training.stain)
+    augment_strength: Literal["standard", "strong", "fundus", "histology"] = "standard"
     # segmentation: patches per epoch, share centred on foreground, axes safe to mirror
     # (never an axis whose sides carry different labels, e.g. anterior/posterior)
     steps_per_epoch: Annotated[int, Field(ge=1)] = 100
@@ -213,7 +215,7 @@ class EvaluationConfig(_Config):
     # segmentation: accuracy targets the card reports as reached or missed, judged on the
     # evidence (out-of-fold) estimate: one value for every segment ({dice = 0.93}) or one per
     # segment ({dice = {anterior = 0.89, posterior = 0.88}})
-    targets: dict[Literal["dice", "pixel_auc"], _Target | dict[str, _Target]] = Field(
+    targets: dict[Literal["dice", "pixel_auc", "aji"], _Target | dict[str, _Target]] = Field(
         default_factory=dict
     )
     prevalence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None

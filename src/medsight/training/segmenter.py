@@ -147,17 +147,23 @@ def _patch(
     return values[(slice(None), *window)].astype(np.float32), labels[window]
 
 
-def _augmenter(seed: int, patch: tuple[int, ...], flip_axes: list[int]) -> Any:
+def _augmenter(
+    seed: int, patch: tuple[int, ...], flip_axes: list[int], strength: str = "standard"
+) -> Any:
     """Flips, an affine and intensity changes; a 3D patch one voxel thick (a slice-wise
-    network on thick-slice volumes) is rotated and scaled only in its plane."""
+    network on thick-slice volumes) is rotated and scaled only in its plane. "histology"
+    adds quarter turns (a slide has no up) and H&E stain jitter."""
     from monai.transforms import (
         Compose,
         RandAffined,
         RandFlipd,
         RandGaussianNoised,
+        RandRotate90d,
         RandScaleIntensityd,
         RandShiftIntensityd,
     )
+
+    from medsight.training.stain import RandHEDJitterd
 
     keys = ["image", "label"]
     rotate: Any = 0.26
@@ -167,6 +173,8 @@ def _augmenter(seed: int, patch: tuple[int, ...], flip_axes: list[int]) -> Any:
     elif len(patch) == 3:
         rotate = (0.17, 0.17, 0.17)
     transforms: list[Any] = [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in flip_axes]
+    if strength == "histology" and len(patch) == 2:
+        transforms += [RandRotate90d(keys, prob=0.75), RandHEDJitterd("image")]
     transforms += [
         RandAffined(
             keys,
@@ -251,7 +259,11 @@ def _fit_segmenter(
             else step_seed(options.seed, fold, epoch, step)
         )
         rng = np.random.default_rng(seed)
-        augment = _augmenter(seed, patch, options.flip_axes) if options.augment else None
+        augment = (
+            _augmenter(seed, patch, options.flip_axes, options.augment_strength)
+            if options.augment
+            else None
+        )
         images, labels = [], []
         for index in rng.integers(0, len(train_items), options.batch_size):
             values, label = _patch(train_items[index], patch, rng, options.foreground_fraction)
@@ -523,7 +535,7 @@ def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> li
 
     claims = []
     for segment, entry in summary.items():
-        for metric in ("dice", "pixel_auc"):
+        for metric in ("dice", "pixel_auc", "aji"):
             if metric in entry:
                 estimate = {k: round(float(entry[metric][k]), 4) for k in ("value", "low", "high")}
                 claims.append(
@@ -538,7 +550,7 @@ def _write_claims(folder: Path, summary: dict[str, Any], measured_on: str) -> li
     return claims
 
 
-SIDE_BY_SIDE = ("dice", "pixel_auc", "hd95", "hd95_mm", "surface_dice")
+SIDE_BY_SIDE = ("dice", "pixel_auc", "aji", "pq", "hd95", "hd95_mm", "surface_dice")
 
 
 def _side_by_side(metrics: dict[str, Any]) -> list[str]:
