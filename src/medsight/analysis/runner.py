@@ -63,6 +63,8 @@ class AnalysisOptions:
     device_key: bytes = b""
     # --mpp: the pixel spacing (mm) of 2D images whose files state none (histology tiles)
     pixel_spacing_mm: float | None = None
+    # --roi: a whole slide's region of interest (a shapely geometry in level-0 pixels)
+    slide_roi: Any = None
 
 
 @dataclass
@@ -175,10 +177,37 @@ def _analyse_slide(
         level = options.slide_level
         if level is None:  # the largest level that is at most 4096 pixels wide
             level = next((lv.index for lv in levels if lv.width <= 4096), len(levels) - 1)
-        image = slide.read_level(level)
+        image = slide.read_level(len(levels) - 1 if options.slide_level is None else level)
         task, mode, reasons = tasks.choose(image, source.task)
         predictor = tasks.predictor(task)
-        probability, affine = predictor.predict_slide(slide, level=level)
+        if task.spec.instances is not None:  # nuclei: tiles at the model's resolution
+            from medsight.analysis.slide_records import slide_nuclei_record
+
+            record = slide_nuclei_record(
+                slide, task, predictor, image, study_dir, stem, roi=options.slide_roi
+            )
+        else:
+            image = slide.read_level(level)
+            probability, affine = predictor.predict_slide(slide, level=level)
+            record = _slide_label_record(
+                task, predictor, image, probability, affine, level, study_dir, stem
+            )
+    record["input"] = input_record(image, source)
+    record["task"] = task_record(task, predictor, mode, reasons)
+    return record
+
+
+def _slide_label_record(
+    task: Task,
+    predictor: Predictor,
+    image: Image,
+    probability: np.ndarray,
+    affine: np.ndarray,
+    level: int,
+    study_dir: Path,
+    stem: str,
+) -> dict[str, Any]:
+    """A slide segmented at one level: its label map, as a tile is."""
     label_map = np.argmax(probability, axis=0).astype(np.uint8)
     prediction = Prediction(
         task_id=task.id,
@@ -196,8 +225,6 @@ def _analyse_slide(
     gate = GateResult(notes=["whole-slide images are not gated yet (issue 15)"])
     record = prediction_record(prediction, task, image, study_dir, stem, gate)
     record["gate"] = gate.as_dict()
-    record["input"] = input_record(image, source)
-    record["task"] = task_record(task, predictor, mode, reasons)
     return record
 
 

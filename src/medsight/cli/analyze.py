@@ -78,6 +78,13 @@ def analyze(
             "tiles): resampled to the task's resolution, measured in real units.",
         ),
     ] = None,
+    roi: Annotated[
+        Path | None,
+        typer.Option(
+            help="Whole slides: a region of interest (GeoJSON polygons in level-0 pixels, as "
+            "QuPath exports them); only nuclei inside it are analysed.",
+        ),
+    ] = None,
     max_memory: MAX_MEMORY_OPTION = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
@@ -106,6 +113,7 @@ def analyze(
             rules=list(site.rules) if site else None,
             rules_version=site.version if site else "",
             pixel_spacing_mm=mpp / 1000.0 if mpp is not None else None,
+            slide_roi=_region(roi),
         )
         studies = studies_of(path, manifest)
         tasks = TaskSource(options)
@@ -126,6 +134,15 @@ def analyze(
             raise typer.Exit(failed[0].exit_code if len(failed) == len(outcomes) else 1)
 
     run(action, debug=debug)
+
+
+def _region(path: Path | None) -> Any:
+    """The ``--roi`` GeoJSON as one geometry (refused now, not after the first slides)."""
+    if path is None:
+        return None
+    from medsight.analysis.slide_nuclei import read_roi
+
+    return read_roi(path)
 
 
 def _segmented(analysis: dict[str, Any]) -> list[str]:
@@ -173,6 +190,12 @@ def _summary(outcomes: list[StudyOutcome], out: Path) -> None:
                 summary = "; ".join(flags) or probabilities
             elif "segmentation" in analysis:
                 summary = ", ".join(_segmented(analysis))
+            elif "slide" in analysis:
+                slide = analysis["slide"]
+                summary = (
+                    f"{slide['nuclei']} nuclei in {slide['tiles_analysed']} tissue tiles "
+                    f"of {slide['tiles_total']}"
+                )
             else:
                 summary = ""
             if state == "NEEDS_REVIEW":

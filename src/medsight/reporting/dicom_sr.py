@@ -63,7 +63,7 @@ _UNIT_MEANINGS = {
     "{grade}": "grade",  # a UCUM annotation: a dimensionless count on an ordinal scale
 }
 #: units of pixels or voxels (spacing unknown): not physical, so not written as measurements
-_GRID_UNITS = ("{px}", "{px2}", "{voxel}")
+_GRID_UNITS = ("{px}", "{px2}", "{voxel}", "{nuclei}/10*6{px2}")
 
 
 def _concept(code: tuple[str, str, str]) -> Any:

@@ -1,0 +1,161 @@
+"""The result.json analysis of a whole slide analysed for nuclei: its measurements, its
+highest-density regions as findings in slide millimetres, the density map and the nucleus
+outlines (GeoJSON) it points to."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from medsight.analysis.slide_nuclei import SlideNuclei, analyse_slide_nuclei, density_hotspots
+from medsight.findings import Finding
+from medsight.findings.measurements import Measurement
+from medsight.gate import GateResult
+from medsight.image import Image
+from medsight.inference import Predictor
+from medsight.io.slide import Slide
+from medsight.reporting.overlays import overlay_png
+from medsight.tasks import Task
+
+__all__ = ["slide_nuclei_record"]
+
+_HOTSPOT_CODE = {
+    "value": "nucleus-density-hotspot",
+    "scheme": "99MEDSIGHT",
+    "meaning": "Region of highest nucleus density",
+}
+
+
+def _model(task: Task) -> dict[str, str]:
+    return {"id": task.id, "version": task.version, "hash": task.task_hash}
+
+
+def _findings(result: SlideNuclei, task: Task) -> list[Finding]:
+    interior = task.spec.instances.interior if task.spec.instances else "nucleus"
+    output = next(o for o in task.spec.outputs if o.name == interior)
+    count = len(result.areas)
+    findings = [
+        Finding(
+            name=output.name,
+            code=output.code.model_dump(),
+            model=_model(task),
+            segment_index=output.index,
+            measurements=result.measurements(),
+            evidence=f"{count} nuclei in {result.tiles_analysed} tissue tiles "
+            f"(of {result.tiles_total} tiles over the slide)",
+        )
+    ]
+    level0_mm = (result.mpp or result.model_mpp) / 1000.0
+    unit = "/mm2" if result.known else "{nuclei}/10*6{px2}"
+    for rank, (row, column, density) in enumerate(density_hotspots(result), start=1):
+        x = (column + 0.5) * result.density_cell
+        y = (row + 0.5) * result.density_cell
+        side_um = result.density_cell * (result.mpp or result.model_mpp)
+        findings.append(
+            Finding(
+                name="nucleus_density_hotspot",
+                code=_HOTSPOT_CODE,
+                model=_model(task),
+                location={
+                    "kind": "point",
+                    "voxel": [int(x), int(y)],  # level-0 pixels (x, y)
+                    "lps_mm": [x * level0_mm, y * level0_mm, 0.0],  # slide mm from top-left
+                },
+                measurements=[
+                    Measurement(
+                        "nucleus density",
+                        density,
+                        unit,
+                        f"nuclei / tissue area over 3 x 3 cells of {side_um:.0f} um",
+                        "nucleus",
+                    )
+                ],
+                evidence=f"highest-density region {rank} of the slide"
+                + ("" if result.known else " (no microns per pixel: per million pixels)"),
+            )
+        )
+    return findings
+
+
+def _density_files(
+    result: SlideNuclei, thumbnail: Image, study_dir: Path, stem: str
+) -> tuple[str, str, float | None]:
+    """The density map as an 8-bit PNG (its maximum in result.json) and an overlay of it
+    on the slide's thumbnail; paths relative to the study folder."""
+    from medsight.inference.preprocess import resample
+
+    density = np.nan_to_num(result.density, nan=0.0)
+    top = float(density.max()) if density.size else 0.0
+    scaled = density / top if top > 0 else density
+    path = study_dir / "heatmaps" / f"{stem}_density.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.round(scaled * 255).astype(np.uint8)).save(path)
+    heat = resample(scaled.T[np.newaxis].astype(np.float32), thumbnail.shape)[0]
+    overlay = overlay_png(thumbnail, study_dir / "overlays" / f"{stem}.png", heatmap=heat)
+    return (
+        path.relative_to(study_dir).as_posix(),
+        overlay.relative_to(study_dir).as_posix(),
+        top if top > 0 else None,
+    )
+
+
+def slide_nuclei_record(
+    slide: Slide,
+    task: Task,
+    predictor: Predictor,
+    thumbnail: Image,
+    study_dir: Path,
+    stem: str,
+    *,
+    roi: Any = None,
+) -> dict[str, Any]:
+    """Analyse the slide's nuclei and return its result.json analysis block."""
+    started = time.perf_counter()
+    geojson = study_dir / "masks" / f"{stem}_nuclei.geojson"
+    result = analyse_slide_nuclei(slide, task, predictor, geojson, roi=roi)
+    elapsed = time.perf_counter() - started
+    review = list(result.notes)
+    if not result.known:
+        review.append(
+            "the slide states no microns per pixel: analysed at the model's resolution, "
+            "measured in pixels"
+        )
+    if result.tiles_with_tissue == 0:
+        review.append("no tissue found on the slide: nothing analysed")
+    density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
+    findings = [] if result.tiles_with_tissue == 0 else _findings(result, task)
+    return {
+        "state": "NEEDS_REVIEW" if review else "OK",
+        "withheld": result.tiles_with_tissue == 0,
+        "review_reasons": review,
+        "timings_s": {"slide": round(elapsed, 3)},
+        "overlays": [overlay],
+        "details": {"slide_level": result.level},
+        "gate": GateResult(
+            notes=["whole slides are checked for tissue only (the tile gate is not run yet)"]
+        ).as_dict(),
+        "slide": {
+            "level": result.level,
+            "mpp": result.mpp,
+            "model_mpp": result.model_mpp,
+            "tile_px": result.tile,
+            "margin_px": result.margin,
+            "tiles_total": result.tiles_total,
+            "tiles_with_tissue": result.tiles_with_tissue,
+            "tiles_analysed": result.tiles_analysed,
+            "nuclei": len(result.areas),
+            "geojson": geojson.relative_to(study_dir).as_posix(),
+            "density_map": density_map,
+            "density_cell_um": (
+                result.density_cell * result.mpp if result.mpp is not None else None
+            ),
+            "density_max": top,
+            "roi": None if roi is None else roi.wkt[:200],
+            "notes": result.notes,
+        },
+        "findings": [f.as_dict() for f in findings],
+    }
