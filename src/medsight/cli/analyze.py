@@ -160,6 +160,8 @@ def _segmented(analysis: dict[str, Any]) -> list[str]:
             continue  # an instance task's rim class: merged into its objects
         if size is None:
             described.append(f"{segment['name']}: nothing segmented")
+        elif size["name"] == "nucleus count":
+            described.append(f"{segment['name']}: {size['value']:.0f} nuclei")
         else:
             value = spoken_measurement(size["value"], size["unit"])
             described.append(f"{segment['name']}: segmented {size['name']} {value}")

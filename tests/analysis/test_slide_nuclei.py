@@ -1,0 +1,228 @@
+"""Whole-slide nuclei with the shipped pathology-nuclei model, on pyramids built from real
+GBM40 tiles: tissue tiles only, each nucleus counted once across tile borders, QuPath
+GeoJSON read back with shapely, a region of interest, and the bad slides (no mpp, no tissue,
+a corrupt tile)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from medsight.analysis.slide_nuclei import analyse_slide_nuclei, read_roi
+from medsight.cli import app
+from medsight.errors import InvalidInputError
+from medsight.inference import Predictor
+from medsight.io.annotations import read_contour_xml
+from medsight.io.slide import open_slide
+from tests._tasks import trained_shipped_task
+from tests.conftest import require_data
+
+runner = CliRunner()
+TILE = 512
+GLASS = 238
+#: GBM40 tiles placed on a 2 x 2 canvas, (row, column); the fourth place is glass
+PLACES = {"01": (0, 0), "02": (0, 1), "03": (1, 0)}
+
+
+def _build(path: Path, *, mpp: float | None = 0.5, tissue: bool = True) -> None:
+    """A 1024 x 1024 pyramid (levels 1, 1/2, 1/4) of three real H&E tiles and glass."""
+    import tifffile
+
+    folder = require_data("pathology-gbm40", "raw_image")
+    canvas = np.full((2 * TILE, 2 * TILE, 3), GLASS, np.uint8)
+    for name, (row, column) in PLACES.items():
+        if tissue:
+            pixels = np.asarray(PILImage.open(folder / f"{name}.png").convert("RGB"))
+            canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
+    levels = [canvas, canvas[::2, ::2], canvas[::4, ::4]]
+    options: dict = {"tile": (256, 256), "photometric": "rgb", "compression": "zlib"}
+    with tifffile.TiffWriter(path) as tif:
+        for index, level in enumerate(levels):
+            extra: dict = {"subifds": 2} if index == 0 else {"subfiletype": 1}
+            if mpp is not None:
+                scale = 1e4 / (mpp * 2**index)
+                extra |= {"resolution": (scale, scale), "resolutionunit": "CENTIMETER"}
+            tif.write(level, **options, **extra)
+
+
+def _outlined() -> int:
+    folder = require_data("pathology-gbm40", "contour_annotation_xml")
+    return sum(len(read_contour_xml(folder / f"{name}_data.xml")) for name in PLACES)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return trained_shipped_task("pathology-nuclei")
+
+
+@pytest.fixture(scope="module")
+def slide_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("slide") / "gbm.tif"
+    _build(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def analysed(task, slide_file, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("out")
+    result = runner.invoke(
+        app, ["analyze", str(slide_file), "--task", "pathology-nuclei", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    return folder, json.loads((folder / "result.json").read_text())["analyses"][0]
+
+
+@pytest.mark.timeout(300)
+def test_slide_counts_nuclei_on_tissue_tiles_only(analysed):
+    _, analysis = analysed
+    slide = analysis["slide"]
+    assert analysis["state"] == "OK" and slide["mpp"] == pytest.approx(0.5)
+    # core tiles of 1024 model pixels: the whole canvas is one tile, with tissue
+    assert slide["tiles_analysed"] == slide["tiles_with_tissue"] <= slide["tiles_total"]
+    assert slide["nuclei"] == pytest.approx(_outlined(), rel=0.15)
+    measured = {m["name"]: m for m in analysis["findings"][0]["measurements"]}
+    assert measured["nucleus count"]["value"] == slide["nuclei"]
+    # three tiles of 256 x 256 um of tissue, about 0.197 mm2 (the glass is not tissue)
+    assert measured["tissue area"]["value"] == pytest.approx(3 * 0.256**2, rel=0.1)
+    assert 60 < measured["mean nucleus area"]["value"] < 250  # um2, GBM nuclei
+    assert "research use only" in (analysed[0] / "report.html").read_text().lower()
+
+
+@pytest.mark.timeout(300)
+def test_geojson_outlines_read_back_with_shapely(analysed):
+    from shapely.geometry import shape
+
+    folder, analysis = analysed
+    document = json.loads((folder / analysis["slide"]["geojson"]).read_text())
+    features = document["features"]
+    assert len(features) == analysis["slide"]["nuclei"]
+    polygons = [shape(f["geometry"]) for f in features]
+    assert all(p.is_valid or p.buffer(0).area > 0 for p in polygons)
+    assert all(f["properties"]["objectType"] == "detection" for f in features)
+    # level-0 pixels: every outline on the canvas, none on the glass quarter
+    centres = np.array([[p.centroid.x, p.centroid.y] for p in polygons])
+    assert centres.min() >= 0 and centres.max() <= 2 * TILE
+    on_glass = (centres[:, 0] > TILE + 8) & (centres[:, 1] > TILE + 8)
+    assert on_glass.sum() == 0
+    areas = np.array([p.area for p in polygons]) * 0.25  # um2 at 0.5 um per pixel
+    recorded = [f["properties"]["measurements"]["Area um2"] for f in features]
+    assert np.median(areas) == pytest.approx(np.median(recorded), rel=0.15)
+
+
+@pytest.mark.timeout(300)
+def test_hotspots_are_findings_in_slide_millimetres(analysed):
+    folder, analysis = analysed
+    hotspots = [f for f in analysis["findings"] if f["name"] == "nucleus_density_hotspot"]
+    assert 1 <= len(hotspots) <= 3
+    for finding in hotspots:
+        x_mm, y_mm, _ = finding["location"]["lps_mm"]
+        assert 0 <= x_mm <= 0.512 and 0 <= y_mm <= 0.512
+        assert not (x_mm > 0.256 and y_mm > 0.256)  # not on the glass quarter
+        assert finding["measurements"][0]["unit"] == "/mm2"
+    assert (folder / analysis["slide"]["density_map"]).is_file()
+
+
+@pytest.mark.timeout(300)
+def test_a_nucleus_on_a_tile_border_is_counted_once(task, slide_file, tmp_path):
+    """Core tiles of 200 model pixels cut through many nuclei; the count stays that of
+    one whole-canvas tile."""
+    predictor = Predictor(task, explain=False)
+    with open_slide(slide_file) as slide:
+        whole = analyse_slide_nuclei(slide, task, predictor, tmp_path / "a.geojson", tile=1024)
+        cut = analyse_slide_nuclei(slide, task, predictor, tmp_path / "b.geojson", tile=200)
+    assert cut.tiles_analysed > whole.tiles_analysed
+    assert len(cut.areas) == pytest.approx(len(whole.areas), rel=0.04)
+
+
+@pytest.mark.timeout(300)
+def test_region_of_interest_limits_the_count(task, slide_file, tmp_path):
+    roi_file = tmp_path / "roi.geojson"
+    square = [[0, 0], [TILE, 0], [TILE, TILE], [0, TILE], [0, 0]]  # the first tile
+    roi_file.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}}
+                ],
+            }
+        )
+    )
+    roi = read_roi(roi_file)
+    predictor = Predictor(task, explain=False)
+    with open_slide(slide_file) as slide:
+        inside = analyse_slide_nuclei(slide, task, predictor, tmp_path / "r.geojson", roi=roi)
+    first = len(
+        read_contour_xml(require_data("pathology-gbm40", "contour_annotation_xml", "01_data.xml"))
+    )
+    assert len(inside.areas) == pytest.approx(first, rel=0.2)
+    assert (inside.centroids <= TILE).all()
+    assert inside.tissue_area == pytest.approx(0.256**2, rel=0.1)
+
+
+def test_bad_region_of_interest_is_refused(tmp_path):
+    line = tmp_path / "line.geojson"
+    line.write_text(json.dumps({"type": "LineString", "coordinates": [[0, 0], [5, 5]]}))
+    with pytest.raises(InvalidInputError, match="no area"):
+        read_roi(line)
+    broken = tmp_path / "broken.geojson"
+    broken.write_text("{not json")
+    result = runner.invoke(app, ["analyze", str(tmp_path), "--roi", str(broken)])
+    assert result.exit_code == 2 and "broken.geojson" in result.output
+
+
+@pytest.mark.timeout(300)
+def test_slide_without_mpp_is_measured_in_pixels_with_the_reason(task, tmp_path):
+    path = tmp_path / "nompp.tif"
+    _build(path, mpp=None)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["analyze", str(path), "--task", "pathology-nuclei", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(next(out.glob("*/result.json")).read_text())["analyses"][0]
+    assert analysis["state"] == "NEEDS_REVIEW"
+    assert any("no microns per pixel" in r for r in analysis["review_reasons"])
+    units = {m["name"]: m["unit"] for m in analysis["findings"][0]["measurements"]}
+    assert units["mean nucleus area"] == "{px2}" and units["tissue area"] == "{px2}"
+    assert analysis["slide"]["nuclei"] > 100
+
+
+@pytest.mark.timeout(120)
+def test_slide_without_tissue_is_not_answered(task, tmp_path):
+    path = tmp_path / "glass.tif"
+    _build(path, tissue=False)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["analyze", str(path), "--task", "pathology-nuclei", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(next(out.glob("*/result.json")).read_text())["analyses"][0]
+    assert analysis["state"] == "NEEDS_REVIEW" and analysis["withheld"]
+    assert "no tissue found" in " ".join(analysis["review_reasons"])
+    assert analysis["findings"] == [] and analysis["slide"]["tiles_analysed"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_corrupt_tile_is_named_and_the_rest_analysed(task, tmp_path):
+    import tifffile
+
+    path = tmp_path / "corrupt.tif"
+    _build(path)
+    with tifffile.TiffFile(path) as tif:  # the level-0 tile at the top left (256 x 256)
+        offset = tif.pages[0].dataoffsets[0]
+        length = tif.pages[0].databytecounts[0]
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xff" * length)
+    predictor = Predictor(task, explain=False)
+    with open_slide(path) as slide:
+        result = analyse_slide_nuclei(slide, task, predictor, tmp_path / "c.geojson", tile=400)
+    assert any("not analysed" in note and "x=0, y=0" in note for note in result.notes)
+    assert result.tiles_analysed >= 2 and len(result.areas) > 100
