@@ -27,7 +27,7 @@ import numpy as np
 from medsight.errors import InvalidInputError
 from medsight.findings.measurements import Measurement
 from medsight.findings.pathology import nucleus_summary
-from medsight.imaging.tissue import tissue_mask
+from medsight.imaging.tissue import slide_tissue, tissue_fraction
 from medsight.inference.predictor import Predictor
 from medsight.io.slide import Slide
 from medsight.tasks.task import Task
@@ -112,20 +112,6 @@ def _level_for(slide: Slide, model_mpp: float) -> tuple[int, float]:
     return level, wanted
 
 
-def _tissue(slide: Slide) -> tuple[np.ndarray, float]:
-    """Tissue mask (rows, columns) of the smallest level and its level-0 pixels per pixel."""
-    smallest = slide.levels[-1]
-    if smallest.width * smallest.height > 8192 * 8192:
-        raise InvalidInputError(
-            f"the slide's smallest level is {smallest.width}x{smallest.height} pixels: a "
-            "pyramid with a low-resolution level is needed for the tissue mask",
-            path=slide.path,
-        )
-    image = slide.read_level(smallest.index)
-    mask = tissue_mask(image.array[:3]).T  # (i, j) -> rows, columns
-    return mask, smallest.downsample
-
-
 def _core_tiles(
     width: int, height: int, tile: int, mask: np.ndarray, scale: float, roi: Any
 ) -> Iterator[tuple[int, int, float]]:
@@ -136,10 +122,7 @@ def _core_tiles(
         for x in range(0, width, tile):
             if roi is not None and not roi.intersects(box(x, y, x + tile, y + tile)):
                 continue
-            rows = slice(int(y / scale), max(math.ceil((y + tile) / scale), int(y / scale) + 1))
-            columns = slice(int(x / scale), max(math.ceil((x + tile) / scale), int(x / scale) + 1))
-            part = mask[rows, columns]
-            yield x, y, float(part.mean()) if part.size else 0.0
+            yield x, y, tissue_fraction(mask, scale, x, y, tile, tile)
 
 
 def _contour(instance: np.ndarray, offset: tuple[float, float], step: float) -> list[list[float]]:
@@ -198,7 +181,8 @@ def analyse_slide_nuclei(
     core = max(1, round(tile * per_model_pixel))
     border = max(1, round(margin * per_model_pixel))
     width, height = slide.levels[0].width, slide.levels[0].height
-    mask, mask_scale = _tissue(slide)
+    mask, mask_level = slide_tissue(slide)
+    mask_scale = slide.levels[mask_level].downsample
     cell = max(1, round(density_cell_um / (slide.mpp[0] if slide.mpp else options.mpp)))
     cell_rows, cell_columns = math.ceil(height / cell), math.ceil(width / cell)
     counts = np.zeros((cell_rows, cell_columns), np.int64)

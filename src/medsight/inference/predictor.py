@@ -483,7 +483,9 @@ class Predictor:
         outputs = len(spec.outputs)
         probability = np.zeros((outputs, info.width, info.height), dtype=np.float32)
         probability[0] = 1.0
-        for tile in slide.iter_tiles(tile_size, level=level, min_tissue=min_tissue):
+        from medsight.imaging.tissue import tissue_tiles
+
+        for tile in tissue_tiles(slide, tile_size, level=level, min_tissue=min_tissue):
             region = slide.read_region((tile.x, tile.y), level, (tile.width, tile.height))
             prediction = self.predict(region)
             i0 = round(tile.x / info.downsample)

@@ -8,7 +8,6 @@ Coordinates: ``location`` is (x, y) in level-0 pixels, as in OpenSlide; ``size``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ __all__ = [
     "SLIDE_SUFFIXES",
     "Slide",
     "SlideLevel",
-    "Tile",
     "is_slide_file",
     "open_slide",
-    "tissue_mask",
 ]
 
 #: whole-slide formats recognised by their suffix (pyramidal TIFFs are recognised by content)
@@ -55,38 +52,6 @@ class SlideLevel:
     width: int
     height: int
     downsample: float
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A tile of tissue: its level-0 location, level, size (level pixels) and tissue fraction."""
-
-    x: int
-    y: int
-    level: int
-    width: int
-    height: int
-    tissue_fraction: float
-
-
-def tissue_mask(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    """Tissue mask of an RGB thumbnail (rows, columns, 3) by Otsu on saturation.
-
-    Saturation separates stained tissue from the white or grey background better than
-    brightness does, and ignores grey pen-free glass. Returns the mask and the threshold.
-    """
-    import SimpleITK as sitk
-
-    pixels = rgb[..., :3].astype(np.float32) / 255.0
-    high = pixels.max(axis=-1)
-    low = pixels.min(axis=-1)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    otsu = sitk.OtsuThresholdImageFilter()
-    otsu.SetInsideValue(0)
-    otsu.SetOutsideValue(1)
-    otsu.Execute(sitk.GetImageFromArray(saturation.astype(np.float32)))
-    threshold = float(otsu.GetThreshold())
-    return saturation > threshold, threshold
 
 
 class Slide:
@@ -183,48 +148,6 @@ class Slide:
     def read_level(self, level: int) -> Image:
         info = self._level(level)
         return self.read_region((0, 0), level, (info.width, info.height))
-
-    def tissue_mask(self, level: int | None = None) -> tuple[np.ndarray, int]:
-        """Tissue mask (rows, columns) at ``level`` (default: the smallest level)."""
-        level = len(self.levels) - 1 if level is None else level
-        image = self.read_level(level)
-        mask, _ = tissue_mask(image.array.transpose(2, 1, 0))
-        return mask, level
-
-    def iter_tiles(
-        self,
-        tile_size: int = 256,
-        *,
-        level: int = 0,
-        min_tissue: float = 0.25,
-        mask_level: int | None = None,
-    ) -> Iterator[Tile]:
-        """Tiles of ``tile_size`` pixels at ``level`` that hold at least ``min_tissue`` tissue.
-
-        Tissue is found once by Otsu on a low-resolution level, then each tile's fraction is
-        read off that mask; background tiles are never decoded.
-        """
-        if tile_size <= 0:
-            raise InvalidInputError(f"tile size must be positive, got {tile_size}")
-        info = self._level(level)
-        mask, used_level = self.tissue_mask(mask_level)
-        scale = self.levels[used_level].downsample / info.downsample  # level px per mask px
-        for y in range(0, info.height, tile_size):
-            for x in range(0, info.width, tile_size):
-                width = min(tile_size, info.width - x)
-                height = min(tile_size, info.height - y)
-                y0, y1 = int(y / scale), max(int(np.ceil((y + height) / scale)), int(y / scale) + 1)
-                x0, x1 = int(x / scale), max(int(np.ceil((x + width) / scale)), int(x / scale) + 1)
-                fraction = float(mask[y0:y1, x0:x1].mean()) if mask[y0:y1, x0:x1].size else 0.0
-                if fraction >= min_tissue:
-                    yield Tile(
-                        x=round(x * info.downsample),
-                        y=round(y * info.downsample),
-                        level=level,
-                        width=width,
-                        height=height,
-                        tissue_fraction=fraction,
-                    )
 
 
 def open_slide(path: str | Path) -> Slide:
