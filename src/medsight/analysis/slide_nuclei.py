@@ -27,7 +27,14 @@ import numpy as np
 from medsight.errors import InvalidInputError
 from medsight.findings.measurements import Measurement
 from medsight.findings.pathology import nucleus_summary
-from medsight.imaging.tissue import slide_tissue, tissue_fraction
+from medsight.imaging.tissue import (
+    FOCUS_FLOOR,
+    QualityRegion,
+    focus,
+    quality_regions,
+    slide_tissue,
+    tissue_fraction,
+)
 from medsight.inference.predictor import Predictor
 from medsight.io.slide import Slide
 from medsight.tasks.task import Task
@@ -57,6 +64,7 @@ class SlideNuclei:
     density_cell: int  # level-0 pixels a density cell's side
     geojson: Path
     notes: list[str] = field(default_factory=list)
+    quality: list[QualityRegion] = field(default_factory=list)
 
     @property
     def known(self) -> bool:
@@ -181,8 +189,13 @@ def analyse_slide_nuclei(
     core = max(1, round(tile * per_model_pixel))
     border = max(1, round(margin * per_model_pixel))
     width, height = slide.levels[0].width, slide.levels[0].height
-    mask, mask_level = slide_tissue(slide)
-    mask_scale = slide.levels[mask_level].downsample
+    tissue = slide_tissue(slide)
+    mask, mask_scale = tissue.mask, tissue.scale
+    regions = [
+        region
+        for kind, found in tissue.artefacts.items()
+        for region in quality_regions(found, kind, mask_scale)
+    ]
     cell = max(1, round(density_cell_um / (slide.mpp[0] if slide.mpp else options.mpp)))
     cell_rows, cell_columns = math.ceil(height / cell), math.ceil(width / cell)
     counts = np.zeros((cell_rows, cell_columns), np.int64)
@@ -206,6 +219,11 @@ def analyse_slide_nuclei(
             try:
                 region = slide.read_region((x0, y0), level, size)
                 instances = predictor.predict(region).instance_map
+                # focus at the model's resolution, where its floor was measured
+                if focus(region.array, downsample / per_model_pixel) < FOCUS_FLOOR:
+                    regions.append(
+                        QualityRegion("out of focus", (x, y, x + core, y + core), core * core)
+                    )
             except Exception as exc:  # a corrupt tile: said, and the rest still analysed
                 notes.append(f"tile at x={x}, y={y} (level-0 pixels) not analysed: {exc}")
                 continue
@@ -261,6 +279,7 @@ def analyse_slide_nuclei(
         density_cell=cell,
         geojson=geojson,
         notes=notes,
+        quality=regions,
     )
 
 

@@ -126,6 +126,12 @@ def slide_nuclei_record(
         )
     if result.tiles_with_tissue == 0:
         review.append("no tissue found on the slide: nothing analysed")
+    kinds = sorted({region.kind for region in result.quality})
+    for kind in kinds:
+        count = sum(region.kind == kind for region in result.quality)
+        if kind == "pen mark":  # taken out of the tissue: said, not a reason to review
+            continue
+        review.append(f"{count} region(s) flagged: {kind} (listed in slide.quality_regions)")
     density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
     findings = [] if result.tiles_with_tissue == 0 else _findings(result, task)
     return {
@@ -155,6 +161,7 @@ def slide_nuclei_record(
             ),
             "density_max": top,
             "roi": None if roi is None else roi.wkt[:200],
+            "quality_regions": [region.as_dict(result.mpp) for region in result.quality],
             "notes": result.notes,
         },
         "findings": [f.as_dict() for f in findings],

@@ -318,6 +318,12 @@ _ANALYSIS = {
                 "density_cell_um": {"type": ["number", "null"]},
                 "density_max": {"type": ["number", "null"]},
                 "roi": {"type": ["string", "null"]},
+                "quality_regions": {
+                    "type": "array",
+                    "description": "artefacts found: pen marks (taken out of the tissue) and "
+                    "out-of-focus tiles (flagged for review), level-0 pixel boxes",
+                    "items": {"type": "object"},
+                },
                 "notes": _STRINGS,
             },
         },

@@ -1,0 +1,54 @@
+"""Tissue quality on real H&E (GBM40): pen marks and focus, and no false alarms on the clean
+tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from scipy import ndimage
+
+from medsight.imaging.tissue import (
+    FOCUS_FLOOR,
+    artefact_masks,
+    focus,
+    quality_regions,
+)
+from tests.conftest import require_data
+
+
+def _tile(name: str) -> np.ndarray:
+    path = require_data("pathology-gbm40", "raw_image", f"{name}.png")
+    return np.asarray(PILImage.open(path).convert("RGB")).transpose(2, 1, 0).copy()  # (3, i, j)
+
+
+def _thumbnail(rgb: np.ndarray, factor: int = 4) -> np.ndarray:
+    """A 1/factor level as a pyramid would hold it (box mean)."""
+    c, i, j = rgb.shape
+    shaped = rgb[:, : i // factor * factor, : j // factor * factor].astype(np.float32)
+    return shaped.reshape(c, i // factor, factor, j // factor, factor).mean((2, 4)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", [f"{n:02d}" for n in range(1, 41, 3)])
+def test_clean_tiles_raise_no_artefact(name):
+    small = _thumbnail(_tile(name))
+    found = artefact_masks(small)
+    assert not quality_regions(found["pen mark"].T, "pen mark", 4.0)
+
+
+def test_green_marker_is_a_pen_mark():
+    rgb = _tile("05")
+    rgb[:, 100:400, 200:230] = np.array([40, 160, 90], np.uint8)[:, None, None]  # a stroke
+    small = _thumbnail(rgb)
+    found = artefact_masks(small)
+    regions = quality_regions(found["pen mark"].T, "pen mark", 4.0)
+    assert len(regions) == 1
+    x0, y0, x1, y1 = regions[0].box  # level-0 (x = column = i, y = row = j)
+    assert x0 <= 100 and x1 >= 396 and y0 <= 204 and y1 >= 226
+
+
+def test_focus_floor_separates_sharp_from_blurred_tiles():
+    rgb = _tile("09")
+    assert focus(rgb) >= FOCUS_FLOOR
+    blurred = ndimage.gaussian_filter(rgb.astype(np.float32), (0, 2.0, 2.0)).astype(np.uint8)
+    assert focus(blurred) < FOCUS_FLOOR
