@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from medsight.errors import InvalidInputError
 from medsight.gate import InputGate
 from medsight.image import Image
 from medsight.inference import Predictor
@@ -49,6 +50,7 @@ TASKS = [
     "fundus-dr",
     "hippocampus-mr",
     "cardiac-mr",
+    "pathology-nuclei",
 ]
 
 
@@ -182,6 +184,7 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         "fundus-dr": "fundus (DR)",
         "hippocampus-mr": "hippocampus MR crop",
         "cardiac-mr": "cardiac MR (ACDC)",
+        "pathology-nuclei": "pathology tile (GBM40)",
     }[task.id]
     kinds = {k: v for k, v in sources.items() if k != own}
     if task.id == "cxr-pneumonia":
@@ -195,6 +198,9 @@ def kinds_for(task: Task, n: int) -> dict[str, list[Callable[[], Image]]]:
         kinds["fundus out of focus"] = [lambda f=f: blur(f()) for f in fundus]
         if task.id == "fundus-dr":  # ungradable photographs: the screening gate's own job
             kinds["fundus underexposed"] = [lambda f=f: darken(f()) for f in fundus]
+    if task.id == "pathology-nuclei":
+        tiles = read(files("pathology-gbm40/raw_image/*.png", n))
+        kinds["pathology tile out of focus"] = [lambda f=f: blur(f()) for f in tiles]
     return kinds
 
 
@@ -225,7 +231,10 @@ def judge(
 ) -> tuple[bool, bool, float | None]:
     """(withheld, passed pixel and OOD checks, energy score of a classifier's logits)."""
     result, _ = gate.before_model(image)
-    prediction = predictor.predict(image)
+    try:
+        prediction = predictor.predict(image)
+    except InvalidInputError:  # e.g. a spacing the task's resampling refuses: not answered
+        return True, False, None
     gate.with_model(result, prediction, image, predictor)
     content = [c for c in result.checks if c.stage in ("pixels", "photo", "ood")]
     energy = None

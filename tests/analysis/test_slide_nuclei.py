@@ -29,8 +29,9 @@ GLASS = 238
 PLACES = {"01": (0, 0), "02": (0, 1), "03": (1, 0)}
 
 
-def _build(path: Path, *, mpp: float | None = 0.5, tissue: bool = True) -> None:
-    """A 1024 x 1024 pyramid (levels 1, 1/2, 1/4) of three real H&E tiles and glass."""
+def _build(path: Path, *, mpp: float | None = 0.5, tissue: bool = True, pen: bool = False) -> None:
+    """A 1024 x 1024 pyramid (levels 1, 1/2, 1/4) of three real H&E tiles and glass; with
+    ``pen`` a green marker stroke across the glass quarter."""
     import tifffile
 
     folder = require_data("pathology-gbm40", "raw_image")
@@ -39,6 +40,8 @@ def _build(path: Path, *, mpp: float | None = 0.5, tissue: bool = True) -> None:
         if tissue:
             pixels = np.asarray(PILImage.open(folder / f"{name}.png").convert("RGB"))
             canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
+    if pen:
+        canvas[700:740, 560:1000] = np.array([40, 160, 90], np.uint8)
     levels = [canvas, canvas[::2, ::2], canvas[::4, ::4]]
     options: dict = {"tile": (256, 256), "photometric": "rgb", "compression": "zlib"}
     with tifffile.TiffWriter(path) as tif:
@@ -180,7 +183,7 @@ def test_bad_region_of_interest_is_refused(tmp_path):
 @pytest.mark.timeout(300)
 def test_slide_without_mpp_is_measured_in_pixels_with_the_reason(task, tmp_path):
     path = tmp_path / "nompp.tif"
-    _build(path, mpp=None)
+    _build(path, mpp=None, pen=True)
     out = tmp_path / "out"
     result = runner.invoke(
         app, ["analyze", str(path), "--task", "pathology-nuclei", "--out", str(out)]
@@ -192,6 +195,11 @@ def test_slide_without_mpp_is_measured_in_pixels_with_the_reason(task, tmp_path)
     units = {m["name"]: m["unit"] for m in analysis["findings"][0]["measurements"]}
     assert units["mean nucleus area"] == "{px2}" and units["tissue area"] == "{px2}"
     assert analysis["slide"]["nuclei"] > 100
+    # the marker stroke is listed, kept out of the tissue, and no reason to review by itself
+    (pen,) = [r for r in analysis["slide"]["quality_regions"] if r["kind"] == "pen mark"]
+    x0, y0, x1, y1 = pen["box_px"]
+    assert x0 <= 564 and x1 >= 996 and y0 <= 704 and y1 >= 736
+    assert not any("pen" in reason for reason in analysis["review_reasons"])
 
 
 @pytest.mark.timeout(120)

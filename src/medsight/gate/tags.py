@@ -169,6 +169,22 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
                 f"to {spec.preprocessing.spacing} mm assumes the stored grid",
             )
         )
+    if rules.spacing_mm is not None and image.spacing_known:
+        low, high = rules.spacing_mm
+        in_plane = float(min(image.spacing[:2]))
+        inside = low <= in_plane <= high
+        checks.append(
+            GateCheck(
+                "spacing_range",
+                "tags",
+                "pass" if inside else "withhold",
+                f"pixel spacing {in_plane:g} mm; the task is "
+                f"{'' if inside else 'only '}for {low:g}-{high:g} mm",
+                in_plane,
+                low if in_plane < low else high,
+                "below" if in_plane < low else "above",
+            )
+        )
     shape = image.shape
     if rules.min_size is not None:
         small = not all(s >= m for s, m in zip(shape, rules.min_size, strict=False))

@@ -62,6 +62,9 @@ class Acceptance(_Spec):
     age_years: tuple[float, float] | None = None
     min_size: list[int] | None = None  # spatial (i, j[, k])
     max_size: list[int] | None = None
+    # the in-plane pixel spacing (mm) the task is for, low and high: a known spacing outside
+    # withholds (a 0.7 mm radiograph is not a histology tile at 0.5 um)
+    spacing_mm: tuple[float, float] | None = None
 
 
 class Display(_Spec):
