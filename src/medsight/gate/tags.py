@@ -142,19 +142,8 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
                 )
             )
         else:
-            inside = low <= age <= high
-            checks.append(
-                GateCheck(
-                    "patient_age",
-                    "tags",
-                    "pass" if inside else "withhold",
-                    f"patient age {age:.1f} years (from {source}); the task is "
-                    f"{'' if inside else 'only '}for {low:g}-{high:g} years",
-                    age,
-                    low if age < low else high,
-                    "below" if age < low else "above",
-                )
-            )
+            said = f"patient age {age:.1f} years (from {source})"
+            checks.append(_within("patient_age", age, (low, high), said, "years"))
     if spec.preprocessing.spacing is not None and not image.spacing_known:
         on_stored_grid = spec.preprocessing.unknown_spacing == "stored_grid"
         checks.append(
@@ -170,21 +159,9 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
             )
         )
     if rules.spacing_mm is not None and image.spacing_known:
-        low, high = rules.spacing_mm
         in_plane = float(min(image.spacing[:2]))
-        inside = low <= in_plane <= high
-        checks.append(
-            GateCheck(
-                "spacing_range",
-                "tags",
-                "pass" if inside else "withhold",
-                f"pixel spacing {in_plane:g} mm; the task is "
-                f"{'' if inside else 'only '}for {low:g}-{high:g} mm",
-                in_plane,
-                low if in_plane < low else high,
-                "below" if in_plane < low else "above",
-            )
-        )
+        said = f"pixel spacing {in_plane:g} mm"
+        checks.append(_within("spacing_range", in_plane, rules.spacing_mm, said, "mm"))
     shape = image.shape
     if rules.min_size is not None:
         small = not all(s >= m for s, m in zip(shape, rules.min_size, strict=False))
@@ -207,6 +184,23 @@ def tag_checks(spec: TaskSpec, image: Image) -> list[GateCheck]:
             )
         )
     return _merge_tagless(checks) if image.modality is None else checks
+
+
+def _within(
+    name: str, value: float, limits: tuple[float, float], said: str, unit: str
+) -> GateCheck:
+    """A known value inside the task's range passes; outside, it withholds the answer."""
+    low, high = limits
+    inside = low <= value <= high
+    return GateCheck(
+        name,
+        "tags",
+        "pass" if inside else "withhold",
+        f"{said}; the task is {'' if inside else 'only '}for {low:g}-{high:g} {unit}",
+        value,
+        low if value < low else high,
+        "below" if value < low else "above",
+    )
 
 
 def _merge_tagless(checks: list[GateCheck]) -> list[GateCheck]:
