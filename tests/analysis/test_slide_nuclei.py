@@ -234,3 +234,32 @@ def test_a_corrupt_tile_is_named_and_the_rest_analysed(task, tmp_path):
         result = analyse_slide_nuclei(slide, task, predictor, tmp_path / "c.geojson", tile=400)
     assert any("not analysed" in note and "x=0, y=0" in note for note in result.notes)
     assert result.tiles_analysed >= 2 and len(result.areas) > 100
+
+
+@pytest.mark.timeout(300)
+def test_dicom_pyramids_full_and_sparse_are_analysed_like_the_tiff(task, analysed, tmp_path):
+    from tests._dicom_wsi import write_dicom_pyramid
+
+    folder = require_data("pathology-gbm40", "raw_image")
+    canvas = np.full((2 * TILE, 2 * TILE, 3), GLASS, np.uint8)
+    for name, (row, column) in PLACES.items():
+        pixels = np.asarray(PILImage.open(folder / f"{name}.png").convert("RGB"))
+        canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
+    write_dicom_pyramid(tmp_path / "full", canvas)
+    write_dicom_pyramid(tmp_path / "sparse", canvas, sparse=True, missing={(0, 0)})
+    counts = {}
+    for kind in ("full", "sparse"):
+        out = tmp_path / f"out-{kind}"
+        result = runner.invoke(
+            app, ["analyze", str(tmp_path / kind), "--task", "pathology-nuclei", "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        analysis = json.loads(next(out.glob("*/result.json")).read_text())["analyses"][0]
+        assert analysis["input"]["kind"] == "wsi"
+        counts[kind] = analysis["slide"]["nuclei"]
+        if kind == "sparse":  # one 256-pixel tile of the first GBM40 tile is missing
+            assert analysis["state"] == "NEEDS_REVIEW"
+            assert "1 of 16 tiles missing (TILED_SPARSE)" in " ".join(analysis["review_reasons"])
+    tiff_count = analysed[1]["slide"]["nuclei"]
+    assert counts["full"] == pytest.approx(tiff_count, abs=2)  # the same pixels, another format
+    assert 0.6 * tiff_count < counts["sparse"] < counts["full"]

@@ -18,6 +18,7 @@ from medsight.image import Image
 from medsight.io import NIFTI_SUFFIXES, RASTER_SUFFIXES, read_image
 from medsight.io.limits import ResourceLimitError
 from medsight.io.slide import SLIDE_SUFFIXES, is_slide_file
+from medsight.io.slide_dicom import WSI_SOP_CLASS
 from medsight.tasks.task import sha256_file
 
 __all__ = ["ImageSource", "StudyInput", "find_studies", "studies_of"]
@@ -181,6 +182,19 @@ def find_studies(path: Path, *, workers: int | None = None) -> list[StudyInput]:
             label=study.study_description or f"DICOM study {study.study_date or ''}".strip(),
         )
         for series in study.series:
+            if any(f.sop_class_uid == WSI_SOP_CLASS for f in series.frames):
+                # a DICOM whole slide: read as a pyramid, its level files found from one
+                first = series.frames[0].path
+                entry.images.append(
+                    ImageSource(
+                        f"{series.series_number or ''} whole slide".strip(),
+                        "wsi",
+                        partial(read_image, first),
+                        first,
+                        _relative(first, path),
+                    )
+                )
+                continue
             for group in series.volume_groups():
                 # a sequence is named by its number of time points, not its first one's label
                 label = f"{len(group)} time points" if len(group) > 1 else group[0].label

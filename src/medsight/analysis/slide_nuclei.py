@@ -203,7 +203,7 @@ def analyse_slide_nuclei(
     # compact running lists: 24 bytes a nucleus, whatever the slide
     areas, centre_x, centre_y = array("d"), array("d"), array("d")
     totals = {"total": 0, "tissue": 0, "analysed": 0}
-    notes: list[str] = []
+    notes: list[str] = list(slide.notes)  # e.g. missing tiles of a sparse DICOM pyramid
     geojson.parent.mkdir(parents=True, exist_ok=True)
     first = True
     with geojson.open("w") as out:

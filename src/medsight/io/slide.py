@@ -1,4 +1,5 @@
-"""Whole-slide images (pyramidal TIFF, SVS...) through tiffslide (extra ``[wsi]``).
+"""Whole-slide images: pyramidal TIFF, SVS... through tiffslide, and DICOM VL Whole Slide
+Microscopy series through wsidicom (medsight.io.slide_dicom); both in the extra ``[wsi]``.
 
 Coordinates: ``location`` is (x, y) in level-0 pixels, as in OpenSlide; ``size`` is
 (width, height) in pixels of the requested level. A region comes back as an
@@ -22,6 +23,7 @@ __all__ = [
     "SLIDE_SUFFIXES",
     "Slide",
     "SlideLevel",
+    "TiffSlide",
     "is_slide_file",
     "open_slide",
 ]
@@ -55,25 +57,18 @@ class SlideLevel:
 
 
 class Slide:
-    """An open whole-slide image; use as a context manager or call :meth:`close`."""
+    """An open whole-slide image; use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: str | Path) -> None:
-        tiffslide = require("tiffslide", "wsi")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UnreadableFileError("file not found", path=self.path)
-        try:
-            self._slide: Any = tiffslide.TiffSlide(self.path)
-        except Exception as exc:  # tiffslide/tifffile raise many types for non-slides
-            raise UnreadableFileError(
-                f"not a readable whole-slide image ({exc})", path=path
-            ) from exc
-        properties = self._slide.properties
-        mpp_x, mpp_y = properties.get("tiffslide.mpp-x"), properties.get("tiffslide.mpp-y")
-        self.mpp: tuple[float, float] | None = (
-            (float(mpp_x), float(mpp_y)) if mpp_x and mpp_y else None
-        )
-        self.vendor: str | None = properties.get("tiffslide.vendor")
+    The reading (levels, microns per pixel, pixels of a region) is each format's own:
+    :class:`TiffSlide` (pyramidal TIFF, SVS... through tiffslide) and
+    :class:`~medsight.io.slide_dicom.DicomSlide` (DICOM VL Whole Slide Microscopy through
+    wsidicom); the geometry and the region as an :class:`Image` are common."""
+
+    path: Path
+    mpp: tuple[float, float] | None = None
+    vendor: str | None = None
+    #: what reading the slide found (e.g. the missing tiles of a sparse DICOM pyramid)
+    notes: list[str]
 
     def __enter__(self) -> Slide:
         return self
@@ -82,19 +77,15 @@ class Slide:
         self.close()
 
     def close(self) -> None:
-        self._slide.close()
+        raise NotImplementedError
 
     @property
     def levels(self) -> list[SlideLevel]:
-        return [
-            SlideLevel(index, int(w), int(h), float(d))
-            for index, ((w, h), d) in enumerate(
-                zip(self._slide.level_dimensions, self._slide.level_downsamples, strict=True)
-            )
-        ]
+        raise NotImplementedError
 
-    def level_for_downsample(self, downsample: float) -> int:
-        return int(self._slide.get_best_level_for_downsample(downsample))
+    def _pixels(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
+        """(rows, columns, >= 3) pixels of a region at ``level`` from level-0 ``location``."""
+        raise NotImplementedError
 
     def _level(self, level: int) -> SlideLevel:
         levels = self.levels
@@ -131,7 +122,7 @@ class Slide:
                 f"({self.levels[0].width}x{self.levels[0].height} level-0 pixels)",
                 path=self.path,
             )
-        pixels = np.asarray(self._slide.read_region(location, level, size, as_array=True))
+        pixels = np.asarray(self._pixels(location, level, size))
         return Image(
             array=pixels[..., :3].transpose(2, 1, 0),
             affine=self.level_affine(level, location),
@@ -150,5 +141,48 @@ class Slide:
         return self.read_region((0, 0), level, (info.width, info.height))
 
 
+class TiffSlide(Slide):
+    """A pyramidal TIFF, SVS, NDPI... read through tiffslide (extra ``[wsi]``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        tiffslide = require("tiffslide", "wsi")
+        self.path = Path(path)
+        self.notes = []
+        if not self.path.is_file():
+            raise UnreadableFileError("file not found", path=self.path)
+        try:
+            self._slide: Any = tiffslide.TiffSlide(self.path)
+        except Exception as exc:  # tiffslide/tifffile raise many types for non-slides
+            raise UnreadableFileError(
+                f"not a readable whole-slide image ({exc})", path=path
+            ) from exc
+        properties = self._slide.properties
+        mpp_x, mpp_y = properties.get("tiffslide.mpp-x"), properties.get("tiffslide.mpp-y")
+        self.mpp = (float(mpp_x), float(mpp_y)) if mpp_x and mpp_y else None
+        self.vendor = properties.get("tiffslide.vendor")
+
+    def close(self) -> None:
+        self._slide.close()
+
+    @property
+    def levels(self) -> list[SlideLevel]:
+        return [
+            SlideLevel(index, int(w), int(h), float(d))
+            for index, ((w, h), d) in enumerate(
+                zip(self._slide.level_dimensions, self._slide.level_downsamples, strict=True)
+            )
+        ]
+
+    def _pixels(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
+        return self._slide.read_region(location, level, size, as_array=True)
+
+
 def open_slide(path: str | Path) -> Slide:
-    return Slide(path)
+    """A slide file (tiffslide), or a DICOM whole-slide series (a folder or one of its
+    files: wsidicom)."""
+    from medsight.io.slide_dicom import DicomSlide, is_dicom_slide
+
+    path = Path(path)
+    if is_dicom_slide(path):
+        return DicomSlide(path)
+    return TiffSlide(path)
