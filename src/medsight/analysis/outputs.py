@@ -28,7 +28,8 @@ __all__ = [
     "write_dicom_outputs",
 ]
 
-ALL_OUTPUTS = ("seg", "sr", "sc", "json", "html", "overlay", "heatmap")
+#: "ann": a DICOM whole slide's nucleus outlines as Microscopy Bulk Simple Annotations
+ALL_OUTPUTS = ("seg", "sr", "sc", "ann", "json", "html", "overlay", "heatmap")
 DEFAULT_OUTPUTS = ("json", "html")
 #: outputs that show or carry a classifier's Grad-CAM (the SR carries its location)
 _NEED_HEATMAP = ("heatmap", "overlay", "html", "sc", "sr")

@@ -184,7 +184,14 @@ def _analyse_slide(
             from medsight.analysis.slide_records import slide_nuclei_record
 
             record = slide_nuclei_record(
-                slide, task, predictor, image, study_dir, stem, roi=options.slide_roi
+                slide,
+                task,
+                predictor,
+                image,
+                study_dir,
+                stem,
+                roi=options.slide_roi,
+                outputs=options.outputs,
             )
         else:
             image = slide.read_level(level)

@@ -140,9 +140,11 @@ def _contour(instance: np.ndarray, offset: tuple[float, float], step: float) -> 
     padded = np.pad(instance, 1)
     rings = find_contours(padded.astype(np.float32), 0.5)
     ring = max(rings, key=len)
-    # crop (i, j) pixel centres -> level-0 x, y (the crop's first pixel centre at ``offset``)
+    # padded crop indices (pixel centres at integers) -> level-0 image coordinates, where the
+    # top-left corner of the first pixel is 0, 0 (QuPath's and DICOM's): a pixel centre of
+    # the crop is ``offset`` + (index + 0.5) x ``step``
     points = [
-        [round(offset[0] + (i - 1) * step, 1), round(offset[1] + (j - 1) * step, 1)]
+        [round(offset[0] + (i - 0.5) * step, 2), round(offset[1] + (j - 0.5) * step, 2)]
         for i, j in ring
     ]
     if points[0] != points[-1]:
@@ -232,7 +234,8 @@ def analyse_slide_nuclei(
                 continue
             for nucleus in regionprops(instances):
                 ci, cj = nucleus.centroid
-                cx, cy = x0 + ci * downsample, y0 + cj * downsample
+                # image coordinates of the centroid (pixel centres at index + 0.5)
+                cx, cy = x0 + (ci + 0.5) * downsample, y0 + (cj + 0.5) * downsample
                 if not (x <= cx < x + core and y <= cy < y + core):
                     continue  # its centroid lies in a neighbour's core: counted there
                 if roi is not None and not contains_xy(roi, cx, cy):

@@ -112,8 +112,10 @@ def slide_nuclei_record(
     stem: str,
     *,
     roi: Any = None,
+    outputs: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Analyse the slide's nuclei and return its result.json analysis block."""
+    """Analyse the slide's nuclei and return its result.json analysis block (with "ann" in
+    ``outputs``, a DICOM slide also gets its outlines as bulk annotations)."""
     started = time.perf_counter()
     geojson = study_dir / "masks" / f"{stem}_nuclei.geojson"
     result = analyse_slide_nuclei(slide, task, predictor, geojson, roi=roi)
@@ -134,7 +136,21 @@ def slide_nuclei_record(
         review.append(f"{count} region(s) flagged: {kind} (listed in slide.quality_regions)")
     density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
     findings = [] if result.tiles_with_tissue == 0 else _findings(result, task)
+    dicom_outputs, output_notes = [], []
+    if "ann" in outputs:
+        files = getattr(slide, "files", None)
+        if not files:
+            output_notes.append("ann: bulk annotations are written for DICOM slides only")
+        elif findings:
+            from medsight.reporting.dicom_ann import write_nucleus_annotations
+
+            written = write_nucleus_annotations(
+                geojson, files, task, study_dir / "dicom" / f"{stem}_ann.dcm"
+            )
+            dicom_outputs.append(written.relative_to(study_dir).as_posix())
     return {
+        "dicom_outputs": dicom_outputs,
+        "output_notes": output_notes,
         "state": "NEEDS_REVIEW" if review else "OK",
         "withheld": result.tiles_with_tissue == 0,
         "review_reasons": review,
