@@ -263,3 +263,31 @@ def test_dicom_pyramids_full_and_sparse_are_analysed_like_the_tiff(task, analyse
     tiff_count = analysed[1]["slide"]["nuclei"]
     assert counts["full"] == pytest.approx(tiff_count, abs=2)  # the same pixels, another format
     assert 0.6 * tiff_count < counts["sparse"] < counts["full"]
+
+
+@pytest.mark.timeout(300)
+def test_region_of_interest_gets_its_instance_map_through_analyze(task, slide_file, tmp_path):
+    roi_file = tmp_path / "roi.geojson"
+    square = [[100, 120], [400, 120], [400, 380], [100, 380], [100, 120]]  # in the first tile
+    roi_file.write_text(json.dumps({"type": "Polygon", "coordinates": [square]}))
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(slide_file),
+            "--task",
+            "pathology-nuclei",
+            "--roi",
+            str(roi_file),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    study = next(p for p in out.iterdir() if p.is_dir())
+    slide = json.loads((study / "result.json").read_text())["analyses"][0]["slide"]
+    assert slide["instance_map_origin_px"] == [100, 120]
+    instances = np.asarray(PILImage.open(study / slide["instance_map"]))
+    assert instances.shape == (261, 301)  # rows, columns of the region's bounding box
+    assert len(np.unique(instances)) - 1 == slide["nuclei"] > 20

@@ -103,6 +103,38 @@ def _density_files(
     )
 
 
+#: the largest region of interest whose instance map is written (level-0 pixels)
+MAX_REGION_PIXELS = 8192 * 8192
+
+
+def _region_instances(geojson: Path, roi: Any, study_dir: Path, stem: str) -> dict[str, Any]:
+    """The instance map of a region of interest (its bounding box, level-0 pixels) from the
+    outlines found, as a tile's is written: ``masks/<stem>_instances.png``, ids in outline
+    order. A region larger than MAX_REGION_PIXELS gets the outlines only, with that said."""
+    import json
+
+    from skimage.draw import polygon as fill_polygon
+
+    from medsight.analysis.records import write_instance_map
+
+    x0, y0, x1, y1 = (int(v) for v in np.floor(roi.bounds))
+    width, height = x1 - x0 + 1, y1 - y0 + 1
+    if width * height > MAX_REGION_PIXELS:
+        return {"instance_map_note": f"region {width}x{height} pixels: outlines only (GeoJSON)"}
+    instances = np.zeros((width, height), np.uint32)  # (i, j) = (x, y), as images are held
+    features = json.loads(geojson.read_text())["features"]
+    for number, feature in enumerate(features, start=1):
+        ring = np.asarray(feature["geometry"]["coordinates"][0], dtype=np.float64)
+        # image coordinates (pixel corners) -> pixel indices of the region
+        i, j = fill_polygon(ring[:, 0] - 0.5 - x0, ring[:, 1] - 0.5 - y0, (width, height))
+        instances[i, j] = number
+    path = write_instance_map(instances, study_dir / "masks" / f"{stem}_instances")
+    return {
+        "instance_map": path.relative_to(study_dir).as_posix(),
+        "instance_map_origin_px": [x0, y0],
+    }
+
+
 def slide_nuclei_record(
     slide: Slide,
     task: Task,
@@ -177,6 +209,7 @@ def slide_nuclei_record(
             ),
             "density_max": top,
             "roi": None if roi is None else roi.wkt[:200],
+            **(_region_instances(geojson, roi, study_dir, stem) if roi is not None else {}),
             "quality_regions": [region.as_dict(result.mpp) for region in result.quality],
             "notes": result.notes,
         },

@@ -318,6 +318,13 @@ _ANALYSIS = {
                 "density_cell_um": {"type": ["number", "null"]},
                 "density_max": {"type": ["number", "null"]},
                 "roi": {"type": ["string", "null"]},
+                "instance_map": {
+                    "type": "string",
+                    "description": "with a region of interest: the instance map of its "
+                    "bounding box (level-0 pixels from instance_map_origin_px), 16-bit PNG",
+                },
+                "instance_map_origin_px": {"type": "array", "items": {"type": "integer"}},
+                "instance_map_note": {"type": "string"},
                 "quality_regions": {
                     "type": "array",
                     "description": "artefacts found: pen marks (taken out of the tissue) and "
