@@ -47,8 +47,20 @@ def test_green_marker_is_a_pen_mark():
     assert x0 <= 100 and x1 >= 396 and y0 <= 204 and y1 >= 226
 
 
-def test_focus_floor_separates_sharp_from_blurred_tiles():
-    rgb = _tile("09")
-    assert focus(rgb) >= FOCUS_FLOOR
+@pytest.mark.parametrize("name", [f"{n:02d}" for n in range(1, 41, 3)])
+def test_focus_floor_separates_sharp_from_blurred_tiles(name):
+    rgb = _tile(name)
+    sharp = focus(rgb)
+    assert sharp is not None and sharp >= FOCUS_FLOOR
     blurred = ndimage.gaussian_filter(rgb.astype(np.float32), (0, 2.0, 2.0)).astype(np.uint8)
-    assert focus(blurred) < FOCUS_FLOOR
+    soft = focus(blurred)
+    assert soft is not None and soft < FOCUS_FLOOR
+
+
+def test_glass_is_not_judged_for_focus_and_half_glass_stays_sharp():
+    glass = np.full((3, 256, 256), 238, np.uint8)
+    assert focus(glass) is None
+    rgb = _tile("09")
+    rgb[:, 256:] = 238  # half the tile is glass: its flatness is not blur
+    sharp = focus(rgb)
+    assert sharp is not None and sharp >= FOCUS_FLOOR

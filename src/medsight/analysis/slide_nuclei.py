@@ -221,8 +221,9 @@ def analyse_slide_nuclei(
             try:
                 region = slide.read_region((x0, y0), level, size)
                 instances = predictor.predict(region).instance_map
-                # focus at the model's resolution, where its floor was measured
-                if focus(region.array, downsample / per_model_pixel) < FOCUS_FLOOR:
+                # focus at the model's resolution, where its floor was measured, over tissue
+                sharpness = focus(region.array, downsample / per_model_pixel)
+                if sharpness is not None and sharpness < FOCUS_FLOOR:
                     regions.append(
                         QualityRegion("out of focus", (x, y, x + core, y + core), core * core)
                     )

@@ -155,9 +155,9 @@ def tissue_tiles(
 #: H&E stains lie between blue-violet and pink (hue 240-330 degrees on GBM40); marker ink
 #: is green, cyan or blue-green (60-200 degrees) or black
 _PEN_HUES = (60.0 / 360.0, 200.0 / 360.0)
-#: variance of the Laplacian of a tile's grey level (0-1) at the model's resolution below
-#: which the tile is out of focus: GBM40's 40 sharp tiles measure 6.7e-4 to 2.6e-3, the same
-#: tiles blurred by a Gaussian of 1.5 pixels at most 3.3e-4
+#: variance of the Laplacian of a tile's grey level (0-1) over its tissue, at the model's
+#: resolution, below which the tile is out of focus: GBM40's 40 sharp tiles measure 6.6e-4
+#: to 2.5e-3, the same tiles blurred by a Gaussian of 1.5 pixels at most 3.4e-4
 FOCUS_FLOOR = 4.5e-4
 
 
@@ -226,12 +226,19 @@ def quality_regions(
     return found
 
 
-def focus(rgb: np.ndarray, zoom: float = 1.0) -> float:
-    """Variance of the Laplacian of the grey level (0-1) of an RGB (3, i, j) array, after
-    resizing by ``zoom`` (below 1: to a coarser resolution, where the floor was measured)."""
+def focus(rgb: np.ndarray, zoom: float = 1.0) -> float | None:
+    """Variance of the Laplacian of the grey level (0-1) over the tissue of an RGB (3, i, j)
+    array, after resizing by ``zoom`` (below 1: to a coarser resolution, where the floor was
+    measured); None when under a tenth of it is tissue (glass is flat, not blurred)."""
     from scipy import ndimage
 
+    tissue = tissue_mask(rgb)
     grey = np.asarray(rgb[:3], dtype=np.float32).mean(axis=0) / 255.0
     if abs(zoom - 1.0) > 0.01:
         grey = ndimage.zoom(grey, zoom, order=1)
-    return float(ndimage.laplace(grey).var())
+        tissue = ndimage.zoom(tissue.astype(np.uint8), zoom, order=0).astype(bool)
+    # the rim of the tissue borders glass: its edge would pass for sharpness
+    inside = ndimage.binary_erosion(tissue, iterations=2)
+    if inside.mean() < 0.1:
+        return None
+    return float(ndimage.laplace(grey)[inside].var())
