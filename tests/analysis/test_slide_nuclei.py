@@ -29,16 +29,27 @@ GLASS = 238
 PLACES = {"01": (0, 0), "02": (0, 1), "03": (1, 0)}
 
 
-def _build(path: Path, *, mpp: float | None = 0.5, tissue: bool = True, pen: bool = False) -> None:
+def _build(
+    path: Path,
+    *,
+    mpp: float | None = 0.5,
+    tissue: bool = True,
+    pen: bool = False,
+    blurred: str | None = None,
+) -> None:
     """A 1024 x 1024 pyramid (levels 1, 1/2, 1/4) of three real H&E tiles and glass; with
-    ``pen`` a green marker stroke across the glass quarter."""
+    ``pen`` a green marker stroke across the glass quarter; ``blurred`` names a tile shown
+    out of focus (a Gaussian of 3 pixels)."""
     import tifffile
+    from scipy import ndimage
 
     folder = require_data("pathology-gbm40", "raw_image")
     canvas = np.full((2 * TILE, 2 * TILE, 3), GLASS, np.uint8)
     for name, (row, column) in PLACES.items():
         if tissue:
             pixels = np.asarray(PILImage.open(folder / f"{name}.png").convert("RGB"))
+            if name == blurred:
+                pixels = ndimage.gaussian_filter(pixels.astype(np.float32), (3, 3, 0))
             canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
     if pen:
         canvas[700:740, 560:1000] = np.array([40, 160, 90], np.uint8)
@@ -291,3 +302,14 @@ def test_region_of_interest_gets_its_instance_map_through_analyze(task, slide_fi
     instances = np.asarray(PILImage.open(study / slide["instance_map"]))
     assert instances.shape == (261, 301)  # rows, columns of the region's bounding box
     assert len(np.unique(instances)) - 1 == slide["nuclei"] > 20
+
+
+@pytest.mark.timeout(300)
+def test_a_tile_out_of_focus_is_flagged_and_the_sharp_ones_are_not(task, tmp_path):
+    path = tmp_path / "blurred.tif"
+    _build(path, blurred="02")  # the top-right tile (x 512-1024, y 0-512)
+    predictor = Predictor(task, explain=False)
+    with open_slide(path) as slide:
+        result = analyse_slide_nuclei(slide, task, predictor, tmp_path / "f.geojson", tile=512)
+    flagged = [r.box for r in result.quality if r.kind == "out of focus"]
+    assert flagged == [(512, 0, 1024, 512)]
