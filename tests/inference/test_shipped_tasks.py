@@ -25,6 +25,7 @@ SHIPPED = [
     "fundus-dr",
     "fundus-vessels",
     "hippocampus-mr",
+    "pathology-nuclei",
 ]
 
 
@@ -80,9 +81,11 @@ def _input_for(task) -> Image:
             modality="MR",
         )
     if accept.photometric == ["RGB"]:
+        # at the task's own pixel spacing where it has one (histology: 0.5 um, not 1 mm)
+        spacing = task.spec.preprocessing.spacing or [1.0, 1.0]
         return Image(
             rng.integers(0, 255, size=(3, 300, 260)).astype(np.uint8),
-            np.eye(4),
+            np.diag([*spacing[:2], 1.0, 1.0]),
             2,
             photometric_interpretation="RGB",
         )
