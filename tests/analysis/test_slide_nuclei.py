@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -19,6 +20,7 @@ from medsight.errors import InvalidInputError
 from medsight.inference import Predictor
 from medsight.io.annotations import read_contour_xml
 from medsight.io.slide import open_slide
+from medsight.reporting.json_report import result_schema
 from tests._tasks import trained_shipped_task
 from tests.conftest import require_data
 
@@ -89,7 +91,9 @@ def analysed(task, slide_file, tmp_path_factory) -> tuple[Path, dict]:
     )
     assert result.exit_code == 0, result.output
     folder = next(p for p in out.iterdir() if p.is_dir())
-    return folder, json.loads((folder / "result.json").read_text())["analyses"][0]
+    document = json.loads((folder / "result.json").read_text())
+    jsonschema.validate(document, result_schema())
+    return folder, document["analyses"][0]
 
 
 @pytest.mark.timeout(300)
@@ -297,11 +301,17 @@ def test_region_of_interest_gets_its_instance_map_through_analyze(task, slide_fi
     )
     assert result.exit_code == 0, result.output
     study = next(p for p in out.iterdir() if p.is_dir())
-    slide = json.loads((study / "result.json").read_text())["analyses"][0]["slide"]
-    assert slide["instance_map_origin_px"] == [100, 120]
-    instances = np.asarray(PILImage.open(study / slide["instance_map"]))
+    document = json.loads((study / "result.json").read_text())
+    jsonschema.validate(document, result_schema())
+    analysis = document["analyses"][0]
+    segmentation = analysis["segmentation"]
+    assert segmentation["origin_px"] == [100, 120]
+    instances = np.asarray(PILImage.open(study / segmentation["instance_map"]))
     assert instances.shape == (261, 301)  # rows, columns of the region's bounding box
-    assert len(np.unique(instances)) - 1 == slide["nuclei"] > 20
+    assert len(np.unique(instances)) - 1 == analysis["slide"]["nuclei"] > 20
+    assert segmentation["instances"] == analysis["slide"]["nuclei"]
+    labels = np.asarray(PILImage.open(study / segmentation["label_map"]))
+    np.testing.assert_array_equal(labels > 0, instances > 0)
 
 
 @pytest.mark.timeout(300)

@@ -107,20 +107,23 @@ def _density_files(
 MAX_REGION_PIXELS = 8192 * 8192
 
 
-def _region_instances(geojson: Path, roi: Any, study_dir: Path, stem: str) -> dict[str, Any]:
-    """The instance map of a region of interest (its bounding box, level-0 pixels) from the
-    outlines found, as a tile's is written: ``masks/<stem>_instances.png``, ids in outline
-    order. A region larger than MAX_REGION_PIXELS gets the outlines only, with that said."""
+def _region_segmentation(
+    geojson: Path, roi: Any, task: Task, image: Image, study_dir: Path, stem: str
+) -> dict[str, Any] | None:
+    """The segmentation block of a region of interest (its bounding box, level-0 pixels)
+    from the outlines found, written as a tile's is: ``masks/<stem>_instances.png`` (ids in
+    outline order) and the label map ``masks/<stem>.png``. None for a region larger than
+    MAX_REGION_PIXELS (the outlines are its result)."""
     import json
 
     from skimage.draw import polygon as fill_polygon
 
-    from medsight.analysis.records import write_instance_map
+    from medsight.analysis.records import write_instance_map, write_label_map
 
     x0, y0, x1, y1 = (int(v) for v in np.floor(roi.bounds))
     width, height = x1 - x0 + 1, y1 - y0 + 1
     if width * height > MAX_REGION_PIXELS:
-        return {"instance_map_note": f"region {width}x{height} pixels: outlines only (GeoJSON)"}
+        return None
     instances = np.zeros((width, height), np.uint32)  # (i, j) = (x, y), as images are held
     features = json.loads(geojson.read_text())["features"]
     for number, feature in enumerate(features, start=1):
@@ -128,10 +131,26 @@ def _region_instances(geojson: Path, roi: Any, study_dir: Path, stem: str) -> di
         # image coordinates (pixel corners) -> pixel indices of the region
         i, j = fill_polygon(ring[:, 0] - 0.5 - x0, ring[:, 1] - 0.5 - y0, (width, height))
         instances[i, j] = number
-    path = write_instance_map(instances, study_dir / "masks" / f"{stem}_instances")
+    options = task.spec.instances
+    assert options is not None
+    interior = next(o for o in task.spec.outputs if o.name == options.interior)
+    labels = np.where(instances > 0, interior.index, 0).astype(np.uint8)
+    label_path = write_label_map(labels, image, study_dir / "masks" / stem)
+    instance_path = write_instance_map(instances, study_dir / "masks" / f"{stem}_instances")
     return {
-        "instance_map": path.relative_to(study_dir).as_posix(),
-        "instance_map_origin_px": [x0, y0],
+        "audit_only": False,
+        "label_map": label_path.relative_to(study_dir).as_posix(),
+        "instance_map": instance_path.relative_to(study_dir).as_posix(),
+        "instances": len(features),
+        "origin_px": [x0, y0],
+        "segments": [
+            {
+                "name": interior.name,
+                "index": interior.index,
+                "code": interior.code.model_dump(),
+                "voxels": int((instances > 0).sum()),
+            }
+        ],
     }
 
 
@@ -168,6 +187,11 @@ def slide_nuclei_record(
         review.append(f"{count} region(s) flagged: {kind} (listed in slide.quality_regions)")
     density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
     findings = [] if result.tiles_with_tissue == 0 else _findings(result, task)
+    region = None
+    if roi is not None and findings:
+        region = _region_segmentation(geojson, roi, task, thumbnail, study_dir, stem)
+        if region is None:
+            result.notes.append("the region of interest is too large for an instance map")
     dicom_outputs, output_notes = [], []
     if "ann" in outputs:
         files = getattr(slide, "files", None)
@@ -209,9 +233,9 @@ def slide_nuclei_record(
             ),
             "density_max": top,
             "roi": None if roi is None else roi.wkt[:200],
-            **(_region_instances(geojson, roi, study_dir, stem) if roi is not None else {}),
             "quality_regions": [region.as_dict(result.mpp) for region in result.quality],
             "notes": result.notes,
         },
         "findings": [f.as_dict() for f in findings],
+        **({"segmentation": region} if region is not None else {}),
     }

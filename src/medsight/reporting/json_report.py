@@ -270,6 +270,12 @@ _ANALYSIS = {
                     "background, one id per object (32-bit TIFF beyond 65,535 objects)",
                 },
                 "instances": {"type": "integer", "description": "objects in instance_map"},
+                "origin_px": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "a slide's region of interest: the level-0 pixel of the "
+                    "maps' first pixel (they cover the region's bounding box)",
+                },
                 "probability_maps": {
                     "type": "object",
                     "description": "per segment: float32 NIfTI (and, for a 2D source, an "
@@ -318,13 +324,6 @@ _ANALYSIS = {
                 "density_cell_um": {"type": ["number", "null"]},
                 "density_max": {"type": ["number", "null"]},
                 "roi": {"type": ["string", "null"]},
-                "instance_map": {
-                    "type": "string",
-                    "description": "with a region of interest: the instance map of its "
-                    "bounding box (level-0 pixels from instance_map_origin_px), 16-bit PNG",
-                },
-                "instance_map_origin_px": {"type": "array", "items": {"type": "integer"}},
-                "instance_map_note": {"type": "string"},
                 "quality_regions": {
                     "type": "array",
                     "description": "artefacts found: pen marks (taken out of the tissue) and "
