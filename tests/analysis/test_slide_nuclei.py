@@ -323,3 +323,35 @@ def test_a_tile_out_of_focus_is_flagged_and_the_sharp_ones_are_not(task, tmp_pat
         result = analyse_slide_nuclei(slide, task, predictor, tmp_path / "f.geojson", tile=512)
     flagged = [r.box for r in result.quality if r.kind == "out of focus"]
     assert flagged == [(512, 0, 1024, 512)]
+
+
+@pytest.mark.timeout(300)
+def test_a_slide_of_another_kind_of_image_is_withheld_by_the_tile_gate(task, tmp_path):
+    """Dermoscopy photographs tiled into a pyramid: coloured like tissue, not H&E."""
+    import tifffile
+
+    photos = sorted(require_data("ph2", "images").glob("*.jpg"))[:4]
+    canvas = np.zeros((2 * TILE, 2 * TILE, 3), np.uint8)
+    for number, photo in enumerate(photos):
+        row, column = divmod(number, 2)
+        pixels = np.asarray(PILImage.open(photo).convert("RGB"))[:TILE, :TILE]
+        canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
+    path = tmp_path / "skin.tif"
+    with tifffile.TiffWriter(path) as tif:
+        options: dict = {"tile": (256, 256), "photometric": "rgb", "compression": "zlib"}
+        for index, level in enumerate([canvas, canvas[::2, ::2], canvas[::4, ::4]]):
+            scale = 1e4 / (0.5 * 2**index)
+            extra: dict = {"subifds": 2} if index == 0 else {"subfiletype": 1}
+            extra |= {"resolution": (scale, scale), "resolutionunit": "CENTIMETER"}
+            tif.write(level, **options, **extra)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["analyze", str(path), "--task", "pathology-nuclei", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(next(out.glob("*/result.json")).read_text())
+    jsonschema.validate(document, result_schema())
+    analysis = document["analyses"][0]
+    assert analysis["slide"]["tiles_gated"] >= 1
+    assert analysis["withheld"] and analysis["findings"] == []
+    assert any("withheld by the tile gate" in r for r in analysis["review_reasons"])

@@ -192,6 +192,7 @@ def _analyse_slide(
                 stem,
                 roi=options.slide_roi,
                 outputs=options.outputs,
+                gate=tasks.gate(task),
             )
         else:
             image = slide.read_level(level)

@@ -27,6 +27,7 @@ import numpy as np
 from medsight.errors import InvalidInputError
 from medsight.findings.measurements import Measurement
 from medsight.findings.pathology import nucleus_summary
+from medsight.gate import InputGate
 from medsight.imaging.tissue import (
     FOCUS_FLOOR,
     QualityRegion,
@@ -43,6 +44,9 @@ __all__ = ["SlideNuclei", "analyse_slide_nuclei", "read_roi"]
 
 #: a core tile with less tissue than this (on the mask) is not analysed
 MIN_TISSUE = 0.02
+#: tiles the tile gate judges (those at least half tissue, in slide order): enough to tell an
+#: H&E slide from another kind of image, few enough to cost little
+GATE_TILES = 8
 
 
 @dataclass
@@ -65,6 +69,9 @@ class SlideNuclei:
     geojson: Path
     notes: list[str] = field(default_factory=list)
     quality: list[QualityRegion] = field(default_factory=list)
+    # the tile gate on up to GATE_TILES tissue tiles: each withheld tile's first reason
+    gate_judged: int = 0
+    gate_withheld: list[str] = field(default_factory=list)
 
     @property
     def known(self) -> bool:
@@ -133,6 +140,39 @@ def _core_tiles(
             yield x, y, tissue_fraction(mask, scale, x, y, tile, tile)
 
 
+#: the window the tile gate judges: a tile's size in training (GBM40, 512 pixels), all tissue
+GATE_WINDOW = 512
+_GATE_TISSUE = 0.95
+
+
+def _gate_window(
+    slide: Slide, region: Any, level: int, predictor: Predictor, gate: InputGate
+) -> str | None:
+    """The tile gate on the first window of GATE_WINDOW level pixels in ``region`` that is
+    all tissue (the gate was fitted on whole tissue tiles: glass would read as out of
+    distribution): "" when it passes, its first reason when it withholds, None when no
+    window is all tissue."""
+    from medsight.imaging.tissue import tissue_mask
+
+    tissue = tissue_mask(region.array[:3])  # (i, j)
+    width, height = tissue.shape
+    side = GATE_WINDOW
+    step = side // 2
+    for j in range(0, max(1, height - side + 1), step):
+        for i in range(0, max(1, width - side + 1), step):
+            window = tissue[i : i + side, j : j + side]
+            if window.shape != (side, side) or window.mean() < _GATE_TISSUE:
+                continue
+            x0, y0 = region.metadata["location"]
+            downsample = slide.levels[level].downsample
+            at = (round(x0 + i * downsample), round(y0 + j * downsample))
+            crop = slide.read_region(at, level, (side, side))
+            checked, _ = gate.before_model(crop)
+            gate.with_model(checked, predictor.predict(crop), crop, predictor)
+            return checked.withhold_reasons[0] if checked.withheld else ""
+    return None
+
+
 def _contour(instance: np.ndarray, offset: tuple[float, float], step: float) -> list[list[float]]:
     """The outline of one instance's boolean crop (i, j) as a closed ring of level-0 (x, y)."""
     from skimage.measure import find_contours
@@ -177,9 +217,11 @@ def analyse_slide_nuclei(
     margin: int = 48,
     density_cell_um: float = 100.0,
     roi: Any = None,
+    gate: InputGate | None = None,
 ) -> SlideNuclei:
     """Nuclei of the slide's tissue (within ``roi``, a shapely geometry in level-0 pixels);
-    ``tile`` and ``margin`` in model pixels. Outlines go to ``geojson`` as they are found."""
+    ``tile`` and ``margin`` in model pixels. Outlines go to ``geojson`` as they are found.
+    With ``gate``, the task's tile gate judges the first GATE_TILES tiles of mostly tissue."""
     from shapely import contains_xy
     from skimage.measure import regionprops
 
@@ -205,6 +247,7 @@ def analyse_slide_nuclei(
     # compact running lists: 24 bytes a nucleus, whatever the slide
     areas, centre_x, centre_y = array("d"), array("d"), array("d")
     totals = {"total": 0, "tissue": 0, "analysed": 0}
+    judged, withheld = 0, []
     notes: list[str] = list(slide.notes)  # e.g. missing tiles of a sparse DICOM pyramid
     geojson.parent.mkdir(parents=True, exist_ok=True)
     first = True
@@ -220,7 +263,14 @@ def analyse_slide_nuclei(
             size = (math.ceil((x1 - x0) / downsample), math.ceil((y1 - y0) / downsample))
             try:
                 region = slide.read_region((x0, y0), level, size)
-                instances = predictor.predict(region).instance_map
+                prediction = predictor.predict(region)
+                instances = prediction.instance_map
+                if gate is not None and judged < GATE_TILES:
+                    reason = _gate_window(slide, region, level, predictor, gate)
+                    if reason is not None:
+                        judged += 1
+                        if reason:
+                            withheld.append(reason)
                 # focus at the model's resolution, where its floor was measured, over tissue
                 sharpness = focus(region.array, downsample / per_model_pixel)
                 if sharpness is not None and sharpness < FOCUS_FLOOR:
@@ -284,6 +334,8 @@ def analyse_slide_nuclei(
         geojson=geojson,
         notes=notes,
         quality=regions,
+        gate_judged=judged,
+        gate_withheld=withheld,
     )
 
 

@@ -164,12 +164,13 @@ def slide_nuclei_record(
     *,
     roi: Any = None,
     outputs: tuple[str, ...] = (),
+    gate: Any = None,
 ) -> dict[str, Any]:
     """Analyse the slide's nuclei and return its result.json analysis block (with "ann" in
     ``outputs``, a DICOM slide also gets its outlines as bulk annotations)."""
     started = time.perf_counter()
     geojson = study_dir / "masks" / f"{stem}_nuclei.geojson"
-    result = analyse_slide_nuclei(slide, task, predictor, geojson, roi=roi)
+    result = analyse_slide_nuclei(slide, task, predictor, geojson, roi=roi, gate=gate)
     elapsed = time.perf_counter() - started
     review = list(result.notes)
     if not result.known:
@@ -179,6 +180,14 @@ def slide_nuclei_record(
         )
     if result.tiles_with_tissue == 0:
         review.append("no tissue found on the slide: nothing analysed")
+    # most judged tiles withheld by the tile gate: the slide is not one the task may judge
+    refused = bool(result.gate_judged) and len(result.gate_withheld) * 2 > result.gate_judged
+    if result.gate_withheld:
+        review.append(
+            f"{len(result.gate_withheld)} of {result.gate_judged} tissue tiles withheld by the "
+            f"tile gate ({result.gate_withheld[0]})"
+            + ("; the slide's answer is withheld" if refused else "")
+        )
     kinds = sorted({region.kind for region in result.quality})
     for kind in kinds:
         count = sum(region.kind == kind for region in result.quality)
@@ -186,7 +195,8 @@ def slide_nuclei_record(
             continue
         review.append(f"{count} region(s) flagged: {kind} (listed in slide.quality_regions)")
     density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
-    findings = [] if result.tiles_with_tissue == 0 else _findings(result, task)
+    withheld = result.tiles_with_tissue == 0 or refused
+    findings = [] if withheld else _findings(result, task)
     region = None
     if roi is not None and findings:
         region = _region_segmentation(geojson, roi, task, thumbnail, study_dir, stem)
@@ -208,14 +218,21 @@ def slide_nuclei_record(
         "dicom_outputs": dicom_outputs,
         "output_notes": output_notes,
         "state": "NEEDS_REVIEW" if review else "OK",
-        "withheld": result.tiles_with_tissue == 0,
+        "withheld": withheld,
         "review_reasons": review,
         "timings_s": {"slide": round(elapsed, 3)},
         "overlays": [overlay],
         "details": {"slide_level": result.level},
-        "gate": GateResult(
-            notes=["whole slides are checked for tissue only (the tile gate is not run yet)"]
-        ).as_dict(),
+        "gate": {
+            **GateResult(
+                notes=[
+                    f"the tile gate judged {result.gate_judged} tissue tile(s) and withheld "
+                    f"{len(result.gate_withheld)}; the slide's tissue, ink and focus are "
+                    "checked on the slide (slide.quality_regions)"
+                ]
+            ).as_dict(),
+            "decision": "withhold" if withheld else ("review" if review else "pass"),
+        },
         "slide": {
             "level": result.level,
             "mpp": result.mpp,
@@ -225,6 +242,8 @@ def slide_nuclei_record(
             "tiles_total": result.tiles_total,
             "tiles_with_tissue": result.tiles_with_tissue,
             "tiles_analysed": result.tiles_analysed,
+            "tiles_gated": result.gate_judged,
+            "tiles_withheld_by_gate": len(result.gate_withheld),
             "nuclei": len(result.areas),
             "geojson": geojson.relative_to(study_dir).as_posix(),
             "density_map": density_map,

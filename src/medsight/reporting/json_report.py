@@ -315,6 +315,12 @@ _ANALYSIS = {
                 "tiles_total": {"type": "integer"},
                 "tiles_with_tissue": {"type": "integer"},
                 "tiles_analysed": {"type": "integer"},
+                "tiles_gated": {
+                    "type": "integer",
+                    "description": "tissue tiles the task's tile gate judged (at most 8), each "
+                    "on a 512-pixel window of all tissue",
+                },
+                "tiles_withheld_by_gate": {"type": "integer"},
                 "nuclei": {"type": "integer"},
                 "geojson": {
                     "type": "string",
