@@ -35,6 +35,7 @@ from medsight.imaging.tissue import (
     quality_regions,
     slide_tissue,
     tissue_fraction,
+    tissue_mask,
 )
 from medsight.inference.predictor import Predictor
 from medsight.io.slide import Slide
@@ -146,15 +147,17 @@ _GATE_TISSUE = 0.95
 
 
 def _gate_window(
-    slide: Slide, region: Any, level: int, predictor: Predictor, gate: InputGate
+    slide: Slide,
+    region: Any,
+    tissue: np.ndarray,
+    level: int,
+    predictor: Predictor,
+    gate: InputGate,
 ) -> str | None:
     """The tile gate on the first window of GATE_WINDOW level pixels in ``region`` that is
     all tissue (the gate was fitted on whole tissue tiles: glass would read as out of
-    distribution): "" when it passes, its first reason when it withholds, None when no
-    window is all tissue."""
-    from medsight.imaging.tissue import tissue_mask
-
-    tissue = tissue_mask(region.array[:3])  # (i, j)
+    distribution; ``tissue`` is the region's (i, j) mask): "" when it passes, its first reason
+    when it withholds, None when no window is all tissue."""
     width, height = tissue.shape
     side = GATE_WINDOW
     step = side // 2
@@ -263,16 +266,16 @@ def analyse_slide_nuclei(
             size = (math.ceil((x1 - x0) / downsample), math.ceil((y1 - y0) / downsample))
             try:
                 region = slide.read_region((x0, y0), level, size)
-                prediction = predictor.predict(region)
-                instances = prediction.instance_map
+                instances = predictor.predict(region).instance_map
+                on_tissue = tissue_mask(region.array[:3])  # once a tile: focus and gate read it
                 if gate is not None and judged < GATE_TILES:
-                    reason = _gate_window(slide, region, level, predictor, gate)
+                    reason = _gate_window(slide, region, on_tissue, level, predictor, gate)
                     if reason is not None:
                         judged += 1
                         if reason:
                             withheld.append(reason)
                 # focus at the model's resolution, where its floor was measured, over tissue
-                sharpness = focus(region.array, downsample / per_model_pixel)
+                sharpness = focus(region.array, downsample / per_model_pixel, on_tissue)
                 if sharpness is not None and sharpness < FOCUS_FLOOR:
                     regions.append(
                         QualityRegion("out of focus", (x, y, x + core, y + core), core * core)

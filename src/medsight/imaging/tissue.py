@@ -226,13 +226,14 @@ def quality_regions(
     return found
 
 
-def focus(rgb: np.ndarray, zoom: float = 1.0) -> float | None:
+def focus(rgb: np.ndarray, zoom: float = 1.0, tissue: np.ndarray | None = None) -> float | None:
     """Variance of the Laplacian of the grey level (0-1) over the tissue of an RGB (3, i, j)
     array, after resizing by ``zoom`` (below 1: to a coarser resolution, where the floor was
-    measured); None when under a tenth of it is tissue (glass is flat, not blurred)."""
+    measured); None when under a tenth of it is tissue (glass is flat, not blurred).
+    ``tissue``: the array's tissue mask, where the caller already has it."""
     from scipy import ndimage
 
-    tissue = tissue_mask(rgb)
+    tissue = tissue_mask(rgb) if tissue is None else tissue
     grey = np.asarray(rgb[:3], dtype=np.float32).mean(axis=0) / 255.0
     if abs(zoom - 1.0) > 0.01:
         grey = ndimage.zoom(grey, zoom, order=1)

@@ -116,6 +116,11 @@ class DicomSlide(Slide):
             files = [self.path]
         self.files = files
         self.notes = _missing_tiles(files)
+        base = self._slide.levels[0].size.width
+        self._levels = [  # read once: every region read looks up its level's downsample
+            SlideLevel(index, int(lv.size.width), int(lv.size.height), base / lv.size.width)
+            for index, lv in enumerate(self._slide.levels)
+        ]
         mpp = self._slide.mpp
         self.mpp = (float(mpp.width), float(mpp.height)) if mpp else None
         self.vendor = "DICOM"
@@ -125,15 +130,11 @@ class DicomSlide(Slide):
 
     @property
     def levels(self) -> list[SlideLevel]:
-        base = self._slide.levels[0].size.width
-        return [
-            SlideLevel(index, int(lv.size.width), int(lv.size.height), base / lv.size.width)
-            for index, lv in enumerate(self._slide.levels)
-        ]
+        return list(self._levels)
 
     def _pixels(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
         chosen = self._slide.levels[level]
-        downsample = self.levels[level].downsample
+        downsample = self._levels[level].downsample
         # wsidicom places a region in the level's own pixels, not level 0's
         at = (round(location[0] / downsample), round(location[1] / downsample))
         return np.asarray(self._slide.read_region(at, chosen.level, size).convert("RGB"))
