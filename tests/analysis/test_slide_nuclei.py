@@ -271,6 +271,13 @@ def test_dicom_pyramids_full_and_sparse_are_analysed_like_the_tiff(task, analyse
         assert result.exit_code == 0, result.output
         analysis = json.loads(next(out.glob("*/result.json")).read_text())["analyses"][0]
         assert analysis["input"]["kind"] == "wsi"
+        # the result references the series and the level instance the thumbnail came from
+        import pydicom
+
+        first = pydicom.dcmread(next((tmp_path / kind).glob("*.dcm")), stop_before_pixels=True)
+        assert analysis["input"]["series_instance_uid"] == first.SeriesInstanceUID
+        assert analysis["input"]["study_instance_uid"] == first.StudyInstanceUID
+        assert len(analysis["input"]["sop_instance_uids"]) == 1
         counts[kind] = analysis["slide"]["nuclei"]
         if kind == "sparse":  # one 256-pixel tile of the first GBM40 tile is missing
             assert analysis["state"] == "NEEDS_REVIEW"

@@ -44,9 +44,9 @@ def non_image_instance(path: Path) -> Path:
     return path
 
 
-def storescu(port: int, files: list[str]) -> None:
+def storescu(port: int, files: list[str], *options: str) -> None:
     sent = subprocess.run(
-        ["storescu", "-aec", "MEDSIGHT", "127.0.0.1", str(port), *files],
+        ["storescu", *options, "-aec", "MEDSIGHT", "127.0.0.1", str(port), *files],
         capture_output=True,
         text=True,
         timeout=120,

@@ -247,6 +247,7 @@ def slide_nuclei_record(
             "nuclei": len(result.areas),
             "geojson": geojson.relative_to(study_dir).as_posix(),
             "density_map": density_map,
+            "density_cell_px": result.density_cell,
             "density_cell_um": (
                 result.density_cell * result.mpp if result.mpp is not None else None
             ),

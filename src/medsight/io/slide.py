@@ -17,7 +17,7 @@ import numpy as np
 
 from medsight._optional import require
 from medsight.errors import InvalidInputError, UnreadableFileError
-from medsight.image import FrameReference, Image
+from medsight.image import FrameReference, Identifiers, Image
 
 __all__ = [
     "SLIDE_SUFFIXES",
@@ -69,6 +69,12 @@ class Slide:
     vendor: str | None = None
     #: what reading the slide found (e.g. the missing tiles of a sparse DICOM pyramid)
     notes: list[str]
+    #: the DICOM identifiers of a DICOM slide (empty for a slide file)
+    identifiers: Identifiers = Identifiers()
+
+    def _source_of(self, level: int) -> FrameReference:
+        """Where a level's pixels are stored (a DICOM slide: the level's instance)."""
+        return FrameReference(self.path)
 
     def __enter__(self) -> Slide:
         return self
@@ -129,7 +135,8 @@ class Slide:
             spatial_dims=2,
             modality="SM",
             photometric_interpretation="RGB",
-            frames=(FrameReference(self.path),),
+            frames=(self._source_of(level),),
+            identifiers=self.identifiers,
             spacing_known=self.mpp is not None,
             orientation_known=False,
             metadata={"source_format": "wsi", "level": level, "location": location},

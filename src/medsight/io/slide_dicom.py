@@ -20,6 +20,7 @@ import numpy as np
 
 from medsight._optional import require
 from medsight.errors import UnreadableFileError
+from medsight.image import FrameReference, Identifiers
 from medsight.io.slide import Slide, SlideLevel
 
 __all__ = ["WSI_SOP_CLASS", "DicomSlide", "is_dicom_slide"]
@@ -64,6 +65,44 @@ def _series_files(path: Path) -> list[Path]:
     }
     wanted = slides.get(path) if path.is_file() else next(iter(slides.values()), None)
     return [p for p, series in slides.items() if series == wanted]
+
+
+def _identifiers(files: list[Path]) -> tuple[Identifiers, dict[int, tuple[Path, str]]]:
+    """The series' identifiers (from its first file) and each level's instance, by the
+    level's width in pixels (a result references the instance its pixels came from)."""
+    import pydicom
+
+    instances: dict[int, tuple[Path, str]] = {}
+    first = None
+    for path in files:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        first = first or header
+        width = int(header.get("TotalPixelMatrixColumns", 0))
+        if width and width not in instances:  # the first of a level's instances
+            instances[width] = (path, str(header.SOPInstanceUID))
+    if first is None:
+        return Identifiers(), instances
+
+    def text(keyword: str) -> str | None:
+        value = first.get(keyword)
+        return str(value) if value not in (None, "") else None
+
+    number = first.get("SeriesNumber")
+    return (
+        Identifiers(
+            patient_id=text("PatientID"),
+            patient_name=text("PatientName"),
+            study_instance_uid=text("StudyInstanceUID"),
+            series_instance_uid=text("SeriesInstanceUID"),
+            frame_of_reference_uid=text("FrameOfReferenceUID"),
+            sop_class_uid=text("SOPClassUID"),
+            accession_number=text("AccessionNumber"),
+            study_date=text("StudyDate"),
+            series_number=int(number) if number not in (None, "") else None,
+            series_description=text("SeriesDescription"),
+        ),
+        instances,
+    )
 
 
 def _missing_tiles(files: list[Path]) -> list[str]:
@@ -124,6 +163,7 @@ class DicomSlide(Slide):
         mpp = self._slide.mpp
         self.mpp = (float(mpp.width), float(mpp.height)) if mpp else None
         self.vendor = "DICOM"
+        self.identifiers, self._instances = _identifiers(files)
 
     def close(self) -> None:
         self._slide.close()
@@ -131,6 +171,11 @@ class DicomSlide(Slide):
     @property
     def levels(self) -> list[SlideLevel]:
         return list(self._levels)
+
+    def _source_of(self, level: int) -> FrameReference:
+        width = self._levels[level].width
+        path, uid = self._instances.get(width, (self.path, None))
+        return FrameReference(path, uid)
 
     def _pixels(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
         chosen = self._slide.levels[level]

@@ -327,6 +327,10 @@ _ANALYSIS = {
                     "description": "nucleus outlines, QuPath GeoJSON (level-0 pixels)",
                 },
                 "density_map": {"type": "string"},
+                "density_cell_px": {
+                    "type": "integer",
+                    "description": "a density map cell's side in level-0 pixels",
+                },
                 "density_cell_um": {"type": ["number", "null"]},
                 "density_max": {"type": ["number", "null"]},
                 "roi": {"type": ["string", "null"]},

@@ -28,6 +28,7 @@ from medsight.reporting.html_report import gate_html, study_finding_html
 
 __all__ = [
     "Layers",
+    "analysis_links",
     "load_layers",
     "orientation_labels",
     "presets",
@@ -255,7 +256,7 @@ def slice_bytes(layers: Layers, k: int, layer: str) -> bytes:
     return np.ascontiguousarray(plane.T, dtype=np.uint8).tobytes()
 
 
-def _analysis_links(document: dict[str, Any], index: int) -> str:
+def analysis_links(document: dict[str, Any], index: int) -> str:
     """For a study of several analyses (a cine's phases, both eyes): one link each, named
     by its input (phase, file), the shown one marked."""
     analyses = document["analyses"]
@@ -331,7 +332,7 @@ def viewer_body(
 <div id="legend"></div>
 <p id="status" class="muted"></p><p id="measured"></p>
 </div>
-<div class="side">{_analysis_links(document, index)}<h2>{html.escape(task)}</h2>
+<div class="side">{analysis_links(document, index)}<h2>{html.escape(task)}</h2>
 <table id="findings"><thead><tr><th>finding</th><th>result</th><th>measurements</th>
 <th>your feedback</th></tr></thead><tbody></tbody></table><p id="feedback-status"></p>
 {gate_html(analysis) if analysis else ""}

@@ -14,7 +14,19 @@ from medsight.service.audit import AuditLog
 from medsight.service.auth import User
 from medsight.service.frame import page
 from medsight.service.store import InstanceStore
-from medsight.service.viewer.layers import load_layers, slice_bytes, viewer_body, volume_info
+from medsight.service.viewer.layers import (
+    analysis_links,
+    load_layers,
+    slice_bytes,
+    viewer_body,
+    volume_info,
+)
+from medsight.service.viewer.slide_page import (
+    OSD,
+    add_slide_routes,
+    is_slide_analysis,
+    slide_body,
+)
 
 __all__ = ["add_viewer"]
 
@@ -87,11 +99,27 @@ def add_viewer(
                 raise  # 404 before a page that cannot show images
             viewable = False  # nothing analysed and nothing to show: the reasons only
         audit.append(user.name, "view", study_key, {"result_id": document.get("result_id")})
+        if viewable and document["analyses"] and is_slide_analysis(document["analyses"][analysis]):
+            links = analysis_links(document, analysis)
+            body = patient_line(study_key) + slide_body(document, analysis, links)
+            scripts = [f"{OSD}/openseadragon.min.js", "/static/viewer/slide.js"]
+            return page(f"slide {study_key}", body, user=user, scripts=scripts)
         body = patient_line(study_key) + viewer_body(
             study_key, document, analysis, viewable=viewable
         )
         scripts = ["/static/viewer/viewer.js"] if viewable else []
         return page(f"viewer {study_key}", body, user=user, scripts=scripts)
+
+    def slide_of(study_key: str, index: int) -> tuple[Path, dict[str, Any], Path]:
+        document = study(study_key)
+        if not 0 <= index < len(document["analyses"]) or not is_slide_analysis(
+            document["analyses"][index]
+        ):
+            raise HTTPException(404, f"analysis {index} is not a whole slide's")
+        source, _, _ = source_of(document, index)
+        return source, document["analyses"][index], results_dir / document["study_key"]
+
+    add_slide_routes(app, reader=reader, slide_of=slide_of)
 
     def patient_line(study_key: str) -> str:
         """Who and what this study is, for the reading roles (the page view is audited)."""
