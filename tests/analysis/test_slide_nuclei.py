@@ -38,10 +38,12 @@ def _build(
     tissue: bool = True,
     pen: bool = False,
     blurred: str | None = None,
+    folded: str | None = None,
 ) -> None:
     """A 1024 x 1024 pyramid (levels 1, 1/2, 1/4) of three real H&E tiles and glass; with
     ``pen`` a green marker stroke across the glass quarter; ``blurred`` names a tile shown
-    out of focus (a Gaussian of 3 pixels)."""
+    out of focus (a Gaussian of 3 pixels); ``folded`` names a tile with a fold across it
+    (its own tissue, shifted, laid over rows 200-320: two layers multiply transmittances)."""
     import tifffile
     from scipy import ndimage
 
@@ -52,6 +54,10 @@ def _build(
             pixels = np.asarray(PILImage.open(folder / f"{name}.png").convert("RGB"))
             if name == blurred:
                 pixels = ndimage.gaussian_filter(pixels.astype(np.float32), (3, 3, 0))
+            if name == folded:
+                layer = np.roll(pixels.astype(np.float32), (91, 53), axis=(0, 1))
+                pixels = pixels.copy()
+                pixels[200:320] = (pixels[200:320] * layer[200:320] / 255.0).astype(np.uint8)
             canvas[row * TILE : (row + 1) * TILE, column * TILE : (column + 1) * TILE] = pixels
     if pen:
         canvas[700:740, 560:1000] = np.array([40, 160, 90], np.uint8)
@@ -362,3 +368,25 @@ def test_a_slide_of_another_kind_of_image_is_withheld_by_the_tile_gate(task, tmp
     assert analysis["slide"]["tiles_gated"] >= 1
     assert analysis["withheld"] and analysis["findings"] == []
     assert any("withheld by the tile gate" in r for r in analysis["review_reasons"])
+
+
+@pytest.mark.timeout(300)
+def test_a_fold_is_flagged_and_its_tissue_left_out(task, analysed, tmp_path):
+    path = tmp_path / "folded.tif"
+    _build(path, folded="03")  # the bottom-left tile (x 0-512, y 512-1024): fold at y 712-832
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["analyze", str(path), "--task", "pathology-nuclei", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(next(out.glob("*/result.json")).read_text())["analyses"][0]
+    folds = [r for r in analysis["slide"]["quality_regions"] if r["kind"] == "fold"]
+    assert len(folds) == 1, analysis["slide"]["quality_regions"]
+    x0, y0, x1, y1 = folds[0]["box_px"]
+    assert x0 < 256 < x1 <= 512 + 16 and 712 - 40 <= y0 < y1 <= 832 + 40
+    assert analysis["state"] == "NEEDS_REVIEW"
+    assert any("flagged: fold" in r for r in analysis["review_reasons"])
+    # the folded tissue is not counted: fewer nuclei than on the clean slide
+    clean = analysed[1]["slide"]["nuclei"]
+    assert analysis["slide"]["nuclei"] < clean
+    assert analysis["slide"]["nuclei_left_out"] > 10

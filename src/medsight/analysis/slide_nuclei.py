@@ -73,6 +73,7 @@ class SlideNuclei:
     # the tile gate on up to GATE_TILES tissue tiles: each withheld tile's first reason
     gate_judged: int = 0
     gate_withheld: list[str] = field(default_factory=list)
+    left_out: int = 0  # nuclei found under pen marks or in folds, not counted
 
     @property
     def known(self) -> bool:
@@ -236,20 +237,25 @@ def analyse_slide_nuclei(
     core = max(1, round(tile * per_model_pixel))
     border = max(1, round(margin * per_model_pixel))
     width, height = slide.levels[0].width, slide.levels[0].height
-    tissue = slide_tissue(slide)
+    tissue = slide_tissue(slide, assumed_mpp=options.mpp)
     mask, mask_scale = tissue.mask, tissue.scale
     regions = [
         region
         for kind, found in tissue.artefacts.items()
         for region in quality_regions(found, kind, mask_scale)
     ]
+    # nuclei under ink or in a fold are not counted (their tissue is not in the tissue area)
+    left_out = np.zeros_like(mask)
+    for kind in ("pen mark", "fold"):
+        if kind in tissue.artefacts:
+            left_out |= tissue.artefacts[kind]
     cell = max(1, round(density_cell_um / (slide.mpp[0] if slide.mpp else options.mpp)))
     cell_rows, cell_columns = math.ceil(height / cell), math.ceil(width / cell)
     counts = np.zeros((cell_rows, cell_columns), np.int64)
     pixel_um = (slide.mpp[0] * downsample) if slide.mpp else downsample
     # compact running lists: 24 bytes a nucleus, whatever the slide
     areas, centre_x, centre_y = array("d"), array("d"), array("d")
-    totals = {"total": 0, "tissue": 0, "analysed": 0}
+    totals = {"total": 0, "tissue": 0, "analysed": 0, "left out": 0}
     judged, withheld = 0, []
     notes: list[str] = list(slide.notes)  # e.g. missing tiles of a sparse DICOM pyramid
     geojson.parent.mkdir(parents=True, exist_ok=True)
@@ -293,6 +299,10 @@ def analyse_slide_nuclei(
                 if not (x <= cx < x + core and y <= cy < y + core):
                     continue  # its centroid lies in a neighbour's core: counted there
                 if roi is not None and not contains_xy(roi, cx, cy):
+                    continue
+                row = min(int(cy / mask_scale), left_out.shape[0] - 1)
+                if left_out[row, min(int(cx / mask_scale), left_out.shape[1] - 1)]:
+                    totals["left out"] += 1
                     continue
                 area = float(nucleus.area) * pixel_um * pixel_um
                 i0, j0, _, _ = nucleus.bbox
@@ -339,6 +349,7 @@ def analyse_slide_nuclei(
         quality=regions,
         gate_judged=judged,
         gate_withheld=withheld,
+        left_out=totals["left out"],
     )
 
 

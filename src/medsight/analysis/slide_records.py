@@ -193,7 +193,10 @@ def slide_nuclei_record(
         count = sum(region.kind == kind for region in result.quality)
         if kind == "pen mark":  # taken out of the tissue: said, not a reason to review
             continue
-        review.append(f"{count} region(s) flagged: {kind} (listed in slide.quality_regions)")
+        taken_out = "; taken out of the tissue analysed" if kind == "fold" else ""
+        review.append(
+            f"{count} region(s) flagged: {kind} (listed in slide.quality_regions{taken_out})"
+        )
     density_map, overlay, top = _density_files(result, thumbnail, study_dir, stem)
     withheld = result.tiles_with_tissue == 0 or refused
     findings = [] if withheld else _findings(result, task)
@@ -245,6 +248,7 @@ def slide_nuclei_record(
             "tiles_gated": result.gate_judged,
             "tiles_withheld_by_gate": len(result.gate_withheld),
             "nuclei": len(result.areas),
+            "nuclei_left_out": result.left_out,
             "geojson": geojson.relative_to(study_dir).as_posix(),
             "density_map": density_map,
             "density_cell_px": result.density_cell,

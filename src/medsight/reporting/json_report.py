@@ -322,6 +322,11 @@ _ANALYSIS = {
                 },
                 "tiles_withheld_by_gate": {"type": "integer"},
                 "nuclei": {"type": "integer"},
+                "nuclei_left_out": {
+                    "type": "integer",
+                    "description": "nuclei found under pen marks or in folds: not counted, "
+                    "as their tissue is not in the tissue area",
+                },
                 "geojson": {
                     "type": "string",
                     "description": "nucleus outlines, QuPath GeoJSON (level-0 pixels)",
@@ -336,8 +341,9 @@ _ANALYSIS = {
                 "roi": {"type": ["string", "null"]},
                 "quality_regions": {
                     "type": "array",
-                    "description": "artefacts found: pen marks (taken out of the tissue) and "
-                    "out-of-focus tiles (flagged for review), level-0 pixel boxes",
+                    "description": "artefacts found: pen marks (taken out of the tissue), folds "
+                    "(taken out and flagged for review) and out-of-focus tiles (flagged "
+                    "for review), level-0 pixel boxes",
                     "items": {"type": "object"},
                 },
                 "notes": _STRINGS,
