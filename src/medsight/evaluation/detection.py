@@ -16,6 +16,8 @@ module derives).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,8 +160,11 @@ def froc(
     by_image = [np.nonzero(found.image == k)[0] for k in range(len(images))]
 
     def at(indices: np.ndarray, rate: float) -> float:
-        chosen = np.concatenate([by_image[k] for k in indices]) if len(indices) else []
-        picked = np.asarray(chosen, dtype=np.int64)
+        picked = (
+            np.concatenate([by_image[k] for k in indices]).astype(np.int64)
+            if len(indices)
+            else np.zeros(0, np.int64)
+        )
         lesions = int(found.lesions[indices].sum())
         if lesions == 0:
             return float("nan")
@@ -171,7 +176,7 @@ def froc(
     curve = _curve(found.scores, found.outcome, total, len(images))
     sensitivities = {
         str(rate): bootstrap_ci(
-            lambda idx, rate=rate: at(idx, rate),
+            functools.partial(_at_rate, at, rate),
             len(images),
             strata=strata,
             resamples=resamples,
@@ -187,6 +192,10 @@ def froc(
         "mean_sensitivity": float(np.mean([at(everything, r) for r in rates])),
         "curve": curve.tolist(),
     }
+
+
+def _at_rate(at: Callable[[np.ndarray, float], float], rate: float, idx: np.ndarray) -> float:
+    return at(idx, rate)
 
 
 def study_level(
