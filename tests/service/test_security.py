@@ -69,6 +69,7 @@ def routes(base: str, token: str, key: str) -> list[tuple[str, str]]:
     found = [("GET", "/openapi.json")]
     for path, operations in spec["paths"].items():
         concrete = path.replace("{study_key}", key).replace("{path}", "report.html")
+        concrete = re.sub(r"\{[a-z_]+\}", "0", concrete)  # numbers: slide, level, tile
         found += [(method.upper(), concrete) for method in operations]
     return found
 

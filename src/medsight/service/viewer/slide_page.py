@@ -22,8 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# module level: FastAPI resolves the routes' annotations here
+from fastapi.responses import Response
+
 from medsight.io.slide import open_slide
 from medsight.reporting.html_report import gate_html
+from medsight.service.auth import User
 from medsight.service.viewer.slide_tiles import DeepZoom, OutlineIndex, density_png
 
 __all__ = ["OSD", "add_slide_routes", "is_slide_analysis", "slide_body"]
@@ -57,9 +61,6 @@ def add_slide_routes(
     """``slide_of(study_key, analysis)`` gives the slide's source, its analysis record and
     the study's results folder (HTTP 404 when the analysis is not a slide's)."""
     from fastapi import HTTPException
-    from fastapi.responses import Response
-
-    from medsight.service.auth import User
 
     def zoom_of(study_key: str, analysis: int) -> tuple[DeepZoom, dict[str, Any], Path]:
         source, record, folder = slide_of(study_key, analysis)
