@@ -184,3 +184,21 @@ def segmenter_2d_task(folder: Path, **overrides: object):
     )
     options.update(overrides)
     return load_task(write_task(folder, **options))  # type: ignore[arg-type]
+
+
+def detector_task(folder: Path, **overrides: object):
+    """A 2D grayscale detection task (BoxDetector, random weights), one class "lesion"."""
+    options: dict[str, object] = dict(
+        task_id="test-det",
+        kind="detection",
+        architecture="BoxDetector",
+        arguments={"depth": 10, "fpn_channels": 32, "max_boxes": 10},
+        outputs=[("lesion", 0)],
+        acceptance={"spatial_dims": 2},
+        preprocessing={"resize": [128, 128], "normalize": "none"},
+        display={"window": "minmax"},
+        head="schema_version = 2",
+        extra="\n[detection]\nfinding_score = 0.3\n",
+    )
+    options.update(overrides)
+    return load_task(write_task(folder, **options))  # type: ignore[arg-type]

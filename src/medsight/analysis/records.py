@@ -187,6 +187,13 @@ def prediction_record(
                 "no Grad-CAM heatmap computed: no output that shows it was asked "
                 "(--outputs heatmap, overlay, html, sc or sr); the finding has no location"
             )
+    if prediction.boxes is not None:
+        assert spec.detection is not None
+        record["detection"] = {
+            "audit_only": withheld,
+            "boxes": prediction.boxes,
+            "finding_score": spec.detection.finding_score,
+        }
     if prediction.label_map is not None:
         label_path = write_label_map(prediction.label_map, image, study_dir / "masks" / stem)
         counts = _label_counts(prediction.label_map, len(spec.outputs))
@@ -225,9 +232,17 @@ def prediction_record(
             study_dir / "overlays" / f"{stem}.png",
             label_map=None if withheld else overlay_label,
             heatmap=None if withheld else prediction.heatmap,
+            boxes=None if withheld else _shown_boxes(prediction, spec),
         )
         record["overlays"].append(drawn.relative_to(study_dir).as_posix())
     return record
+
+
+def _shown_boxes(prediction: Prediction, spec: Any) -> list[dict[str, Any]] | None:
+    """The boxes an overlay draws: those scoring at least the task's finding score."""
+    if prediction.boxes is None or spec.detection is None:
+        return None
+    return [b for b in prediction.boxes if b["score"] >= spec.detection.finding_score]
 
 
 def task_record(task: Task, predictor: Predictor, mode: str, reasons: list[str]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medsight._optional import require
-from medsight.errors import ModelLoadError
+from medsight.errors import ModelLoadError, TaskDefinitionError
 from medsight.models import load_network
 from medsight.models.features import FeatureNetwork
 from medsight.tasks.task import Task
@@ -178,6 +178,11 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
     import torch
 
     network = task.spec.networks[network_index]
+    if task.spec.kind == "detection":  # box selection (anchors, NMS) is Python loops
+        raise TaskDefinitionError(
+            f"task {task.id}: ONNX export of detection tasks is not supported yet; "
+            "use the torch backend"
+        )
     if path is None:
         path = cache_dir() / "onnx" / task.task_hash / f"{network.name}.v{EXPORT_FORM}.onnx"
     if path.is_file():

@@ -16,6 +16,7 @@ __all__ = ["Prediction"]
 class Prediction:
     """What a :class:`~medsight.inference.Predictor` returns for one image.
 
+    Detection fills ``boxes`` and, as classification does, ``logits`` and ``probabilities``.
     Classification fills ``logits`` (raw, as the network gave them) and ``probabilities``
     (calibrated: the task's temperature applied once, here). Segmentation fills
     ``segment_probabilities`` (k, *spatial) and ``label_map`` (*spatial), both with exactly
@@ -27,7 +28,7 @@ class Prediction:
     task_version: str
     task_hash: str
     weights_sha256: dict[str, str]
-    kind: Literal["classification", "segmentation"]
+    kind: Literal["classification", "segmentation", "detection"]
     output_names: list[str]
     affine: np.ndarray
     shape: tuple[int, ...]
@@ -44,6 +45,10 @@ class Prediction:
     label_map: np.ndarray | None = None
     # a task with [instances]: one id per object (uint32, 0 background), source geometry
     instance_map: np.ndarray | None = None
+    # a detection task: each box's label, score, pixel_box [x0, y0, x1, y1] (source pixel
+    # edges: columns, rows) and lps_box (its two corners in patient mm); ``probabilities``
+    # holds the image's calibrated probability of the class
+    boxes: list[dict[str, Any]] | None = None
     heatmap: np.ndarray | None = None
     heatmap_grid: tuple[int, ...] | None = None  # the explained layer's grid (its resolution)
     # the network's pooled features (mean over the windows of a sliding window): what the

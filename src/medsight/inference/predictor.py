@@ -18,7 +18,12 @@ from medsight.inference.backends import (
     OnnxBackend,
     TorchBackend,
 )
-from medsight.inference.outputs import ordinal_grades, output_probabilities
+from medsight.inference.boxes import box_lps, fuse_boxes, unflip_boxes
+from medsight.inference.outputs import (
+    calibrated_probabilities,
+    ordinal_grades,
+    output_probabilities,
+)
 from medsight.inference.prediction import Prediction
 from medsight.inference.preprocess import (
     MappedVolume,
@@ -242,6 +247,9 @@ class Predictor:
         with _deterministic(self.deterministic and self.backend_name != "onnxruntime"):
             if self.task.spec.kind == "classification":
                 self._classify(list(images), predictions)
+            elif self.task.spec.kind == "detection":
+                for image, prediction in zip(images, predictions, strict=True):
+                    self._detect(image, prediction)
             else:
                 for image, prediction in zip(images, predictions, strict=True):
                     self._segment(image, prediction)
@@ -463,6 +471,63 @@ class Predictor:
         if spec.instances is not None:
             _split_instances(prediction, image, spec)
         prediction.timings["postprocess"] = time.perf_counter() - started
+
+    def _detect(self, image: Image, prediction: Prediction) -> None:
+        """Boxes on the source's pixels (flipped views fused when TTA is on) and the image's
+        calibrated probability of the class, flagged at the operating points."""
+        import torch
+
+        spec = self.task.spec
+        assert spec.detection is not None
+        started = time.perf_counter()
+        work, size = to_network_grid(image, spec.preprocessing)
+        values = torch.from_numpy(_grid_values(work, size, spec.display, spec.preprocessing))
+        prediction.timings["preprocess"] = time.perf_counter() - started
+        started = time.perf_counter()
+        run = self.backend()
+        views: list[tuple[int | None, np.ndarray]] = [
+            (None, np.asarray(run(values[None])[0].detach().cpu().numpy()))
+        ]
+        if self.tta:
+            for flip in (0, 1):
+                flipped = torch.flip(values, dims=[flip + 1])[None]
+                views.append((flip, np.asarray(run(flipped)[0].detach().cpu().numpy())))
+        found = []
+        for view, rows in views:
+            kept = rows[1:][rows[1:, 4] >= 0]
+            boxes = kept[:, :4] if view is None else unflip_boxes(kept[:, :4], view, size[view])
+            found.append((boxes, kept[:, 4]))
+        boxes, scores = fuse_boxes(found, spec.detection.fusion_iou)
+        image_score = float(np.mean([rows[0, 4] for _, rows in views]))
+        prediction.timings["inference"] = time.perf_counter() - started
+        # network grid -> source pixels: the grid is the source resized, edges to edges
+        scale = np.array(work.shape, dtype=np.float64) / np.array(size, dtype=np.float64)
+        boxes = boxes * np.tile(scale, 2)
+        label = spec.outputs[0].name
+        prediction.boxes = [
+            {
+                "label": label,
+                "score": round(float(score), 4),
+                "pixel_box": [round(float(v), 2) for v in box],
+                "lps_box": box_lps(box, image.affine),
+            }
+            for box, score in zip(boxes, scores, strict=True)
+        ]
+        clipped = min(max(image_score, 1e-7), 1 - 1e-7)
+        logits = np.array([np.log(clipped / (1 - clipped))])
+        prediction.logits = logits
+        temperature = spec.calibration.temperature
+        probability = float(calibrated_probabilities(logits[None], temperature)[0, 0])
+        prediction.probabilities = {label: probability}
+        prediction.flags = {
+            name: {
+                "output": point.output,
+                "threshold": point.threshold,
+                "probability": probability,
+                "flag": probability >= point.threshold,
+            }
+            for name, point in spec.operating_points.items()
+        }
 
     # --- whole-slide images -----------------------------------------------------------------
     def predict_slide(

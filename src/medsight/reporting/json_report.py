@@ -301,6 +301,43 @@ _ANALYSIS = {
                 },
             },
         },
+        "detection": {
+            "type": "object",
+            "description": "a detection task's boxes (all the network kept; findings are "
+            "those scoring at least finding_score)",
+            "required": ["boxes"],
+            "properties": {
+                "audit_only": {"type": "boolean"},
+                "finding_score": {"type": "number"},
+                "boxes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["label", "score", "pixel_box", "lps_box"],
+                        "properties": {
+                            "label": {"type": "string"},
+                            "score": {"type": "number", "minimum": 0, "maximum": 1},
+                            "pixel_box": {
+                                "description": "[x0, y0, x1, y1]: source pixel edges "
+                                "(columns, rows; the first pixel spans 0-1)",
+                                "type": "array",
+                                "items": {"type": "number"},
+                                "minItems": 4,
+                                "maxItems": 4,
+                            },
+                            "lps_box": {
+                                "description": "the two corners in patient mm (LPS): "
+                                "[x0, y0, z0, x1, y1, z1]",
+                                "type": "array",
+                                "items": {"type": "number"},
+                                "minItems": 6,
+                                "maxItems": 6,
+                            },
+                        },
+                    },
+                },
+            },
+        },
         "slide": {
             "type": "object",
             "description": "a whole slide analysed for nuclei: tissue tiles at the model's "

@@ -6,6 +6,7 @@ Every overlay carries the words "research use only, not for diagnostic use".
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -93,6 +94,17 @@ def _banner(text: str, width: int) -> PILImage.Image:
     return banner
 
 
+def _draw_boxes(picture: Any, boxes: list[dict[str, Any]], scale: int) -> None:
+    """Each box (pixel edges: columns, rows) outlined in yellow with its label and score."""
+    draw = ImageDraw.Draw(picture)
+    width = max(2, picture.width // 300)
+    for box in boxes:
+        x0, y0, x1, y1 = (v * scale for v in box["pixel_box"])
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 220, 0), width=width)
+        text = f"{box['label']} {box['score']:.2f}"
+        draw.text((x0 + 2, max(0, y0 - 12)), text, fill=(255, 220, 0))
+
+
 def overlay_png(
     image: Image,
     path: Path,
@@ -100,8 +112,10 @@ def overlay_png(
     label_map: np.ndarray | None = None,
     heatmap: np.ndarray | None = None,
     window: str | tuple[float, float] | None = None,
+    boxes: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a PNG of ``image`` (its key slice when 3D) with outlines and heatmap blended."""
+    """Write a PNG of ``image`` (its key slice when 3D) with outlines and heatmap blended,
+    and a 2D image's detection boxes drawn with their scores."""
 
     shown = to_display(image, window)  # (c, i, j[, k])
     slice_index = None
@@ -116,11 +130,14 @@ def overlay_png(
             edge = _outline(value == label_map.T)
             pixels[edge] = _COLOURS[number % len(_COLOURS)]
     picture = PILImage.fromarray(pixels)
+    scale = 1
     if picture.width < 256:  # small images: enlarge so the banner fits and lines show
         scale = int(np.ceil(256 / picture.width))
         picture = picture.resize(
             (picture.width * scale, picture.height * scale), PILImage.Resampling.NEAREST
         )
+    if boxes and slice_index is None:
+        _draw_boxes(picture, boxes, scale)
     label = BANNER if slice_index is None else f"{BANNER} - slice k={slice_index}"
     banner = _banner(label, picture.width)
     canvas = PILImage.new("RGB", (picture.width, picture.height + banner.height), (0, 0, 0))

@@ -22,6 +22,8 @@ NETWORK_ALLOW_LIST: dict[str, str] = {
     "BasicUNet": "monai.networks.nets.BasicUNet",
     # a U-Net's encoder with a linear head (starts from a trained U-Net: training.init_from)
     "UNetEncoderClassifier": "medsight.models.encoder_classifier.UNetEncoderClassifier",
+    # MONAI's RetinaNet with its anchors and box selection (kind = "detection")
+    "BoxDetector": "medsight.models.detector.BoxDetector",
     # a TorchScript file from a MONAI bundle: loaded with torch.jit.load, no arguments
     "TorchScript": "torch.jit.load",
 }
@@ -374,12 +376,24 @@ class Instances(_Spec):
     mpp: Annotated[float, Field(gt=0.0)] | None = None
 
 
+class Detection(_Spec):
+    """Boxes (kind = "detection"): how flipped views are fused and which boxes are findings.
+    The network keeps boxes above its own ``score_threshold`` (its arguments); the image's
+    probability of the class is its most confident anchor, calibrated by the task's
+    temperature, and is what the operating points flag."""
+
+    # TTA: boxes of the flipped views overlapping this much are one box (weighted box fusion)
+    fusion_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.55
+    # boxes reported as findings: at least this score (after fusion)
+    finding_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+
+
 class TaskSpec(_Spec):
     schema_version: Literal[1, 2] = 1
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     version: str
     title: str
-    kind: Literal["classification", "segmentation"]
+    kind: Literal["classification", "segmentation", "detection"]
     intended_use: str
     acceptance: Acceptance
     display: Display = Display()
@@ -408,6 +422,7 @@ class TaskSpec(_Spec):
     cardiac_function: CardiacFunction | None = None
     worse_side: WorseSide | None = None
     instances: Instances | None = None
+    detection: Detection | None = None
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -421,6 +436,11 @@ class TaskSpec(_Spec):
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError("output names must be unique")
+        if (self.kind == "detection") != (self.detection is not None):
+            raise ValueError('kind = "detection" and a [detection] section go together')
+        two_d = self.acceptance.spatial_dims == 2
+        if self.kind == "detection" and (len(self.outputs) != 1 or not two_d):
+            raise ValueError("a detection task has one output (its class) and 2D images, for now")
         for point_name, point in self.operating_points.items():
             if point.output not in names:
                 raise ValueError(
