@@ -304,9 +304,79 @@ def _measure(
             finding.evidence += f"; {name} not measured: {exc.message}"
 
 
+def _box_location(box: dict[str, Any]) -> dict[str, Any]:
+    """A detected box as a finding location: its pixel edges, the voxels it covers
+    (inclusive, as a segment's box), its centre and corners in mm."""
+    x0, y0, x1, y1 = box["pixel_box"]
+    corners = np.array(box["lps_box"], dtype=np.float64).reshape(2, 3)
+    return {
+        "kind": "box",
+        "voxel_min": [int(np.floor(x0)), int(np.floor(y0))],
+        "voxel_max": [max(int(np.ceil(x1)) - 1, 0), max(int(np.ceil(y1)) - 1, 0)],
+        "centre": corners.mean(axis=0).round(4).tolist(),
+        "pixel_box": box["pixel_box"],
+        "lps_box": box["lps_box"],
+    }
+
+
+def _detection_findings(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
+    """The image's finding at the operating point (located at its most confident box when
+    flagged) and one finding per box scoring at least ``[detection] finding_score``, with
+    its score and size; a box's score is the detector's, not a calibrated probability."""
+    spec = task.spec
+    assert spec.detection is not None and prediction.boxes is not None
+    findings = _classification_findings(prediction, task, image)
+    shown = [b for b in prediction.boxes if b["score"] >= spec.detection.finding_score]
+    for finding in findings:
+        if finding.flag and shown:
+            finding.location = {**_box_location(shown[0]), "method": "most confident box"}
+            finding.evidence += f"; {len(shown)} box(es) at or above {spec.detection.finding_score}"
+    output = spec.outputs[0]
+    spacing = np.asarray(image.spacing[:2], dtype=np.float64)
+    unit = "mm" if image.spacing_known else "{px}"
+    for rank, box in enumerate(shown, start=1):
+        x0, y0, x1, y1 = box["pixel_box"]
+        sizes = np.array([x1 - x0, y1 - y0]) * (spacing if image.spacing_known else 1.0)
+        findings.append(
+            Finding(
+                name=f"{output.name}_box_{rank}",
+                code=output.code.model_dump(),
+                model=_model(task),
+                location=_box_location(box),
+                measurements=[
+                    m.Measurement(
+                        "detection score",
+                        float(box["score"]),
+                        "1",
+                        "the detector's score",
+                        output.name,
+                    ),
+                    m.Measurement(
+                        "box width",
+                        float(sizes[0]),
+                        unit,
+                        "box extent along the columns",
+                        output.name,
+                    ),
+                    m.Measurement(
+                        "box height",
+                        float(sizes[1]),
+                        unit,
+                        "box extent along the rows",
+                        output.name,
+                    ),
+                ],
+                evidence=f"detected box {rank} of {len(shown)}, score {box['score']:.3f}",
+            )
+        )
+    return findings
+
+
 def findings_from_prediction(prediction: Prediction, task: Task, image: Image) -> list[Finding]:
     """The findings of one prediction on its source image (geometry checked first)."""
     _check_geometry(prediction, image)
+    if prediction.boxes is not None:
+        return _detection_findings(prediction, task, image)
     if prediction.probabilities is not None:
         return _classification_findings(prediction, task, image)
     if prediction.label_map is None:

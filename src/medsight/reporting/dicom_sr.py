@@ -175,6 +175,16 @@ def _group(
             **common,
         )
     location = finding.location or {}
+    if image.spatial_dims == 2 and "pixel_box" in location:
+        x0, y0, x1, y1 = location["pixel_box"]  # pixel edges: SCOORD's own convention
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(sources[0]),
+            ),
+            **common,
+        )
     if image.spatial_dims == 2 and location.get("kind") == "point":
         column, row = location["voxel"][:2]  # (i, j) = (column, row)
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(

@@ -170,6 +170,18 @@ def presets(image: Image) -> list[dict[str, Any]]:
     return found
 
 
+def _shown_boxes(analysis: dict[str, Any]) -> list[dict[str, Any]]:
+    detection = analysis.get("detection") or {}
+    if detection.get("audit_only"):
+        return []  # a withheld answer is not drawn
+    floor = detection.get("finding_score", 0.0)
+    return [
+        {"label": b["label"], "score": b["score"], "pixel_box": b["pixel_box"]}
+        for b in detection.get("boxes", [])
+        if b["score"] >= floor
+    ]
+
+
 def volume_info(layers: Layers, analysis: dict[str, Any]) -> dict[str, Any]:
     """What the canvas viewer needs to know before it asks for slices."""
     image = layers.image
@@ -193,6 +205,9 @@ def volume_info(layers: Layers, analysis: dict[str, Any]) -> dict[str, Any]:
                 for m in finding.get("measurements", [])
             ],
         }
+        location = finding.get("location") or {}
+        if depth == 1 and "pixel_box" in location:  # a detected box: its own pixels
+            entry["box"] = [*location["voxel_min"][:2], *location["voxel_max"][:2]]
         index = next((s["index"] for s in segments if s["name"] == finding["name"]), None)
         if index is not None and layers.labels is not None:
             inside = np.argwhere(layers.labels == index)
@@ -226,6 +241,8 @@ def volume_info(layers: Layers, analysis: dict[str, Any]) -> dict[str, Any]:
             for s in segments
         ],
         "heatmap": layers.heat is not None,
+        # a detection's boxes at or above its finding score, drawn with their scores
+        "boxes": _shown_boxes(analysis) if depth == 1 else [],
         "flagged": flagged,  # the heatmap is shown at first only for a flagged finding
         "findings": selected,
     }
@@ -323,6 +340,7 @@ def viewer_body(
 <label id="mask-control" hidden><input id="mask" type="checkbox" checked> mask
 <input id="mask-opacity" type="range" min="0" max="100" value="45"
  aria-label="mask opacity"></label>
+<label id="boxes-control" hidden><input id="boxes" type="checkbox" checked> boxes</label>
 <label id="heat-control" hidden><input id="heatmap" type="checkbox"> heatmap
 <input id="heat-opacity" type="range" min="0" max="100" value="50"
  aria-label="heatmap opacity"></label>

@@ -139,6 +139,15 @@ function draw() {
     context.strokeRect(x0, y0, x1 - x0, y1 - y0); context.setLineDash([]);
   }
   context.font = "14px system-ui, sans-serif";
+  if (state.boxes) {  // detected boxes (pixel edges) with their scores
+    context.strokeStyle = "#ffdc00"; context.fillStyle = "#ffdc00"; context.lineWidth = 2;
+    for (const b of info.boxes) {
+      const [x0, y0] = toCanvas(b.pixel_box[0], b.pixel_box[1]);
+      const [x1, y1] = toCanvas(b.pixel_box[2], b.pixel_box[3]);
+      context.strokeRect(x0, y0, x1 - x0, y1 - y0);
+      context.fillText(`${b.label} ${b.score.toFixed(2)}`, x0 + 2, Math.max(14, y0 - 4));
+    }
+  }
   for (const m of [...state.measurements, ...(state.pending ? [state.pending] : [])]) {
     if (m.k !== state.k) continue;
     const points = m.points.map(p => toCanvas(p[0], p[1]));
@@ -337,6 +346,12 @@ async function start() {
   }
   const info = state.info = await response.json();
   state.heat = info.heatmap && info.flagged;  // a heatmap explains a flag; else on request
+  state.boxes = info.boxes.length > 0;
+  if (state.boxes) {
+    document.getElementById("boxes-control").hidden = false;
+    const toggle = document.getElementById("boxes");
+    toggle.addEventListener("change", () => { state.boxes = toggle.checked; draw(); });
+  }
   const select = document.getElementById("preset");
   select.innerHTML = info.presets.map((p, i) => `<option value="${i}">${escapeText(p.name)}</option>`)
     .join("");
