@@ -65,6 +65,9 @@ class AnalysisOptions:
     pixel_spacing_mm: float | None = None
     # --roi: a whole slide's region of interest (a shapely geometry in level-0 pixels)
     slide_roi: Any = None
+    # the site's care setting and the findings urgent in it (site rules' [triage])
+    site_setting: str = ""
+    urgent_findings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -477,6 +480,8 @@ def _write_study_result(
         [f"{f['what']}: {f['reason']}" for f in outcome.failures],
         measurement_flags=measurement_flags,
         withheld=withheld,
+        urgent_findings=options.urgent_findings,
+        setting=options.site_setting,
     )
     task_hashes = sorted({a["task"]["hash"] for a in outcome.analyses})
     result_id = _result_id(study_key, task_hashes)

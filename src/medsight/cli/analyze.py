@@ -110,8 +110,10 @@ def analyze(
             outputs=parse_outputs(outputs),
             max_memory=parse_size(max_memory) if max_memory else None,
             include_identifiers=include_identifiers,
-            rules=list(site.rules) if site else None,
+            rules=list(site.rules) if site and site.rules else None,
             rules_version=site.version if site else "",
+            site_setting=site.triage.setting if site else "",
+            urgent_findings=site.triage.urgent_findings() if site else (),
             pixel_spacing_mm=mpp / 1000.0 if mpp is not None else None,
             slide_roi=_region(roi),
         )

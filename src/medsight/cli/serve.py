@@ -170,8 +170,10 @@ def serve(
             task=task,
             tasks_dirs=list(tasks_dir or []),
             outputs=parse_outputs(outputs),
-            rules=list(site.rules) if site else None,
+            rules=list(site.rules) if site and site.rules else None,
             rules_version=site.version if site else "",
+            site_setting=site.triage.setting if site else "",
+            urgent_findings=site.triage.urgent_findings() if site else (),
             # the workers share the cores: oversubscribed thread pools are slower than none
             threads=max(1, (os.cpu_count() or 1) // workers),
         )

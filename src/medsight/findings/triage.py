@@ -4,7 +4,9 @@ Rules (version ``TRIAGE_RULES_VERSION``), first match wins:
 
 1. a flagged critical finding at or above its output's ``stat_probability``, or a measurement
    meeting a task's ``[[measurement_flags]]`` entry of level STAT -> STAT
-2. a flagged critical finding, or a measurement flag of level URGENT -> URGENT
+2. a flagged critical finding, a flagged finding the site's rules make urgent in its care
+   setting (``[triage]``, e.g. a fracture in an emergency department), or a measurement
+   flag of level URGENT -> URGENT
    (for 1 and 2, input-quality problems and failures are listed after the critical reasons)
 3. an input the gate did not pass (a withheld answer or a review reason) or a failed
    analysis -> NEEDS_REVIEW. A withheld answer gives no finding, so it can never raise a
@@ -21,7 +23,7 @@ nothing waits forever.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -128,9 +130,14 @@ def triage(
     failures: Sequence[str] = (),
     measurement_flags: Mapping[str, Sequence[MeasurementFlag]] | None = None,
     withheld: Sequence[str] = (),
+    *,
+    urgent_findings: Collection[str] = (),
+    setting: str = "",
 ) -> Priority:
     """The study's priority from all its findings, the tasks' measurement flags (by task id),
-    input-quality reasons, withheld answers (their reasons) and failures."""
+    input-quality reasons, withheld answers (their reasons) and failures. ``urgent_findings``
+    names findings the site reads urgently in its ``setting`` (site rules' ``[triage]``):
+    flagged, they count as critical (rule 2), with the setting in the reason."""
     flagged = [f for f in findings if f.flag]
     raised = _measurement_flags(findings, measurement_flags or {})
     caveats = [f"AI answer withheld: {r}" for r in withheld]
@@ -152,8 +159,10 @@ def triage(
             for f in stat
         ] + [f"critical measurement: {r}" for r in raised.get("STAT", [])]
         return Priority("STAT", _SCORES["STAT"] + strongest, tuple(reasons + caveats))
-    if critical or raised.get("URGENT"):
+    site_urgent = [f for f in flagged if not f.critical and f.name in urgent_findings]
+    if critical or site_urgent or raised.get("URGENT"):
         reasons = [f"critical: {_describe(f)}" for f in critical]
+        reasons += [f"urgent in this site's {setting} setting: {_describe(f)}" for f in site_urgent]
         reasons += [f"critical measurement: {r}" for r in raised.get("URGENT", [])]
         return Priority("URGENT", _SCORES["URGENT"] + strongest, tuple(reasons + caveats))
     if caveats:

@@ -20,7 +20,16 @@ from medsight.image import Image
 from medsight.tasks.acceptance import check_acceptance
 from medsight.tasks.task import Task
 
-__all__ = ["RULES_VERSION", "Selection", "SelectionRule", "SiteRules", "load_rules", "select_task"]
+__all__ = [
+    "RULES_VERSION",
+    "Selection",
+    "SelectionRule",
+    "SiteRules",
+    "SiteTriage",
+    "UrgentFinding",
+    "load_rules",
+    "select_task",
+]
 
 RULES_VERSION = 1
 
@@ -81,13 +90,39 @@ class SelectionRule(BaseModel):
         return "; ".join(problems) if problems else None
 
 
+class UrgentFinding(BaseModel):
+    """A finding the site reads urgently in some care settings (e.g. a fracture in an
+    emergency department): flagged there, it makes the study URGENT."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    finding: str  # a finding name, e.g. "fracture"
+    settings: list[str] = Field(min_length=1)  # e.g. ["emergency"]
+
+
+class SiteTriage(BaseModel):
+    """The site's care setting and the findings urgent in it (triage rule 2 treats them
+    as critical; nothing else about the rules changes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    setting: str = ""  # e.g. "emergency", "inpatient", "outpatient", "screening"
+    urgent: list[UrgentFinding] = Field(default_factory=list)
+
+    def urgent_findings(self) -> tuple[str, ...]:
+        """The finding names urgent in this site's setting."""
+        return tuple(u.finding for u in self.urgent if self.setting in u.settings)
+
+
 class SiteRules(BaseModel):
-    """A site's routing configuration: ordered rules under a version the site maintains."""
+    """A site's configuration under a version the site maintains: ordered routing rules
+    (none: each task's acceptance decides) and its triage setting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str
-    rules: list[SelectionRule] = Field(min_length=1)
+    rules: list[SelectionRule] = Field(default_factory=list)
+    triage: SiteTriage = SiteTriage()
 
 
 def load_rules(path: str | Path) -> SiteRules:
