@@ -133,6 +133,18 @@ def evaluate(
             "'^(patient\\d+)_' keeps a patient's phases together in the CIs)."
         ),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Detection: the folder of the COCO file's images (default: images/ beside it)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Detection: a CSV with an image column (file names) and the --subgroup-columns."
+        ),
+    ] = None,
     prevalence: Annotated[float | None, typer.Option(help="Prevalence for PPV/NPV.")] = None,
     out: Annotated[Path, typer.Option(help="Where evaluation.json and report.html go.")] = Path(
         "medsight-evaluation"
@@ -157,6 +169,9 @@ def evaluate(
             )
         loaded = load_named_task(task, tasks_dir or [])
         groups = [c for c in (subgroup_columns or "").split(",") if c]
+        if loaded.spec.kind == "detection":
+            _evaluate_detection(loaded, data, images, labels, groups, out)
+            return
         names = classes.split(",") if classes else None
         cases = _cases(data, names, groups, subgroup_pattern, split, loaded, masks, patient_pattern)
         if loaded.spec.kind == "segmentation":
@@ -172,6 +187,43 @@ def evaluate(
         _evaluate_classifier(loaded, cases, prevalence, out)
 
     run(action, debug=debug)
+
+
+def _evaluate_detection(
+    task: Task, coco: Path, images: Path | None, labels: Path | None, groups: list[str], out: Path
+) -> None:
+    from medsight.errors import InvalidInputError
+    from medsight.evaluation.detection_report import (
+        detection_cases,
+        evaluate_detector,
+        write_detection_report,
+    )
+
+    if coco.suffix.lower() != ".json":
+        raise InvalidInputError("a detection task is evaluated on a COCO file (.json)", path=coco)
+    cases = detection_cases(coco, images or coco.parent / "images", labels, groups)
+    with progress_bar(console) as bar:
+        results = evaluate_detector(task, cases, progress=bar)
+    json_path, html_path = write_detection_report(results, out)
+    if "auc" in results:
+        auc, sens, spec = results["auc"], results["sensitivity"], results["specificity"]
+        console.print(
+            f"image ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f}); at "
+            f"{results['operating_point']['name']}: sensitivity {sens['value']:.3f}, "
+            f"specificity {spec['value']:.3f}"
+        )
+    if "froc" in results:
+        at = results["froc"]["sensitivity_at_fp_per_image"]
+        console.print(
+            "lesion sensitivity at 0.5 / 1 / 2 / 4 false positives per image: "
+            + " / ".join(f"{at[r]['value']:.3f}" for r in ("0.5", "1.0", "2.0", "4.0"))
+        )
+    for claim in results["claims"]:
+        console.print(claim["words"])
+    console.print(f"wrote {json_path} and {html_path}")
+    console.print("research use only, not for diagnostic use")
+    if any(claim["holds"] is False for claim in results["claims"]):
+        raise typer.Exit(1)
 
 
 def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
