@@ -18,7 +18,6 @@ import torch
 from typer.testing import CliRunner
 
 from medsight.cli import app
-from medsight.errors import TaskDefinitionError
 from medsight.image import Image
 from medsight.inference import Predictor
 from medsight.inference.backends import export_onnx
@@ -154,10 +153,23 @@ def test_a_real_detector_runs_through_analyze(tmp_path):
     assert (out / document["study_key"] / analysis["overlays"][0]).is_file()
 
 
-def test_detection_is_not_exported_to_onnx_yet(tmp_path):
-    task = detector_task(tmp_path / "det")
-    with pytest.raises(TaskDefinitionError, match="ONNX export of detection tasks"):
-        export_onnx(task, tmp_path / "x.onnx")
+def test_onnx_runtime_gives_the_torch_boxes(tmp_path):
+    """The detector's heads exported to ONNX, its anchors decoded after: the same boxes."""
+    task = detector_task(
+        tmp_path / "det",
+        arguments={"depth": 10, "fpn_channels": 32, "max_boxes": 5, "score_threshold": 0.0},
+    )
+    image = _radiograph()
+    torch_boxes = Predictor(task, tta=False).predict(image)
+    onnx_boxes = Predictor(task, backend="onnxruntime", tta=False).predict(image)
+    assert onnx_boxes.backend == "onnxruntime" and len(torch_boxes.boxes) == 5
+    for ours, theirs in zip(torch_boxes.boxes, onnx_boxes.boxes, strict=True):
+        np.testing.assert_allclose(ours["pixel_box"], theirs["pixel_box"], atol=0.05)
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-3)
+    assert torch_boxes.probabilities["lesion"] == pytest.approx(
+        onnx_boxes.probabilities["lesion"], abs=1e-4
+    )
+    assert export_onnx(task).is_file()
 
 
 def test_a_detection_task_needs_its_section(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medsight._optional import require
-from medsight.errors import ModelLoadError, TaskDefinitionError
+from medsight.errors import ModelLoadError
 from medsight.models import load_network
 from medsight.models.features import FeatureNetwork
 from medsight.tasks.task import Task
@@ -178,23 +178,28 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
     import torch
 
     network = task.spec.networks[network_index]
-    if task.spec.kind == "detection":  # box selection (anchors, NMS) is Python loops
-        raise TaskDefinitionError(
-            f"task {task.id}: ONNX export of detection tasks is not supported yet; "
-            "use the torch backend"
-        )
     if path is None:
         path = cache_dir() / "onnx" / task.task_hash / f"{network.name}.v{EXPORT_FORM}.onnx"
     if path.is_file():
         return path
     require("onnx", "all")
     module = _single_slope_prelu_as_leaky_relu(load_network(task, network.name))
-    with_features = FeatureNetwork(module, network.architecture)
-    outputs = ["output"]
-    if with_features.has_features:  # the input gate's OOD score reads the pooled features
-        module = with_features.as_module()
-        outputs.append("features")
     example = torch.zeros(network_input_shape(task, network_index))
+    if task.spec.kind == "detection":
+        # the heads only: anchor decoding and suppression run after ONNX Runtime, in torch
+        # (OnnxDetectionBackend), on the input padded as the detector pads it
+        from medsight.models.detector import DetectorHeads
+
+        example, _ = module.pad(example)
+        count = len(DetectorHeads(module)(example))
+        module = DetectorHeads(module)
+        outputs = [f"head_{k}" for k in range(count)]
+    else:
+        with_features = FeatureNetwork(module, network.architecture)
+        outputs = ["output"]
+        if with_features.has_features:  # the input gate's OOD score reads the pooled features
+            module = with_features.as_module()
+            outputs.append("features")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     with warnings.catch_warnings():
@@ -248,3 +253,24 @@ class OnnxBackend(FeatureCollector):
         if len(outputs) > 1:
             self.add(outputs[1])
         return torch.from_numpy(outputs[0])
+
+
+class OnnxDetectionBackend(OnnxBackend):
+    """A detector's heads in ONNX Runtime, its anchors decoded after in torch (the box
+    selection is MONAI's Python: it does not export)."""
+
+    def __init__(self, task: Task, network_index: int = 0, **options: Any) -> None:
+        from medsight.models import build_network
+
+        super().__init__(task, network_index, **options)
+        # anchors, box coding and selection hold no weights: an untrained copy decodes
+        self.decoder = build_network(task.spec.networks[network_index]).eval()
+
+    def __call__(self, batch: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            padded, sizes = self.decoder.pad(batch)
+            array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
+            heads = [torch.from_numpy(h) for h in self.session.run(None, {"input": array})]
+            return self.decoder.decode(padded, sizes, heads)

@@ -16,6 +16,7 @@ from medsight.inference.backends import (
     EnsembleBackend,
     FeatureCollector,
     OnnxBackend,
+    OnnxDetectionBackend,
     TorchBackend,
 )
 from medsight.inference.boxes import box_lps, fuse_boxes, unflip_boxes
@@ -147,7 +148,8 @@ class Predictor:
         name = self.task.spec.networks[index].name
         if name not in self._backends:
             if self.backend_name == "onnxruntime":
-                self._backends[name] = OnnxBackend(
+                onnx = OnnxDetectionBackend if self.task.spec.kind == "detection" else OnnxBackend
+                self._backends[name] = onnx(
                     self.task, index, threads=self.threads, streams=self._streams()
                 )
             else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BoxDetector"]
+__all__ = ["BoxDetector", "DetectorHeads"]
 
 _DEPTHS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
 
@@ -168,37 +168,63 @@ class BoxDetector(torch.nn.Module):
         """Training: the classification and box-regression losses (a dict)."""
         return self.detector(list(images), targets)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def pad(self, images: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
+        """The batch padded to the pyramid's stride, and each image's own size."""
         from monai.apps.detection.networks.retinanet_detector import preprocess_images
 
-        padded, sizes = preprocess_images(
-            list(images), self.spatial_dims, self.detector.network.size_divisible
-        )
+        divisible = self.detector.network.size_divisible
+        padded, sizes = preprocess_images(list(images), self.spatial_dims, divisible)
+        return padded, sizes
+
+    def head_outputs(self, padded: torch.Tensor) -> list[torch.Tensor]:
+        """The heads' maps: each level's class logits, then each level's box regression
+        (what an exported ONNX model computes; ``decode`` does the rest)."""
         heads = self.detector.network(padded)
-        logits = heads[self.detector.cls_key]
+        return [*heads[self.detector.cls_key], *heads[self.detector.box_reg_key]]
+
+    def decode(
+        self, padded: torch.Tensor, sizes: list[list[int]], outputs: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Anchors decoded into boxes, thresholded and suppressed (MONAI's selector), as
+        one tensor (batch, max_boxes + 1, 2 * dims + 2): see the module's docstring."""
+        detector = self.detector
+        half = len(outputs) // 2
+        heads = {detector.cls_key: list(outputs[:half]), detector.box_reg_key: list(outputs[half:])}
+        logits = heads[detector.cls_key]
+        batch = padded.shape[0]
         # the image's score: its most confident anchor, whatever the selection keeps
         image_scores = torch.stack(
-            [torch.cat([level[b].flatten() for level in logits]).max() for b in range(len(images))]
+            [torch.cat([level[b].flatten() for level in logits]).max() for b in range(batch)]
         ).sigmoid()
-        detections = self._select(padded, sizes, heads)
-        width = 2 * self.spatial_dims + 2
-        out = torch.full((len(images), self.max_boxes + 1, width), -1.0)
-        for b, found in enumerate(detections):
-            out[b, 0, 2 * self.spatial_dims] = image_scores[b]
-            boxes = found["box"][: self.max_boxes]
-            count = len(boxes)
-            out[b, 1 : count + 1, : 2 * self.spatial_dims] = boxes
-            out[b, 1 : count + 1, 2 * self.spatial_dims] = found["label_scores"][:count]
-            out[b, 1 : count + 1, 2 * self.spatial_dims + 1] = found["label"][:count].float()
-        return out
-
-    def _select(self, padded: torch.Tensor, sizes: Any, heads: dict[str, Any]) -> Any:
-        """Anchors decoded into boxes, thresholded and suppressed (MONAI's selector)."""
-        detector = self.detector
         detector.generate_anchors(padded, heads)
-        locations = [x.shape[2:].numel() for x in heads[detector.cls_key]]
+        locations = [x.shape[2:].numel() for x in logits]
         reshaped = {
             key: detector._reshape_maps(heads[key])
             for key in (detector.cls_key, detector.box_reg_key)
         }
-        return detector.postprocess_detections(reshaped, detector.anchors, sizes, locations)
+        found = detector.postprocess_detections(reshaped, detector.anchors, sizes, locations)
+        corners = 2 * self.spatial_dims
+        out = torch.full((batch, self.max_boxes + 1, corners + 2), -1.0)
+        for b, kept in enumerate(found):
+            out[b, 0, corners] = image_scores[b]
+            boxes = kept["box"][: self.max_boxes]
+            count = len(boxes)
+            out[b, 1 : count + 1, :corners] = boxes
+            out[b, 1 : count + 1, corners] = kept["label_scores"][:count]
+            out[b, 1 : count + 1, corners + 1] = kept["label"][:count].float()
+        return out
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        padded, sizes = self.pad(images)
+        return self.decode(padded, sizes, self.head_outputs(padded))
+
+
+class DetectorHeads(torch.nn.Module):
+    """A BoxDetector's network alone, for ONNX export: padded images in, head maps out."""
+
+    def __init__(self, detector: BoxDetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, padded: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.detector.head_outputs(padded))
