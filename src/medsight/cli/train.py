@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,6 +46,9 @@ def train(
         folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         spec = load_named_task(recipe.base_task).spec
+        if spec.kind == "detection":
+            _train_detection(recipe, target, folder, command)
+            return
         segmentation = spec.kind == "segmentation"
         independent = spec.kind == "classification" and spec.activation == "sigmoid"
         trainer = (
@@ -94,3 +97,30 @@ def train(
         console.print("research use only, not for diagnostic use")
 
     run(action, debug=debug)
+
+
+def _train_detection(recipe: Any, target: Path, folder: Path, command: str) -> None:
+    """A detection task: no input-gate fit yet (its pixel checks still run; docs/detection.md)."""
+    from medsight.training.detector import train_detector
+
+    with progress_bar(console) as progress:
+        result = train_detector(
+            recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
+        )
+    metrics = result.record["metrics"]
+    figures = metrics["all"]
+    console.print(f"wrote {result.task.id} {result.task.version} to {result.task.folder}")
+    if "auc" in figures:
+        auc = figures["auc"]
+        console.print(
+            f"out-of-fold image ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f}); "
+            f"sensitivity {figures['sensitivity']['value']:.3f}, specificity "
+            f"{figures['specificity']['value']:.3f} at the locked point"
+        )
+    at = figures.get("froc", {}).get("sensitivity_at_fp_per_image", {})
+    if at:
+        console.print(
+            "out-of-fold lesion sensitivity at 0.5 / 1 / 2 / 4 false positives per image: "
+            + " / ".join(f"{at[r]['value']:.3f}" for r in ("0.5", "1.0", "2.0", "4.0"))
+        )
+    console.print("research use only, not for diagnostic use")

@@ -21,6 +21,7 @@ from medsight.errors import ConfigurationError
 
 __all__ = [
     "ClassFolders",
+    "CocoBoxes",
     "DataConfig",
     "GroupRule",
     "ImageMaskFolders",
@@ -97,6 +98,23 @@ class Npz(_Config):
     classes: list[str] = Field(min_length=2)  # names of label values 0, 1, ...
 
 
+class CocoBoxes(_Config):
+    """Detection: a COCO file's boxes and the folder of its images (each relative to the
+    data folder unless absolute), with an optional CSV of the images (an ``image`` column of
+    file names) for groups, subgroups and exclusions."""
+
+    kind: Literal["coco"] = "coco"
+    annotations: str
+    images: str
+    labels: str | None = None
+    # images sharing a value stay in one fold (e.g. near-duplicates); empty: its own group
+    group_column: str | None = None
+    subgroup_columns: list[str] = Field(default_factory=list)
+    # images left out of every model's training, still predicted and reported, e.g.
+    # {hardware = ["1"]}: implants appear only on fractured images, a shortcut
+    train_exclude: dict[str, list[str]] = Field(default_factory=dict)
+
+
 def _data_kind(value: object) -> str:
     if isinstance(value, dict):
         return str(value.get("kind", "class-folders"))
@@ -107,7 +125,8 @@ DataConfig = Annotated[
     Annotated[ClassFolders, Tag("class-folders")]
     | Annotated[Manifest, Tag("manifest")]
     | Annotated[ImageMaskFolders, Tag("image-mask-folders")]
-    | Annotated[Npz, Tag("npz")],
+    | Annotated[Npz, Tag("npz")]
+    | Annotated[CocoBoxes, Tag("coco")],
     Discriminator(_data_kind),
 ]
 

@@ -69,8 +69,10 @@ def list_cases(config: DataConfig, spec: TaskSpec | None = None) -> list[Case]:
         cases = _manifest_cases(config, outputs, ordinals)
     elif isinstance(config, ImageMaskFolders):
         cases = _image_mask_cases(config)
-    else:
+    elif isinstance(config, Npz):
         cases = _npz_cases(config)
+    else:  # COCO boxes: read by the detection trainer (medsight.training.detector)
+        raise InvalidInputError("COCO box data trains a detection task only")
     if not cases:
         raise InvalidInputError("the dataset lists no cases")
     _check_splits(cases)
