@@ -84,6 +84,7 @@ def test_a_radiograph_gets_boxes_overlay_sr_and_an_emergency_priority(tmp_path):
         document = json.loads((folder / "result.json").read_text())
         levels[name] = document["priority"]["level"]
         analysis = document["analyses"][0]
+        assert (analysis["detection"]["body_part"], analysis["detection"]["view"]) == ("HAND", "PA")
         boxes = analysis["detection"]["boxes"]
         assert 1 <= len(boxes) <= 3
         for box in boxes:  # on the film's 410 columns and 512 rows

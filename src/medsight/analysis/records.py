@@ -193,6 +193,9 @@ def prediction_record(
             "audit_only": withheld,
             "boxes": prediction.boxes,
             "finding_score": spec.detection.finding_score,
+            # what the image says it shows (DICOM BodyPartExamined, ViewPosition), if it does
+            "body_part": image.metadata.get("BodyPartExamined") or None,
+            "view": image.metadata.get("ViewPosition") or None,
         }
     if prediction.label_map is not None:
         label_path = write_label_map(prediction.label_map, image, study_dir / "masks" / stem)

@@ -309,6 +309,8 @@ _ANALYSIS = {
             "properties": {
                 "audit_only": {"type": "boolean"},
                 "finding_score": {"type": "number"},
+                "body_part": {"type": ["string", "null"]},
+                "view": {"type": ["string", "null"]},
                 "boxes": {
                     "type": "array",
                     "items": {
