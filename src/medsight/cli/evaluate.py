@@ -189,6 +189,16 @@ def evaluate(
     run(action, debug=debug)
 
 
+def _claims_and_files(claims: list[dict[str, Any]], json_path: Path, html_path: Path) -> None:
+    """The card's claims in words, the files written; exit 1 when a claim fails."""
+    for claim in claims:
+        console.print(claim["words"])
+    console.print(f"wrote {json_path} and {html_path}")
+    console.print("research use only, not for diagnostic use")
+    if any(claim["holds"] is False for claim in claims):
+        raise typer.Exit(1)
+
+
 def _evaluate_detection(
     task: Task, coco: Path, images: Path | None, labels: Path | None, groups: list[str], out: Path
 ) -> None:
@@ -218,12 +228,7 @@ def _evaluate_detection(
             "lesion sensitivity at 0.5 / 1 / 2 / 4 false positives per image: "
             + " / ".join(f"{at[r]['value']:.3f}" for r in ("0.5", "1.0", "2.0", "4.0"))
         )
-    for claim in results["claims"]:
-        console.print(claim["words"])
-    console.print(f"wrote {json_path} and {html_path}")
-    console.print("research use only, not for diagnostic use")
-    if any(claim["holds"] is False for claim in results["claims"]):
-        raise typer.Exit(1)
+    _claims_and_files(results["claims"], json_path, html_path)
 
 
 def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
@@ -248,12 +253,7 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
             f"({error['low']:.1f}-{error['high']:.1f}) percentage points over "
             f"{entry['patients']} patients"
         )
-    for claim in results["claims"]:
-        console.print(claim["words"])
-    console.print(f"wrote {json_path} and {html_path}")
-    console.print("research use only, not for diagnostic use")
-    if any(claim["holds"] is False for claim in results["claims"]):
-        raise typer.Exit(1)
+    _claims_and_files(results["claims"], json_path, html_path)
 
 
 def _evaluate_multilabel(task: Task, cases: list[Case], out: Path) -> None:
@@ -279,12 +279,7 @@ def _evaluate_multilabel(task: Task, cases: list[Case], out: Path) -> None:
             f"{name}: quadratic-weighted kappa {kappa['value']:.3f} "
             f"({kappa['low']:.3f}-{kappa['high']:.3f})"
         )
-    for claim in results["claims"]:
-        console.print(claim["words"])
-    console.print(f"wrote {json_path} and {html_path}")
-    console.print("research use only, not for diagnostic use")
-    if any(claim["holds"] is False for claim in results["claims"]):
-        raise typer.Exit(1)
+    _claims_and_files(results["claims"], json_path, html_path)
 
 
 def _evaluate_classifier(
