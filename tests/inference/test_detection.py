@@ -93,6 +93,25 @@ def test_a_flipped_source_gives_the_same_anatomy(tmp_path):
     )
 
 
+def test_a_source_stored_rotated_gives_the_same_anatomy(tmp_path):
+    """The same film stored a quarter turn round (rows as columns; the affine says so)."""
+    task = detector_task(tmp_path / "det")
+    predictor = Predictor(task, backend=bright_box_oracle(), tta=False)
+    straight = _radiograph()
+    turned = straight.replace(
+        array=np.ascontiguousarray(straight.array.transpose(0, 2, 1)),
+        affine=straight.affine[:, [1, 0, 2, 3]],
+    )
+    boxes = [predictor.predict(image).boxes[0] for image in (straight, turned)]
+    np.testing.assert_allclose(boxes[1]["pixel_box"], [50, 100, 70, 140], atol=2.4)
+
+    def extent(lps: list[float]) -> np.ndarray:
+        corners = np.array(lps).reshape(2, 3)
+        return np.concatenate([corners.min(0), corners.max(0)])
+
+    np.testing.assert_allclose(extent(boxes[1]["lps_box"]), extent(boxes[0]["lps_box"]), atol=0.5)
+
+
 def test_flipped_views_fuse_into_one_box(tmp_path):
     task = detector_task(tmp_path / "det")
     plain = Predictor(task, backend=bright_box_oracle(), tta=False).predict(_radiograph())
