@@ -1,7 +1,8 @@
 """`medsight train` for a detection task on a small built set of films (bright blocks as the
 lesions, COCO boxes, a labels CSV): grouped k-fold evidence, the images a recipe leaves out
-of training reported apart, the operating point and temperature locked out of fold, a task
-version that loads and predicts, and a rerun that resumes to the same weights."""
+of training reported apart, the operating point and temperature locked out of fold, the
+input gate fitted on the detector's features, a task version that loads and predicts, and a
+rerun that resumes to the same weights."""
 
 from __future__ import annotations
 
@@ -94,6 +95,23 @@ def test_a_detection_task_is_trained_with_out_of_fold_evidence(tmp_path):
     assert record["metrics"]["without_excluded"]["images"] == 16  # the two hardware films
     prediction = Predictor(task, tta=False).predict(read_image(tmp_path / "data/images/film00.png"))
     assert prediction.boxes is not None and "lesion" in prediction.probabilities
+    # the input gate was fitted on the detector's own features (its deepest backbone layer)
+    assert "input gate of test-det" in result.output
+    assert prediction.features is not None and task.spec.gate.ood is not None
+    assert (folder / task.spec.gate.ood.file).is_file()
+    # an image of another kind (a chest film) is withheld by the detector's gate
+    chest = Path(__file__).parents[2] / "src/medsight/samples/cxr/pneumonia_sample_sc.dcm"
+    out = tmp_path / "chest"
+    analysed = runner.invoke(
+        app,
+        ["analyze", str(chest), "--task", "test-det", "--tasks-dir", str(tmp_path / "tasks"),
+         "--out", str(out)],
+    )  # fmt: skip
+    assert analysed.exit_code == 0, analysed.output
+    document = json.loads(next(out.glob("*/result.json")).read_text())
+    analysis = document["analyses"][0]
+    assert analysis["withheld"] and analysis["state"] == "NEEDS_REVIEW"
+    assert document["priority"]["level"] == "NEEDS_REVIEW" and not analysis["findings"]
     # a rerun resumes every fold and the final model: the same weights
     again = runner.invoke(app, command)
     assert again.exit_code == 0, again.output

@@ -47,7 +47,9 @@ def train(
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         spec = load_named_task(recipe.base_task).spec
         if spec.kind == "detection":
-            _train_detection(recipe, target, folder, command)
+            trained = _train_detection(recipe, target, folder, command)
+            gated, gate = _fit_gate(trained, recipe, target, command)
+            console.print(f"input gate of {gated.id} {gated.version}: {gate.fitted_on}")
             return
         segmentation = spec.kind == "segmentation"
         independent = spec.kind == "classification" and spec.activation == "sigmoid"
@@ -63,12 +65,7 @@ def train(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
             )
         # last step: the input gate, fitted on the same split (docs/gate.md)
-        from medsight.training.gate_fit import fit_gate, write_gated_task
-
-        with progress_bar(console) as progress:
-            job = progress.add_task("fitting the input gate", total=None)
-            gate = fit_gate(result.task, recipe, progress=lambda n: progress.advance(job, n))
-        gated = write_gated_task(result.task, gate, target, command, in_place=True)
+        gated, gate = _fit_gate(result.task, recipe, target, command)
         metrics = result.record["metrics"]
         console.print(f"wrote {gated.id} {gated.version} to {gated.folder}")
         console.print(f"input gate: {gate.fitted_on}")
@@ -99,8 +96,18 @@ def train(
     run(action, debug=debug)
 
 
-def _train_detection(recipe: Any, target: Path, folder: Path, command: str) -> None:
-    """A detection task: no input-gate fit yet (its pixel checks still run; docs/detection.md)."""
+def _fit_gate(task: Any, recipe: Any, target: Path, command: str) -> tuple[Any, Any]:
+    """The input gate of the version just trained, fitted on the recipe's split."""
+    from medsight.training.gate_fit import fit_gate, write_gated_task
+
+    with progress_bar(console) as progress:
+        job = progress.add_task("fitting the input gate", total=None)
+        gate = fit_gate(task, recipe, progress=lambda n: progress.advance(job, n))
+    return write_gated_task(task, gate, target, command, in_place=True), gate
+
+
+def _train_detection(recipe: Any, target: Path, folder: Path, command: str) -> Any:
+    """Train a detection task (its gate is fitted after, as for the other kinds)."""
     from medsight.training.detector import train_detector
 
     with progress_bar(console) as progress:
@@ -124,3 +131,4 @@ def _train_detection(recipe: Any, target: Path, folder: Path, command: str) -> N
             + " / ".join(f"{at[r]['value']:.3f}" for r in ("0.5", "1.0", "2.0", "4.0"))
         )
     console.print("research use only, not for diagnostic use")
+    return result.task

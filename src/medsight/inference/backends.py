@@ -191,9 +191,9 @@ def export_onnx(task: Task, path: Path | None = None, network_index: int = 0) ->
         from medsight.models.detector import DetectorHeads
 
         example, _ = module.pad(example)
-        count = len(DetectorHeads(module)(example))
         module = DetectorHeads(module)
-        outputs = [f"head_{k}" for k in range(count)]
+        count = len(module(example)) - 1
+        outputs = [*(f"head_{k}" for k in range(count)), "features"]
     else:
         with_features = FeatureNetwork(module, network.architecture)
         outputs = ["output"]
@@ -272,5 +272,6 @@ class OnnxDetectionBackend(OnnxBackend):
         with torch.no_grad():
             padded, sizes = self.decoder.pad(batch)
             array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
-            heads = [torch.from_numpy(h) for h in self.session.run(None, {"input": array})]
-            return self.decoder.decode(padded, sizes, heads)
+            *heads, features = self.session.run(None, {"input": array})
+            self.add(features)
+            return self.decoder.decode(padded, sizes, [torch.from_numpy(h) for h in heads])

@@ -487,9 +487,12 @@ class Predictor:
         prediction.timings["preprocess"] = time.perf_counter() - started
         started = time.perf_counter()
         run = self.backend()
-        views: list[tuple[int | None, np.ndarray]] = [
-            (None, np.asarray(run(values[None])[0].detach().cpu().numpy()))
-        ]
+        with self._features_of(None) as feature_rows:
+            views: list[tuple[int | None, np.ndarray]] = [
+                (None, np.asarray(run(values[None])[0].detach().cpu().numpy()))
+            ]
+        if feature_rows:  # the gate's out-of-distribution score reads the unflipped run's
+            prediction.features = np.concatenate(feature_rows)[0]
         if self.tta:
             for flip in (0, 1):
                 flipped = torch.flip(values, dims=[flip + 1])[None]

@@ -220,11 +220,17 @@ class BoxDetector(torch.nn.Module):
 
 
 class DetectorHeads(torch.nn.Module):
-    """A BoxDetector's network alone, for ONNX export: padded images in, head maps out."""
+    """A BoxDetector's network alone, for ONNX export: padded images in, head maps out,
+    then the pooled features of its deepest backbone layer (the input gate reads them)."""
 
     def __init__(self, detector: BoxDetector) -> None:
+        from medsight.models.features import FeatureNetwork
+
         super().__init__()
         self.detector = detector
+        self._features = FeatureNetwork(detector, "BoxDetector")
 
     def forward(self, padded: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.detector.head_outputs(padded))
+        self._features._captured.clear()
+        heads = self.detector.head_outputs(padded)
+        return (*heads, self._features._captured[-1])

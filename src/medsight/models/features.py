@@ -1,7 +1,8 @@
 """The feature vector of a network: what the input gate's out-of-distribution score reads.
 
 One layer per architecture, chosen where the network summarises its input: DenseNet's pooled
-penultimate layer (the classifier's input), the U-Net's bottleneck. Its output is averaged
+penultimate layer (the classifier's input), the U-Net's bottleneck, the detector's deepest
+backbone layer. Its output is averaged
 over the spatial axes, giving one (batch, channels) vector per input whatever its size.
 """
 
@@ -19,6 +20,10 @@ def feature_layer(module: Any, architecture: str) -> Any | None:
         return getattr(getattr(module, "class_layers", None), "flatten", None)
     if architecture == "UNetEncoderClassifier":
         return getattr(module, "bottom", None)
+    if architecture == "BoxDetector":  # the deepest backbone layer, under the pyramid
+        extractor = getattr(getattr(module, "detector", None), "network", None)
+        layers = getattr(getattr(extractor, "feature_extractor", None), "layers", None)
+        return layers[-1] if layers is not None else None
     if architecture == "BasicUNet":
         return getattr(module, "down_4", None)
     if architecture == "UNet":

@@ -43,7 +43,7 @@ from medsight.training.common import (
 )
 from medsight.training.config import CocoBoxes, TrainConfig
 
-__all__ = ["train_detector"]
+__all__ = ["box_data_cases", "train_detector"]
 
 
 @dataclass
@@ -63,13 +63,9 @@ def _resolve(path: str) -> Path:
     return candidate if candidate.is_absolute() else shared_data_dir() / candidate
 
 
-def _load(config: TrainConfig, base: Task, cache: Path, progress: Any) -> _Data:
-    """The cases, and their inputs on the network grid (cached)."""
-    from medsight.inference.predictor import network_input
-    from medsight.io import read_image
-
-    data = config.data
-    assert isinstance(data, CocoBoxes)
+def box_data_cases(data: CocoBoxes) -> list[tuple[DetectionCase, str]]:
+    """The recipe's images with their boxes and columns, each with its group (the group
+    column's value; an image without one is its own group)."""
     columns = [*data.subgroup_columns, *data.train_exclude]
     if data.group_column:
         columns.append(data.group_column)
@@ -77,6 +73,19 @@ def _load(config: TrainConfig, base: Task, cache: Path, progress: Any) -> _Data:
     cases = detection_cases(
         _resolve(data.annotations), _resolve(data.images), labels, sorted(set(columns))
     )
+    column = data.group_column or ""
+    return [(c, c.groups.get(column, "") or c.image.name) for c in cases]
+
+
+def _load(config: TrainConfig, base: Task, cache: Path, progress: Any) -> _Data:
+    """The cases, and their inputs on the network grid (cached)."""
+    from medsight.inference.predictor import network_input
+    from medsight.io import read_image
+
+    data = config.data
+    assert isinstance(data, CocoBoxes)
+    grouped = box_data_cases(data)
+    cases = [c for c, _ in grouped]
     spec = base.spec
     if cache.is_file():
         stored = np.load(cache)
@@ -98,9 +107,7 @@ def _load(config: TrainConfig, base: Task, cache: Path, progress: Any) -> _Data:
     trained = np.array(
         [not any(c.groups.get(k, "") in v for k, v in data.train_exclude.items()) for c in cases]
     )
-    # a group per image unless the group column joins some (an empty value: its own)
-    column = data.group_column or ""
-    groups = [c.groups.get(column, "") or c.image.name for c in cases]
+    groups = [group for _, group in grouped]
     return _Data(cases, inputs, boxes, scale, trained, groups)
 
 

@@ -38,7 +38,7 @@ from medsight.image import Image
 from medsight.inference import Predictor
 from medsight.io import read_image
 from medsight.tasks.task import Task, load_task, sha256_file
-from medsight.training.config import TrainConfig
+from medsight.training.config import CocoBoxes, TrainConfig
 from medsight.training.data import (
     Case,
     kfold_by_patient,
@@ -145,6 +145,17 @@ def _patient_of_file(path: Path) -> str:
     return re.sub(r"[_-][LR]$", "", path.stem)  # both eyes of a patient: one side
 
 
+def _box_cases(data: CocoBoxes) -> list[Case]:
+    """A detection recipe's images as cases: labelled by whether they hold a box, the
+    recipe's group column as the patient (near-duplicates stay in one fold)."""
+    from medsight.training.detector import box_data_cases
+
+    return [
+        Case(path=c.image, patient=group, label=int(len(c.reference) > 0))
+        for c, group in box_data_cases(data)
+    ]
+
+
 def fit_gate(
     task: Task,
     config: TrainConfig,
@@ -155,7 +166,10 @@ def fit_gate(
 ) -> GateFit:
     """Fit ``task``'s gate on the split of ``config`` (and ``extra`` images)."""
     predictor = Predictor(task, explain=False, backend="onnxruntime")
-    cases, _ = split_holdback(list_cases(config.data, task.spec), config.split)
+    if isinstance(config.data, CocoBoxes):  # detection: each image, grouped as it trained
+        cases = _box_cases(config.data)
+    else:
+        cases, _ = split_holdback(list_cases(config.data, task.spec), config.split)
 
     def named(items: list[Case]) -> list[tuple[str, str, Callable[[], Image]]]:
         return [(c.name, c.patient, partial(read_case_image, c)) for c in items]
