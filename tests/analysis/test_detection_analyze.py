@@ -96,3 +96,24 @@ def test_a_radiograph_gets_boxes_overlay_sr_and_an_emergency_priority(tmp_path):
         if name == "er":
             assert any("emergency setting" in r for r in document["priority"]["reasons"])
     assert levels == {"er": "URGENT", "plain": "ROUTINE"}
+
+
+@pytest.mark.timeout(300)
+def test_the_shipped_fracture_sample_without_a_spacing_is_measured_in_pixels(tmp_path):
+    sample = Path(__file__).parents[2] / "src/medsight/samples/fracture/fracture_sample_cr.dcm"
+    detector_task(
+        tmp_path / "tasks" / "test-det",
+        arguments={"depth": 10, "fpn_channels": 32, "max_boxes": 2, "score_threshold": 0.0},
+        extra="\n[detection]\nfinding_score = 0.0\n",
+    )
+    out = tmp_path / "out"
+    command = ["analyze", str(sample), "--task", "test-det", "--tasks-dir", str(tmp_path / "tasks")]
+    result = runner.invoke(app, [*command, "--out", str(out), "--outputs", "json,sr"])
+    assert result.exit_code == 0, result.output
+    folder = next(p for p in out.iterdir() if p.is_dir())
+    analysis = json.loads((folder / "result.json").read_text())["analyses"][0]
+    boxes = [f for f in analysis["findings"] if f["name"].startswith("lesion_box_")]
+    assert boxes and {m["unit"] for f in boxes for m in f["measurements"][1:]} == {"{px}"}
+    assert analysis["input"]["modality"] == "CR" and not analysis["input"]["spacing_known"]
+    (sr,) = analysis["dicom_outputs"]
+    assert dciodvfy_errors(folder / sr) == []

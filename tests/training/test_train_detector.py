@@ -116,3 +116,19 @@ def test_a_detection_task_is_trained_with_out_of_fold_evidence(tmp_path):
     again = runner.invoke(app, command)
     assert again.exit_code == 0, again.output
     assert load_task(folder).weights_sha256 == task.weights_sha256
+
+
+def test_boxes_outside_their_image_stop_training_before_it_starts(tmp_path):
+    path = recipe(tmp_path)
+    boxes = tmp_path / "data" / "boxes.json"
+    coco = json.loads(boxes.read_text())
+    coco["annotations"][0]["bbox"] = [80, 80, 30, 30]  # past the 96-pixel edge
+    boxes.write_text(json.dumps(coco))
+    result = runner.invoke(
+        app,
+        ["train", str(path), "--tasks-dir", str(tmp_path / "tasks"), "--work", str(tmp_path / "w")],
+    )
+    assert result.exit_code == 2, result.output
+    assert "boxes.json" in result.output and "annotation 100 (film00.png)" in result.output
+    assert "outside the 96x96 image" in result.output
+    assert not (tmp_path / "tasks").exists()  # nothing written
