@@ -1,7 +1,8 @@
 """A radiograph through the service under an emergency department's site rules: sent by
 storescu, analysed by a detection task (random weights, thresholds at 0, so that it flags),
-and the worklist shows the study URGENT with the site's setting in its reason; the same
-study under an outpatient setting is ROUTINE."""
+and the worklist shows the study URGENT with the site's setting in its reason; the viewer
+draws its boxes with their scores (chromium, Playwright); the same study under an outpatient
+setting is ROUTINE."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pytest
 from medsight.service import InstanceStore
 from tests._net import free_port
 from tests._tasks import detector_task
+from tests.reporting.test_html_screenshots import ARTIFACTS, chromium
 from tests.service._client import Api, account
 from tests.service.test_serve_recovery import wait_for
-from tests.service.test_viewer import storescu
+from tests.service.test_viewer import sign_in, storescu
 
 SAMPLE = Path(__file__).parents[2] / "src/medsight/samples/fracture/fracture_sample_cr.dcm"
 FLAGGING = (
@@ -25,7 +27,29 @@ FLAGGING = (
 )
 
 
-def _level(tmp_path: Path, setting: str) -> tuple[str, list[str]]:
+def _in_the_viewer(base: str, key: str) -> None:
+    """The boxes drawn with their scores, and the boxes layer toggled, in chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        sign_in(page, base, "dr-er")
+        page.goto(f"{base}/studies/{key}/viewer")
+        page.wait_for_function("window.viewerState && window.viewerState.drawn > 0")
+        boxes = page.evaluate("window.viewerState.info.boxes")
+        assert len(boxes) == 2 and all("score" in b for b in boxes)
+        assert page.evaluate("window.viewerState.boxes") is True
+        assert page.locator("#findings").inner_text().count("detected box") == 2
+        page.screenshot(path=str(ARTIFACTS / "viewer-detection-boxes.png"), full_page=True)
+        page.locator("#boxes").uncheck()
+        assert page.evaluate("window.viewerState.boxes") is False
+        browser.close()
+
+
+def _level(tmp_path: Path, setting: str, browse: bool = False) -> tuple[str, list[str]]:
     tasks = tmp_path / "tasks"
     detector_task(
         tasks / "test-det",
@@ -52,6 +76,8 @@ def _level(tmp_path: Path, setting: str) -> tuple[str, list[str]]:
         store = InstanceStore(data)
         wait_for(lambda: store.queue.states().get("done", 0) == 1, 300, "the film", process, log)
         (item,) = Api(base, token).json("/api/worklist")["items"]
+        if browse:
+            _in_the_viewer(base, item["study_key"])
         return item["priority"], item["reasons"]
     finally:
         process.terminate()
@@ -60,7 +86,7 @@ def _level(tmp_path: Path, setting: str) -> tuple[str, list[str]]:
 
 @pytest.mark.timeout(600)
 def test_the_emergency_setting_makes_a_flagged_fracture_urgent_on_the_worklist(tmp_path):
-    level, reasons = _level(tmp_path, "emergency")
+    level, reasons = _level(tmp_path, "emergency", browse=True)
     assert level == "URGENT", reasons
     assert any("emergency setting" in r for r in reasons)
     level, _ = _level(tmp_path, "outpatient")

@@ -208,6 +208,7 @@ def volume_info(layers: Layers, analysis: dict[str, Any]) -> dict[str, Any]:
         location = finding.get("location") or {}
         if depth == 1 and "pixel_box" in location:  # a detected box: its own pixels
             entry["box"] = [*location["voxel_min"][:2], *location["voxel_max"][:2]]
+            entry["detected"] = finding.get("flag") is None
         index = next((s["index"] for s in segments if s["name"] == finding["name"]), None)
         if index is not None and layers.labels is not None:
             inside = np.argwhere(layers.labels == index)

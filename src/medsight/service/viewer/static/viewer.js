@@ -212,9 +212,10 @@ function setZoom(factor) {
 
 function findingsTable() {
   const rows = state.info.findings.map((f, n) => {
-    // a classifier's calibrated probability and flag; a segmentation is "segmented"
+    // a classifier's calibrated probability and flag; a segmentation is "segmented", a
+    // detector's box "detected box" (its score is among the measurements)
     const result = f.flag === null || f.flag === undefined
-      ? "segmented"
+      ? (f.detected ? "detected box" : "segmented")
       : `${f.probability.toFixed(3)} ${f.flag ? "FLAGGED" : "(not flagged: not a negative read)"}`;
     const measured = f.measurements.map(m => `${escapeText(m.name)} ${m.value} ${escapeText(m.unit)}`)
       .join("<br>");
