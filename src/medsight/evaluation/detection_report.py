@@ -21,7 +21,13 @@ from medsight.evaluation.claims import check_claims, claims_html
 from medsight.evaluation.detection import ImageDetections, box_iou, froc, study_level
 from medsight.tasks import Task
 
-__all__ = ["DetectionCase", "detection_cases", "evaluate_detector", "write_detection_report"]
+__all__ = [
+    "DetectionCase",
+    "detection_cases",
+    "detection_figures",
+    "evaluate_detector",
+    "write_detection_report",
+]
 
 GALLERY = 8  # images shown in each gallery
 MATCH_IOU = 0.3  # as the FROC matches
@@ -77,9 +83,11 @@ def _point(task: Task) -> tuple[str, Any]:
     return name, points[name]
 
 
-def _figures(
+def detection_figures(
     detections: list[ImageDetections], probabilities: np.ndarray, threshold: float
 ) -> dict[str, Any]:
+    """Counts, the image-level AUC and the point's sensitivity and specificity (where both
+    kinds of image are present), and lesion FROC (where there are lesions)."""
     labels = np.array([len(d.reference) > 0 for d in detections])
     figures: dict[str, Any] = {
         "images": len(detections),
@@ -130,14 +138,14 @@ def evaluate_detector(
         "operating_point": {"name": name, "threshold": point.threshold},
         "match_iou": MATCH_IOU,
         "finding_score": task.spec.detection.finding_score,
-        **_figures(detections, scores, point.threshold),
+        **detection_figures(detections, scores, point.threshold),
     }
     columns = sorted({c for case in cases for c in case.groups})
     subgroups: dict[str, dict[str, Any]] = {}
     for column in columns:
         for value in sorted({case.groups.get(column, "") for case in cases}):
             chosen = [i for i, c in enumerate(cases) if c.groups.get(column, "") == value]
-            subgroups[f"{column}={value}"] = _figures(
+            subgroups[f"{column}={value}"] = detection_figures(
                 [detections[i] for i in chosen], scores[chosen], point.threshold
             )
     results["subgroups"] = subgroups

@@ -25,8 +25,12 @@ import numpy as np
 from medsight.errors import ConfigurationError
 from medsight.evaluation.calibration import fit_temperature
 from medsight.evaluation.classification import choose_operating_point
-from medsight.evaluation.detection import FROC_RATES, ImageDetections, froc, study_level
-from medsight.evaluation.detection_report import DetectionCase, detection_cases
+from medsight.evaluation.detection import FROC_RATES, ImageDetections, froc
+from medsight.evaluation.detection_report import (
+    DetectionCase,
+    detection_cases,
+    detection_figures,
+)
 from medsight.tasks import Task
 from medsight.training.common import (
     Fitted,
@@ -242,21 +246,6 @@ def _fit(
     )
 
 
-def _figures(
-    detections: list[ImageDetections], probabilities: np.ndarray, threshold: float
-) -> dict[str, Any]:
-    labels = np.array([len(d.reference) > 0 for d in detections])
-    figures: dict[str, Any] = {"images": len(detections), "with_boxes": int(labels.sum())}
-    if labels.any() and (~labels).any():
-        figures.update(
-            {k: v.as_dict() for k, v in study_level(labels, probabilities, threshold).items()}
-        )
-    if labels.any():
-        result = froc(detections, resamples=500)
-        figures["froc"] = {k: result[k] for k in ("sensitivity_at_fp_per_image", "lesions")}
-    return figures
-
-
 def train_detector(
     config: TrainConfig,
     *,
@@ -354,14 +343,14 @@ def _write(
             "target_sensitivity": target,
             "demonstrated": bool(point.demonstrated),
         },
-        "all": _figures(detections, probabilities, threshold),
+        "all": detection_figures(detections, probabilities, threshold),
         "folds": histories,
         "final_history": final.history,
     }
     excluded = ~data.trained
     if excluded.any():
         kept = np.nonzero(data.trained)[0]
-        metrics["without_excluded"] = _figures(
+        metrics["without_excluded"] = detection_figures(
             [detections[i] for i in kept], probabilities[kept], threshold
         )
     subgroups: dict[str, Any] = {}
@@ -369,7 +358,7 @@ def _write(
     for column in config.data.subgroup_columns:
         for value in sorted({c.groups.get(column, "") for c in data.cases}):
             chosen = [i for i, c in enumerate(data.cases) if c.groups.get(column, "") == value]
-            subgroups[f"{column}={value}"] = _figures(
+            subgroups[f"{column}={value}"] = detection_figures(
                 [detections[i] for i in chosen], probabilities[chosen], threshold
             )
     metrics["subgroups"] = subgroups
