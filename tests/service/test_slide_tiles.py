@@ -139,3 +139,27 @@ def test_the_vendored_viewer_library_matches_its_record():
     manifest = json.loads((vendor / "VENDOR.json").read_text())
     (entry,) = manifest.values()
     assert entry["npm"].startswith("openseadragon@") and "LICENSE.txt" in entry["files"]
+
+
+def test_a_withheld_slide_shows_no_layers(slide_path, tmp_path):
+    from medsight.service.viewer.slide_page import slide_info
+
+    (tmp_path / "masks").mkdir()
+    _geojson(tmp_path / "masks" / "n.geojson", [_square(10, 10, 20)])
+    PILImage.fromarray(np.full((4, 5), 200, np.uint8)).save(tmp_path / "d.png")
+    finding = {
+        "name": "nucleus_density_hotspot",
+        "location": {"voxel": [100, 50], "lps_mm": [0.05, 0.025, 0]},
+        "measurements": [{"value": 900.0, "unit": "/mm2"}],
+    }
+    record = {
+        "slide": {"geojson": "masks/n.geojson", "density_map": "d.png", "density_cell_px": 200},
+        "findings": [finding],
+    }
+    with open_slide(slide_path) as slide:
+        zoom = DeepZoom(slide)
+        shown = slide_info(zoom, record, tmp_path)
+        assert shown["outlines"] and shown["density"]["width"] == pytest.approx(1.0)
+        assert shown["hotspots"][0]["x"] == pytest.approx(0.1)
+        hidden = slide_info(zoom, {**record, "withheld": True}, tmp_path)
+        assert not hidden["outlines"] and hidden["density"] is None and not hidden["hotspots"]

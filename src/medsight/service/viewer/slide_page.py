@@ -134,9 +134,10 @@ def slide_info(zoom: DeepZoom, record: dict[str, Any], folder: Path) -> dict[str
     from PIL import Image as PILImage
 
     slide = record["slide"]
+    withheld = bool(record.get("withheld"))  # a withheld answer is not drawn over the slide
     density = None
     name, cell = slide.get("density_map"), slide.get("density_cell_px")
-    if name and cell and (folder / name).is_file():
+    if name and cell and (folder / name).is_file() and not withheld:
         with PILImage.open(folder / name) as picture:
             columns = picture.width
         density = {"width": columns * cell / zoom.width, "max": slide.get("density_max")}
@@ -157,9 +158,11 @@ def slide_info(zoom: DeepZoom, record: dict[str, Any], folder: Path) -> dict[str
         "mpp": slide.get("mpp"),
         "nuclei": slide.get("nuclei"),
         "density": density,
-        "outlines": bool(slide.get("geojson")) and (folder / slide["geojson"]).is_file(),
-        "hotspots": hotspots,
-        "withheld": record.get("withheld", False),
+        "outlines": not withheld
+        and bool(slide.get("geojson"))
+        and (folder / slide["geojson"]).is_file(),
+        "hotspots": [] if withheld else hotspots,
+        "withheld": withheld,
     }
 
 
