@@ -168,7 +168,6 @@ def _detections(data: _Data, index: np.ndarray, rows: np.ndarray) -> list[ImageD
                 case.reference,
                 kept[:, :4] * np.tile(data.scale[k], 2),
                 kept[:, 4],
-                case.groups.get("region", ""),
             )
         )
     return found
