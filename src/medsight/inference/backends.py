@@ -155,7 +155,9 @@ class EnsembleBackend(FeatureCollector):
 
 
 #: bumped when the exported graph changes, so cached exports of an older form are not reused
-EXPORT_FORM = 3  # 2: single-slope PReLU exported as LeakyRelu; 3: a "features" output
+#: 2: single-slope PReLU exported as LeakyRelu; 3: a "features" output; 4: a detector's
+#: heads with its features (an export of a detector's heads alone is not reused)
+EXPORT_FORM = 4
 
 
 def _single_slope_prelu_as_leaky_relu(module: Any) -> Any:
@@ -265,6 +267,7 @@ class OnnxDetectionBackend(OnnxBackend):
         super().__init__(task, network_index, **options)
         # anchors, box coding and selection hold no weights: an untrained copy decodes
         self.decoder = build_network(task.spec.networks[network_index]).eval()
+        self.with_features = self.session.get_outputs()[-1].name == "features"
 
     def __call__(self, batch: Any) -> Any:
         import torch
@@ -272,6 +275,7 @@ class OnnxDetectionBackend(OnnxBackend):
         with torch.no_grad():
             padded, sizes = self.decoder.pad(batch)
             array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
-            *heads, features = self.session.run(None, {"input": array})
-            self.add(features)
+            heads = self.session.run(None, {"input": array})
+            if self.with_features:
+                self.add(heads.pop())
             return self.decoder.decode(padded, sizes, [torch.from_numpy(h) for h in heads])
