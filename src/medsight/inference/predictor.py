@@ -40,6 +40,7 @@ from medsight.inference.preprocess import (
 )
 from medsight.inference.sliding_window import sliding_window
 from medsight.inference.streamed import STREAM_VOXELS, segment_streamed, streamable
+from medsight.inference.strips import STRIPS_MIN_PIXELS, resize_mapped
 from medsight.tasks.acceptance import CheckOutcome, check_acceptance
 from medsight.tasks.spec import Display, Preprocessing, TaskSpec
 from medsight.tasks.task import Task
@@ -80,17 +81,43 @@ def network_input(
 def _grid_values(
     work: Image, size: tuple[int, ...], display: Display, preprocessing: Preprocessing
 ) -> np.ndarray:
+    strip_mapping = _strip_mapping(work, size, display, preprocessing)
+    if strip_mapping is not None:
+        values = resize_mapped(work.array, strip_mapping, (int(size[0]), int(size[1])))
+        return _after_resize(values, preprocessing)
     values = display_values(work, display)
     if preprocessing.equalize:
         values = equalize(values)
     values = normalize(values, preprocessing.normalize)
     if values.shape[1:] != size:
         values = resample(values, size)
+    return _after_resize(values, preprocessing)
+
+
+def _after_resize(values: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     if preprocessing.local_contrast:
         values = local_contrast(values, preprocessing.local_contrast)
     if preprocessing.border_mask:
         values = mask_border(values, preprocessing.border_mask)
     return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def _strip_mapping(
+    work: Image, size: tuple[int, ...], display: Display, preprocessing: Preprocessing
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """For a very large 2D image going to another grid through a voxel-by-voxel display
+    mapping and normalisation, that mapping: the image is then resized strip by strip
+    (:mod:`strips`), never copied whole as floats. None for every other image."""
+    large = (
+        work.spatial_dims == 2
+        and not work.is_sequence
+        and work.array.ndim == 3
+        and int(np.prod(work.shape)) > STRIPS_MIN_PIXELS
+        and tuple(size) != tuple(work.shape)
+        and not preprocessing.equalize
+        and preprocessing.normalize in ("unit", "none")
+    )
+    return voxelwise_display(work, display) if large else None
 
 
 class Predictor:

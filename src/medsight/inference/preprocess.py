@@ -15,6 +15,7 @@ import numpy as np
 from medsight.errors import InternalError, InvalidInputError
 from medsight.image import Image
 from medsight.imaging import apply_voi, apply_window, reorient
+from medsight.inference.strips import STRIPS_MIN_PIXELS, percentiles
 from medsight.tasks.spec import Display, Preprocessing
 
 __all__ = [
@@ -74,8 +75,12 @@ def voxelwise_display(image: Image, display: Display) -> Callable[[np.ndarray], 
         low, high = display.value_range
         clip = display.clip
     elif display.window == "percentile":
-        # numpy float64 scalars, as display_values always used: the arithmetic runs in float64
-        low, high = np.percentile(array, display.percentiles)
+        # numpy float64 scalars, as display_values always used: the arithmetic runs in float64;
+        # a very large image's from a histogram (the same values, no sorted copy of it)
+        if array.size > STRIPS_MIN_PIXELS:
+            low, high = (np.float64(v) for v in percentiles(array, display.percentiles))
+        else:
+            low, high = np.percentile(array, display.percentiles)
         clip = True
     elif display.window == "minmax":
         low, high, clip = float(array.min()), float(array.max()), False

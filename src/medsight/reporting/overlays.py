@@ -94,7 +94,37 @@ def _banner(text: str, width: int) -> PILImage.Image:
     return banner
 
 
-def _draw_boxes(picture: Any, boxes: list[dict[str, Any]], scale: int) -> None:
+#: a 2D image longer than this is drawn reduced (block means) to at most this many pixels a
+#: side: a 12,000-pixel film's full-size overlay took 2.9 GB and a minute to encode, for a
+#: picture no screen shows whole (every film of 43 cm at 0.1 mm fits as it is)
+MAX_OVERLAY_SIDE = 4096
+
+
+def _reduction(image: Image) -> int:
+    longest = max(image.shape) if image.spatial_dims == 2 else 0
+    return int(np.ceil(longest / MAX_OVERLAY_SIDE)) if longest > MAX_OVERLAY_SIDE else 1
+
+
+def _reduced(image: Image, factor: int) -> Image:
+    """``image`` as means of ``factor`` x ``factor`` blocks (a partial block at the far edges
+    dropped), computed a strip of rows at a time; the affine follows the block centres."""
+    channels, size_i, size_j = image.array.shape
+    kept_i, kept_j = size_i // factor, size_j // factor
+    out = np.empty((channels, kept_i, kept_j), dtype=np.float32)
+    step = max(1, (1 << 22) // max(1, size_j * channels * factor))
+    for first in range(0, kept_i, step):
+        stop = min(kept_i, first + step)
+        block = image.array[:, first * factor : stop * factor, : kept_j * factor]
+        block = block.astype(np.float32).reshape(channels, stop - first, factor, kept_j, factor)
+        out[:, first:stop] = block.mean(axis=(2, 4))
+    affine = image.affine.copy()
+    affine[:3, 3] = image.affine[:3, :3] @ np.array([(factor - 1) / 2, (factor - 1) / 2, 0.0])
+    affine[:3, 3] += image.affine[:3, 3]
+    affine[:3, :2] *= factor
+    return image.replace(array=out, affine=affine, frames=())
+
+
+def _draw_boxes(picture: Any, boxes: list[dict[str, Any]], scale: float) -> None:
     """Each box (pixel edges: columns, rows) outlined in yellow with its label and score."""
     draw = ImageDraw.Draw(picture)
     width = max(2, picture.width // 300)
@@ -115,8 +145,16 @@ def overlay_png(
     boxes: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write a PNG of ``image`` (its key slice when 3D) with outlines and heatmap blended,
-    and a 2D image's detection boxes drawn with their scores."""
+    and a 2D image's detection boxes drawn with their scores; a 2D image longer than
+    MAX_OVERLAY_SIDE is drawn reduced."""
 
+    factor = _reduction(image)
+    if factor > 1:
+        image = _reduced(image, factor)
+        label_map = label_map[::factor, ::factor] if label_map is not None else None
+        heatmap = heatmap[::factor, ::factor] if heatmap is not None else None
+        label_map = label_map[: image.shape[0], : image.shape[1]] if label_map is not None else None
+        heatmap = heatmap[: image.shape[0], : image.shape[1]] if heatmap is not None else None
     shown = to_display(image, window)  # (c, i, j[, k])
     slice_index = None
     if image.spatial_dims == 3:
@@ -137,8 +175,10 @@ def overlay_png(
             (picture.width * scale, picture.height * scale), PILImage.Resampling.NEAREST
         )
     if boxes and slice_index is None:
-        _draw_boxes(picture, boxes, scale)
+        _draw_boxes(picture, boxes, scale / factor)
     label = BANNER if slice_index is None else f"{BANNER} - slice k={slice_index}"
+    if factor > 1:
+        label += f" - shown at 1/{factor} size"
     banner = _banner(label, picture.width)
     canvas = PILImage.new("RGB", (picture.width, picture.height + banner.height), (0, 0, 0))
     canvas.paste(banner, (0, 0))
