@@ -132,3 +132,40 @@ def test_boxes_outside_their_image_stop_training_before_it_starts(tmp_path):
     assert "boxes.json" in result.output and "annotation 100 (film00.png)" in result.output
     assert "outside the 96x96 image" in result.output
     assert not (tmp_path / "tasks").exists()  # nothing written
+
+
+@pytest.mark.timeout(120)
+def test_evidence_with_tta_fuses_the_flipped_views_as_analyze_does(tmp_path):
+    """A task that analyses with TTA gets its held-out evidence from the same fused views:
+    the trainer's rows for an image are the Predictor's boxes and score for it."""
+    from types import SimpleNamespace
+
+    from medsight.image import Image
+    from medsight.models import load_network
+    from medsight.training.detector import _predict, _predict_shape, _tta
+
+    task = detector_task(
+        tmp_path / "det",
+        preprocessing={"resize": [64, 64], "normalize": "none"},
+        display={"window": "none"},
+        arguments={"depth": 10, "fpn_channels": 16, "max_boxes": 4, "score_threshold": 0.0},
+        extra="\n[detection]\nfinding_score = 0.0\n\n[inference]\ntta = true\n",
+    )
+    rng = np.random.default_rng(5)
+    inputs = rng.random((3, 1, 64, 64)).astype(np.float32)
+    inputs[:, :, 10:30, 20:34] += 2.0
+    rows = _predict(load_network(task), SimpleNamespace(inputs=inputs), np.arange(3), 2, _tta(task))
+    assert rows.shape == (3, *_predict_shape(task)) == (3, 13, 6)  # 3 views x 4 boxes + 1
+    predictor = Predictor(task, backend="torch")  # TTA as the task says
+    for k in range(3):
+        image = Image(array=inputs[k], affine=np.eye(4), spatial_dims=2, modality="DX")
+        expected = predictor.predict(image)
+        score = rows[k, 0, 4]  # the image's mean score over the views
+        assert expected.logits[0] == pytest.approx(np.log(score / (1 - score)), abs=1e-5)
+        kept = rows[k, 1:][rows[k, 1:, 4] >= 0]
+        assert len(kept) == len(expected.boxes) > 0
+        for row, box in zip(kept, expected.boxes, strict=True):
+            np.testing.assert_allclose(row[:4], box["pixel_box"], atol=0.01)
+            assert row[4] == pytest.approx(box["score"], abs=1e-4)
+    plain = _predict(load_network(task), SimpleNamespace(inputs=inputs), np.arange(3), 2)
+    assert plain.shape == (3, 5, 6)  # without TTA: the network's own rows

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_lps", "fuse_boxes", "unflip_boxes"]
+__all__ = ["box_lps", "fuse_boxes", "fuse_views", "unflip_boxes"]
+
+#: the views of flip TTA: the image as it is, flipped along x, flipped along y
+TTA_VIEWS: tuple[int | None, ...] = (None, 0, 1)
 
 
 def unflip_boxes(boxes: np.ndarray, axis: int, extent: int) -> np.ndarray:
@@ -57,6 +60,22 @@ def fuse_boxes(
     fused_scores = np.array([scores[m].sum() / len(views) for m in members])
     order = np.argsort(-fused_scores, kind="stable")
     return fused[order], np.minimum(fused_scores[order], 1.0)
+
+
+def fuse_views(
+    views: list[tuple[int | None, np.ndarray]], size: tuple[int, ...], iou: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A detector's rows (row 0 the image's score, then boxes; a negative score is an empty
+    slot) for each view (None, or the axis it was flipped along) of an image of ``size``:
+    the fused boxes and scores on the unflipped grid and the image's mean score. The
+    Predictor and the trainer's evidence both use it, so the evidence is what analyze does."""
+    found = []
+    for view, rows in views:
+        kept = rows[1:][rows[1:, 4] >= 0]
+        boxes = kept[:, :4] if view is None else unflip_boxes(kept[:, :4], view, size[view])
+        found.append((boxes, kept[:, 4]))
+    boxes, scores = fuse_boxes(found, iou)
+    return boxes, scores, float(np.mean([rows[0, 4] for _, rows in views]))
 
 
 def box_lps(box: np.ndarray, affine: np.ndarray) -> list[float]:

@@ -19,7 +19,7 @@ from medsight.inference.backends import (
     OnnxDetectionBackend,
     TorchBackend,
 )
-from medsight.inference.boxes import box_lps, fuse_boxes, unflip_boxes
+from medsight.inference.boxes import TTA_VIEWS, box_lps, fuse_views
 from medsight.inference.outputs import (
     calibrated_probabilities,
     ordinal_grades,
@@ -521,16 +521,11 @@ class Predictor:
         if feature_rows:  # the gate's out-of-distribution score reads the unflipped run's
             prediction.features = np.concatenate(feature_rows)[0]
         if self.tta:
-            for flip in (0, 1):
+            for flip in TTA_VIEWS[1:]:
+                assert flip is not None
                 flipped = torch.flip(values, dims=[flip + 1])[None]
                 views.append((flip, np.asarray(run(flipped)[0].detach().cpu().numpy())))
-        found = []
-        for view, rows in views:
-            kept = rows[1:][rows[1:, 4] >= 0]
-            boxes = kept[:, :4] if view is None else unflip_boxes(kept[:, :4], view, size[view])
-            found.append((boxes, kept[:, 4]))
-        boxes, scores = fuse_boxes(found, spec.detection.fusion_iou)
-        image_score = float(np.mean([rows[0, 4] for _, rows in views]))
+        boxes, scores, image_score = fuse_views(views, size, spec.detection.fusion_iou)
         prediction.timings["inference"] = time.perf_counter() - started
         # network grid -> source pixels: the grid is the source resized, edges to edges
         scale = np.array(work.shape, dtype=np.float64) / np.array(size, dtype=np.float64)

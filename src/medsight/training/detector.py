@@ -31,6 +31,7 @@ from medsight.evaluation.detection_report import (
     detection_cases,
     detection_figures,
 )
+from medsight.inference.boxes import TTA_VIEWS, fuse_views
 from medsight.tasks import Task
 from medsight.training.common import (
     Fitted,
@@ -138,8 +139,12 @@ def _folds(data: _Data, folds: int, seed: int) -> list[np.ndarray]:
     return result
 
 
-def _predict(model: Any, data: _Data, index: np.ndarray, batch_size: int) -> np.ndarray:
-    """The network's rows (see ``BoxDetector``) for ``index``: (len(index), k + 1, 6)."""
+def _predict(
+    model: Any, data: _Data, index: np.ndarray, batch_size: int, tta: Any = None
+) -> np.ndarray:
+    """The network's rows (see ``BoxDetector``) for ``index``: (len(index), k + 1, 6). With
+    ``tta`` (the task's ``[detection]`` spec) the flipped views are fused as the Predictor
+    fuses them, in (len(index), views x k + 1, 6) rows."""
     import torch
 
     model.eval()
@@ -148,12 +153,30 @@ def _predict(model: Any, data: _Data, index: np.ndarray, batch_size: int) -> np.
         for first in range(0, len(index), batch_size):
             chosen = index[first : first + batch_size]
             batch = torch.from_numpy(data.inputs[chosen].astype(np.float32))
-            rows.append(model(batch).numpy())
+            plain = model(batch).numpy()
+            if tta is None:
+                rows.append(plain)
+                continue
+            views = [plain]
+            for axis in TTA_VIEWS[1:]:
+                assert axis is not None
+                views.append(model(torch.flip(batch, dims=[axis + 2])).numpy())
+            size = tuple(int(n) for n in batch.shape[2:])
+            packed = np.full((len(chosen), len(views) * (plain.shape[1] - 1) + 1, 6), -1.0)
+            for position in range(len(chosen)):
+                each = [(v, out[position]) for v, out in zip(TTA_VIEWS, views, strict=True)]
+                boxes, scores, image_score = fuse_views(each, size, tta.fusion_iou)
+                packed[position, 0, 4] = image_score
+                packed[position, 1 : len(boxes) + 1, :4] = boxes
+                packed[position, 1 : len(boxes) + 1, 4] = scores
+            rows.append(packed)
     return np.concatenate(rows) if rows else np.zeros((0, 1, 6))
 
 
-def _held_out_rows(model: Any, *, data: _Data, index: np.ndarray, batch: int) -> dict[str, Any]:
-    return {"held_out": _predict(model, data, index, batch)}
+def _held_out_rows(
+    model: Any, *, data: _Data, index: np.ndarray, batch: int, tta: Any = None
+) -> dict[str, Any]:
+    return {"held_out": _predict(model, data, index, batch, tta)}
 
 
 def _detections(data: _Data, index: np.ndarray, rows: np.ndarray) -> list[ImageDetections]:
@@ -286,7 +309,9 @@ def train_detector(
             label=f"fold {number} held out ({number}/{len(folds)})",
             fold=number,
         )
-        predict = partial(_held_out_rows, data=data, index=held, batch=config.train.batch_size)
+        predict = partial(
+            _held_out_rows, data=data, index=held, batch=config.train.batch_size, tta=_tta(base)
+        )
         saved = fold_result(fold_dir / "held_out.npz", fit, predict)
         rows[held] = saved["held_out"]
         best_epochs.append(saved["best_epoch"])
@@ -307,9 +332,16 @@ def train_detector(
     return _write(config, base, data, rows, final, histories, tasks_dir, command)
 
 
+def _tta(base: Task) -> Any:
+    """The task's detection spec when its analyses fuse flipped views (the evidence then
+    does too), else None."""
+    return base.spec.detection if base.spec.inference.tta else None
+
+
 def _predict_shape(base: Task) -> tuple[int, int]:
     arguments = base.spec.networks[0].arguments
-    return int(arguments.get("max_boxes", 20)) + 1, 6  # type: ignore[arg-type]
+    views = len(TTA_VIEWS) if _tta(base) is not None else 1
+    return views * int(arguments.get("max_boxes", 20)) + 1, 6  # type: ignore[arg-type]
 
 
 def _write(
