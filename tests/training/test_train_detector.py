@@ -93,6 +93,9 @@ def test_a_detection_task_is_trained_with_out_of_fold_evidence(tmp_path):
     record = json.loads((folder / "training_record.json").read_text())
     assert record["metrics"]["all"]["images"] == 18
     assert record["metrics"]["without_excluded"]["images"] == 16  # the two hardware films
+    # every film it was developed on is listed, so evaluate can say when it is given them
+    developed = json.loads((folder / "development_images.json").read_text())
+    assert developed["images"] == 18 and len(developed["sha256"]) == 18
     prediction = Predictor(task, tta=False).predict(read_image(tmp_path / "data/images/film00.png"))
     assert prediction.boxes is not None and "lesion" in prediction.probabilities
     # the input gate was fitted on the detector's own features (its deepest backbone layer)

@@ -189,6 +189,26 @@ def evaluate(
     run(action, debug=debug)
 
 
+def _development_check(task: Task, results: dict[str, Any], cases: list[Any]) -> None:
+    """Say so, loudly, where the data include images the model was developed on (then no
+    claim or operating point is said to hold or fail on them)."""
+    from medsight.evaluation.cases import read_case_image
+    from medsight.evaluation.development import development_overlap, mark_development_overlap
+    from medsight.io import read_image
+
+    def read(case: Any) -> Any:
+        return read_image(case.image) if hasattr(case, "reference") else read_case_image(case)
+
+    def name(case: Any) -> str:  # the file, or the row of an .npz archive
+        if hasattr(case, "reference"):
+            return str(case.image.name)
+        return str(case.path.name) if case.npz_index is None else str(case.name)
+
+    warning = mark_development_overlap(results, development_overlap(task, cases, read, name))
+    if warning:
+        console.print(f"[bold red]NOT EVIDENCE[/]: {warning}")
+
+
 def _claims_and_files(claims: list[dict[str, Any]], json_path: Path, html_path: Path) -> None:
     """The card's claims in words, the files written; exit 1 when a claim fails."""
     for claim in claims:
@@ -214,6 +234,7 @@ def _evaluate_detection(
     cases = detection_cases(coco, images or coco.parent / "images", labels, groups)
     with progress_bar(console) as bar:
         results = evaluate_detector(task, cases, progress=bar)
+    _development_check(task, results, cases)
     json_path, html_path = write_detection_report(results, out)
     if "auc" in results:
         auc, sens, spec = results["auc"], results["sensitivity"], results["specificity"]
@@ -242,6 +263,7 @@ def _evaluate_segmentation(task: Task, cases: list[Case], out: Path) -> None:
         raise TaskMismatchError(f"task {task.id} segments; every case needs a mask")
     with progress_bar(console) as bar:
         results = evaluate_segmenter(task, cases, progress=bar)
+    _development_check(task, results, cases)
     json_path, html_path = write_segmentation_report(results, out)
     for segment, summary in results["summary"].items():
         dice = summary["dice"]
@@ -261,6 +283,7 @@ def _evaluate_multilabel(task: Task, cases: list[Case], out: Path) -> None:
 
     with progress_bar(console) as bar:
         results = evaluate_multilabel(task, cases, progress=bar)
+    _development_check(task, results, cases)
     json_path, html_path = write_multilabel_report(results, out)
     ungradable = results["ungradable"]
     console.print(
@@ -342,11 +365,13 @@ def _evaluate_classifier(
             "grid": "x".join(str(n) for n in grid or ()),
             "by_outcome": {kind: summary.as_dict() for kind, summary in by_outcome.items()},
         }
+    _development_check(task, results, cases)
     json_path, html_path = write_report(results, labels, probabilities, out, gallery=gallery)
     auc = results["roc_auc"]
     console.print(f"ROC AUC {auc['value']:.3f} ({auc['low']:.3f}-{auc['high']:.3f})")
     for name, point in results["operating_points"].items():
-        console.print(f"{name}: {'holds' if point['holds'] else 'FAILS'} - {point['note']}")
+        verdict = {True: "holds", False: "FAILS", None: "not checked"}[point["holds"]]
+        console.print(f"{name}: {verdict} - {point['note']}")
     for claim in results["claims"]:
         console.print(claim["words"])
     if "attention" in results and "border" in results["attention"]:
@@ -358,7 +383,7 @@ def _evaluate_classifier(
         )
     console.print(f"wrote {json_path} and {html_path}")
     console.print("research use only, not for diagnostic use")
-    failed = any(not point["holds"] for point in results["operating_points"].values())
+    failed = any(point["holds"] is False for point in results["operating_points"].values())
     if failed or any(claim["holds"] is False for claim in results["claims"]):
         raise typer.Exit(1)
 

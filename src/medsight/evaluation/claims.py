@@ -79,13 +79,20 @@ def check_claims(
     return checks
 
 
-def claims_html(claims: list[dict[str, Any]]) -> str:
-    """The card's claims re-checked, in words; empty when the task states none."""
+def claims_html(claims: list[dict[str, Any]], warning: str = "") -> str:
+    """The card's claims re-checked, in words (empty when the task states none), after the
+    warning that the data include the model's development images, if they do."""
+    shown = (
+        f'<p style="background:#fff3cd;border:2px solid #b00020;padding:.5em"><b>Not evidence:'
+        f"</b> {html.escape(warning)}.</p>"
+        if warning
+        else ""
+    )
     if not claims:
-        return ""
+        return shown
     items = "".join(
         f'<li class="{"fails" if c["holds"] is False else "holds"}">{html.escape(c["words"])}'
         f"<br><small>claimed on: {html.escape(c['claim']['measured_on'])}</small></li>"
         for c in claims
     )
-    return f"<h2>The model card's claims on these data</h2><ul>{items}</ul>"
+    return f"{shown}<h2>The model card's claims on these data</h2><ul>{items}</ul>"

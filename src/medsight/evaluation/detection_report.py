@@ -266,7 +266,7 @@ image's calibrated probability; a model box finds a reference box at IoU &ge;
 (reference green, model yellow). 95% CIs: DeLong (AUC), Wilson (sensitivity, specificity),
 bootstrap over images (lesion sensitivity).</p>
 <table border="1" cellpadding="4">{headers}{"".join(rows)}</table>
-{claims_html(results["claims"])}{"".join(sections)}</body></html>"""
+{claims_html(results["claims"], results.get("warning", ""))}{"".join(sections)}</body></html>"""
     html_path = out / "report.html"
     html_path.write_text(page)
     return json_path, html_path

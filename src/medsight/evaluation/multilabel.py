@@ -129,7 +129,7 @@ def write_multilabel_report(results: dict[str, Any], out: Path) -> tuple[Path, P
 <table border=1><tr><th>point</th><th>level</th><th>cases (positive)</th><th>sensitivity</th>
 <th>specificity</th></tr>{points}</table>
 {grades}
-{claims_html(results["claims"])}
+{claims_html(results["claims"], results.get("warning", ""))}
 </body></html>
 """
     html_path = out / "report.html"

@@ -129,6 +129,10 @@ def locked_target(point: Any) -> float:
     return float(point.sensitivity) if point.sensitivity is not None else 0.95
 
 
+def _verdict(holds: bool | None) -> str:
+    return "not checked" if holds is None else ("holds" if holds else "FAILS")
+
+
 def _figure_png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -277,7 +281,7 @@ def write_report(
             f"<tr><td>{html.escape(name)}</td><td>{point['threshold']:.4f}</td>"
             f"<td>{sensitivity['value']:.3f} ({sensitivity['low']:.3f}-{sensitivity['high']:.3f})"
             f"</td><td>{specificity['value']:.3f} ({specificity['low']:.3f}-"
-            f"{specificity['high']:.3f})</td><td>{'holds' if point['holds'] else 'FAILS'}</td>"
+            f"{specificity['high']:.3f})</td><td>{_verdict(point['holds'])}</td>"
             f"<td>{html.escape(point['note'])}</td></tr>"
         )
     group_rows = []
@@ -313,7 +317,7 @@ figcaption{{font-size:.75em;max-width:12em;overflow-wrap:anywhere}}</style></hea
 <h1>{html.escape(task["id"])} {html.escape(task["version"])}</h1>
 <p>{results["cases"]} cases, {results["positives"]} positive. ROC AUC {auc["value"]:.3f}
 (95% CI {auc["low"]:.3f}-{auc["high"]:.3f}, {html.escape(auc["method"])}).</p>
-{claims_html(results.get("claims", []))}
+{claims_html(results.get("claims", []), results.get("warning", ""))}
 {points}
 {subgroups}
 {_attention_html(results.get("attention"), gallery)}

@@ -323,7 +323,7 @@ table{{border-collapse:collapse}}</style></head><body>
 surface Dice at {evaluation["tolerance"]} {unit}.</p>
 <table><tr><th>segment</th><th>metric</th><th>mean</th><th>95% CI</th></tr>
 {"".join(summary_rows)}</table>
-{claims_html(evaluation.get("claims", []))}
+{claims_html(evaluation.get("claims", []), evaluation.get("warning", ""))}
 {fractions}
 {subgroups}
 <h2>Per-case Dice</h2><img alt="Dice distribution" src="data:image/png;base64,{histogram}">

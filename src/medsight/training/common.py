@@ -356,7 +356,28 @@ def write_record(
     }
     (folder / "training_record.json").write_text(json.dumps(record, indent=2, default=float))
     (folder / "MODEL_CARD.md").write_text(model_card(record))
-    return TrainingResult(load_task(folder), record)
+    task = load_task(folder)
+    write_development_record(folder, config, task)
+    return TrainingResult(task, record)
+
+
+def write_development_record(folder: Path, config: TrainConfig, task: Task) -> Path:
+    """``development_images.json``: the pixels of every image the recipe developed the
+    version on (all it lists but the held-back part), so ``medsight evaluate`` can tell when
+    it is given them (evaluation/development.py)."""
+    from medsight.evaluation.cases import read_case_image
+    from medsight.evaluation.development import write_development_images
+    from medsight.io import read_image
+    from medsight.training.config import CocoBoxes
+    from medsight.training.data import list_cases, split_holdback
+
+    if isinstance(config.data, CocoBoxes):
+        from medsight.training.detector import box_data_cases
+
+        boxed = [case for case, _ in box_data_cases(config.data)]
+        return write_development_images(folder, boxed, lambda case: read_image(case.image))
+    cases, _ = split_holdback(list_cases(config.data, task.spec), config.split)
+    return write_development_images(folder, cases, read_case_image)
 
 
 @dataclass
