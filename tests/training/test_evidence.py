@@ -263,23 +263,30 @@ def test_calibrate_refuses_bad_site_data_and_writes_nothing(trained, tmp_path):
             ["calibrate", original, str(data), "--site", "x", "--tasks-dir", str(tasks), *extra],
         )
 
-    build(tmp_path / "one", "a", 10, seed=1, classes=("normal",))
+    # site images of their own (seed 1 drew the training images: refused, below)
+    build(tmp_path / "one", "a", 10, seed=11, classes=("normal",))
     result = calibrate(tmp_path / "one")
     assert result.exit_code == 2 and "one class only" in result.output
-    build(tmp_path / "few", "a", 20, seed=1, classes=("normal", "pneumonia"))
+    build(tmp_path / "few", "a", 20, seed=11, classes=("normal", "pneumonia"))
     result = calibrate(tmp_path / "few")
     assert result.exit_code == 1
     assert "20 pneumonia image(s) cannot demonstrate sensitivity 0.95" in " ".join(
         result.output.split()
     )
-    build(tmp_path / "odd", "a", 4, seed=1, classes=("normal", "pneumonia", "cat"))
+    build(tmp_path / "odd", "a", 4, seed=11, classes=("normal", "pneumonia", "cat"))
     result = calibrate(tmp_path / "odd")
     assert result.exit_code == 2 and "folder(s) ['cat'] are not the task's outputs" in result.output
-    build(tmp_path / "blank", "a", 80, seed=1, classes=("normal", "pneumonia"))
+    build(tmp_path / "blank", "a", 80, seed=11, classes=("normal", "pneumonia"))
     PILImage.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "blank" / "normal" / "z.png")
     result = calibrate(tmp_path / "blank")
     assert result.exit_code == 2
     assert "1 site image(s) the input gate withholds: z.png" in " ".join(result.output.split())
+    build(tmp_path / "seen", "a", 80, seed=1, classes=("normal", "pneumonia"))
+    result = calibrate(tmp_path / "seen")
+    assert result.exit_code == 2
+    assert "40 of 160 site images are among the images test-cxr 1.0.0 was developed on" in (
+        " ".join(result.output.split())
+    )
     result = calibrate(tmp_path / "blank", "--target-sensitivity", "1.5")
     assert result.exit_code == 2 and "outside [0.5, 1)" in result.output
     assert not tasks.exists() or not any(tasks.rglob("task.toml"))

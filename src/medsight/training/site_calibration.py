@@ -41,6 +41,7 @@ from medsight.evaluation import (
     wilson,
 )
 from medsight.evaluation.cases import Case, read_case_image
+from medsight.evaluation.development import development_overlap
 from medsight.gate import InputGate
 from medsight.gate.ood import threshold_at
 from medsight.inference.outputs import calibrated_probabilities
@@ -227,6 +228,7 @@ def calibrate_site(
             f"{target}: even with every one detected the lower 95% bound stays below it; "
             f"at least {needed} are needed. Nothing was written."
         )
+    _refuse_development_images(task, cases)
     scores = _score(task, cases, progress)
     temperature = fit_temperature(scores.logits, scores.labels)
     probabilities = calibrated_probabilities(scores.logits, temperature)[:, 1]
@@ -254,6 +256,19 @@ def calibrate_site(
         "gate": {k: v for k, v in gate_summary.items() if k != "ood"},
     }
     return _write(task, site, evidence, reference, gate_summary["ood"], tasks_dir, command)
+
+
+def _refuse_development_images(task: Task, cases: list[Case]) -> None:
+    """A site's calibration is fitted on the site's own images: any the model was developed
+    on (evaluation/development.py) would tell of the lab, not of the site."""
+    overlap = development_overlap(task, cases, read_case_image, lambda case: case.path.name)
+    if overlap and overlap["images"]:
+        raise InvalidInputError(
+            f"{overlap['images']} of {overlap['of']} site images are among the images "
+            f"{task.id} {task.version} was developed on (the same pixels; e.g. "
+            f"{', '.join(overlap['examples'][:3])}): a site calibration needs the site's own "
+            "images. Nothing was written."
+        )
 
 
 def _original_point_check(task: Task, scores: _SiteScores, target: float) -> dict[str, Any]:
