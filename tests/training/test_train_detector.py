@@ -87,6 +87,7 @@ def test_a_detection_task_is_trained_with_out_of_fold_evidence(tmp_path):
     point = document["operating_points"]["high_sensitivity"]
     assert point["target_sensitivity"] == 0.9 and 0 <= point["threshold"] <= 1
     assert document["calibration"]["temperature"] > 0
+    assert document["inference"]["tta_axes"] == [0]  # the trainer mirrors films along x only
     assert {c["metric"] for c in document["claims"]} == {"roc_auc", "sensitivity", "specificity"}
     card = (folder / "MODEL_CARD.md").read_text()
     assert "without the images left out of training" in card and "region=hand" in card

@@ -16,9 +16,6 @@ import numpy as np
 
 __all__ = ["box_lps", "fuse_boxes", "fuse_views", "unflip_boxes"]
 
-#: the views of flip TTA: the image as it is, flipped along x, flipped along y
-TTA_VIEWS: tuple[int | None, ...] = (None, 0, 1)
-
 
 def unflip_boxes(boxes: np.ndarray, axis: int, extent: int) -> np.ndarray:
     """Boxes found on an image flipped along ``axis`` (0: x, 1: y) of ``extent`` pixels,

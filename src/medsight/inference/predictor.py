@@ -19,7 +19,7 @@ from medsight.inference.backends import (
     OnnxDetectionBackend,
     TorchBackend,
 )
-from medsight.inference.boxes import TTA_VIEWS, box_lps, fuse_views
+from medsight.inference.boxes import box_lps, fuse_views
 from medsight.inference.outputs import (
     calibrated_probabilities,
     ordinal_grades,
@@ -202,6 +202,13 @@ class Predictor:
             self._torch_modules[name] = backend.module
         return self._torch_modules[name]
 
+    def tta_axes(self, spatial_dims: int) -> list[int]:
+        """The spatial axes TTA flips along: the task's ``tta_axes`` (those training flipped),
+        or every axis for a version that does not say."""
+        declared = self.task.spec.inference.tta_axes
+        axes = range(spatial_dims) if declared is None else declared
+        return [axis for axis in axes if axis < spatial_dims]
+
     def _run(self, batch: Any, network: str | None = None) -> Any:
         """Network output for a batch, averaged over flips when TTA is on."""
         import torch
@@ -214,10 +221,10 @@ class Predictor:
         # the gate's reference features are of unflipped inputs: flipped runs add none
         paused = run.paused() if isinstance(run, FeatureCollector) else contextlib.nullcontext()
         with paused:
-            for axis in range(2, batch.ndim):
-                flipped = run(torch.flip(batch, dims=[axis]))
+            for axis in self.tta_axes(batch.ndim - 2):
+                flipped = run(torch.flip(batch, dims=[axis + 2]))
                 spatial_output = flipped.ndim == batch.ndim  # a map: flip back; scores: as is
-                outputs.append(torch.flip(flipped, dims=[axis]) if spatial_output else flipped)
+                outputs.append(torch.flip(flipped, dims=[axis + 2]) if spatial_output else flipped)
         return torch.stack(outputs).mean(0)
 
     @contextlib.contextmanager
@@ -521,8 +528,7 @@ class Predictor:
         if feature_rows:  # the gate's out-of-distribution score reads the unflipped run's
             prediction.features = np.concatenate(feature_rows)[0]
         if self.tta:
-            for flip in TTA_VIEWS[1:]:
-                assert flip is not None
+            for flip in self.tta_axes(2):
                 flipped = torch.flip(values, dims=[flip + 1])[None]
                 views.append((flip, np.asarray(run(flipped)[0].detach().cpu().numpy())))
         boxes, scores, image_score = fuse_views(views, size, spec.detection.fusion_iou)

@@ -294,6 +294,29 @@ def base_task(config: TrainConfig) -> Task:
     return Task(spec=spec, folder=base.folder, toml_sha256=base.toml_sha256)
 
 
+def _member_template(member: dict[str, Any]) -> dict[str, Any]:
+    """An ensemble's first network entry as the single network it was trained as
+    ("segmenter-1", "weights-1.pt" -> "segmenter", "weights.pt"): retraining on top of a
+    shipped ensemble wrote fold tasks naming all its members' weights, and stopped."""
+    import re
+
+    return {
+        **member,
+        "name": re.sub(r"-\d+$", "", member["name"]),
+        "weights": re.sub(r"-\d+(\.\w+)$", r"\1", member["weights"]),
+    }
+
+
+def trained_flip_axes(base: Task, config: TrainConfig) -> list[int]:
+    """The spatial axes training flipped images along, so TTA flips only those (a flip the
+    model never saw in training can swap what it tells apart: anterior and posterior)."""
+    if base.spec.kind == "detection":
+        return [0] if config.train.augment else []  # the detector's trainer mirrors along x
+    if base.spec.kind == "segmentation":
+        return list(config.train.flip_axes)
+    return []  # the classifiers' augmentation flips nothing
+
+
 def write_task_version(
     base: Task,
     config: TrainConfig,
@@ -312,6 +335,11 @@ def write_task_version(
     folder.mkdir(parents=True, exist_ok=True)
     document = _document(base, config)
     document["version"] = config.version
+    if "tta_axes" not in config.task.get("inference", {}):  # a recipe may say otherwise
+        document.setdefault("inference", {})["tta_axes"] = trained_flip_axes(base, config)
+    if "ensemble" in document:  # the base is itself an ensemble: start from one member
+        document["networks"] = [_member_template(document["networks"][0])]
+        del document["ensemble"]
     if isinstance(model, list):  # an ensemble: one network entry and weights file a member
         first = document["networks"][0]
         members = []
@@ -329,7 +357,7 @@ def write_task_version(
         document["ensemble"] = [m["name"] for m in members]
         digest = members[0]["sha256"]
     else:
-        digest = save_weights(model, folder / base.spec.networks[0].weights)
+        digest = save_weights(model, folder / document["networks"][0]["weights"])
         document["networks"][0]["sha256"] = digest
     document.update(updates or {})
     (folder / "task.toml").write_text(

@@ -31,7 +31,7 @@ from medsight.evaluation.detection_report import (
     detection_cases,
     detection_figures,
 )
-from medsight.inference.boxes import TTA_VIEWS, fuse_views
+from medsight.inference.boxes import fuse_views
 from medsight.tasks import Task
 from medsight.training.common import (
     Fitted,
@@ -143,12 +143,13 @@ def _predict(
     model: Any, data: _Data, index: np.ndarray, batch_size: int, tta: Any = None
 ) -> np.ndarray:
     """The network's rows (see ``BoxDetector``) for ``index``: (len(index), k + 1, 6). With
-    ``tta`` (the task's ``[detection]`` spec) the flipped views are fused as the Predictor
-    fuses them, in (len(index), views x k + 1, 6) rows."""
+    ``tta`` (see ``_tta``) the flipped views are fused as the Predictor fuses them, in
+    (len(index), views x k + 1, 6) rows."""
     import torch
 
     model.eval()
     rows = []
+    tta_axes = [] if tta is None else list(tta[1])
     with torch.no_grad():
         for first in range(0, len(index), batch_size):
             chosen = index[first : first + batch_size]
@@ -158,14 +159,14 @@ def _predict(
                 rows.append(plain)
                 continue
             views = [plain]
-            for axis in TTA_VIEWS[1:]:
-                assert axis is not None
+            for axis in tta_axes:
                 views.append(model(torch.flip(batch, dims=[axis + 2])).numpy())
             size = tuple(int(n) for n in batch.shape[2:])
             packed = np.full((len(chosen), len(views) * (plain.shape[1] - 1) + 1, 6), -1.0)
+            named: list[int | None] = [None, *tta_axes]
             for position in range(len(chosen)):
-                each = [(v, out[position]) for v, out in zip(TTA_VIEWS, views, strict=True)]
-                boxes, scores, image_score = fuse_views(each, size, tta.fusion_iou)
+                each = [(v, out[position]) for v, out in zip(named, views, strict=True)]
+                boxes, scores, image_score = fuse_views(each, size, tta[0].fusion_iou)
                 packed[position, 0, 4] = image_score
                 packed[position, 1 : len(boxes) + 1, :4] = boxes
                 packed[position, 1 : len(boxes) + 1, 4] = scores
@@ -333,14 +334,18 @@ def train_detector(
 
 
 def _tta(base: Task) -> Any:
-    """The task's detection spec when its analyses fuse flipped views (the evidence then
-    does too), else None."""
-    return base.spec.detection if base.spec.inference.tta else None
+    """(the task's detection spec, the axes it flips) when its analyses fuse flipped views
+    (the evidence then does too), else None."""
+    if not base.spec.inference.tta:
+        return None
+    axes = base.spec.inference.tta_axes
+    return base.spec.detection, list(range(2)) if axes is None else [a for a in axes if a < 2]
 
 
 def _predict_shape(base: Task) -> tuple[int, int]:
     arguments = base.spec.networks[0].arguments
-    views = len(TTA_VIEWS) if _tta(base) is not None else 1
+    tta = _tta(base)
+    views = 1 + len(tta[1]) if tta is not None else 1
     return views * int(arguments.get("max_boxes", 20)) + 1, 6  # type: ignore[arg-type]
 
 
