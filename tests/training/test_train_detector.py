@@ -158,8 +158,11 @@ def test_evidence_with_tta_fuses_the_flipped_views_as_analyze_does(tmp_path):
     rng = np.random.default_rng(5)
     inputs = rng.random((3, 1, 64, 64)).astype(np.float32)
     inputs[:, :, 10:30, 20:34] += 2.0
-    rows = _predict(load_network(task), SimpleNamespace(inputs=inputs), np.arange(3), 2, _tta(task))
-    assert rows.shape == (3, *_predict_shape(task)) == (3, 13, 6)  # 3 views x 4 boxes + 1
+    # the version's axes: both, as the recipe says (the trainer alone flips only x)
+    config = SimpleNamespace(task={"inference": {"tta_axes": [0, 1]}})
+    tta = _tta(task, config)
+    rows = _predict(load_network(task), SimpleNamespace(inputs=inputs), np.arange(3), 2, tta)
+    assert rows.shape == (3, *_predict_shape(task, config)) == (3, 13, 6)  # 3 views x 4 boxes + 1
     predictor = Predictor(task, backend="torch")  # TTA as the task says
     for k in range(3):
         image = Image(array=inputs[k], affine=np.eye(4), spatial_dims=2, modality="DX")

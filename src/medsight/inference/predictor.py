@@ -205,9 +205,7 @@ class Predictor:
     def tta_axes(self, spatial_dims: int) -> list[int]:
         """The spatial axes TTA flips along: the task's ``tta_axes`` (those training flipped),
         or every axis for a version that does not say."""
-        declared = self.task.spec.inference.tta_axes
-        axes = range(spatial_dims) if declared is None else declared
-        return [axis for axis in axes if axis < spatial_dims]
+        return self.task.spec.inference.flip_axes(spatial_dims)
 
     def _run(self, batch: Any, network: str | None = None) -> Any:
         """Network output for a batch, averaged over flips when TTA is on."""

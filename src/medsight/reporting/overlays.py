@@ -151,10 +151,10 @@ def overlay_png(
     factor = _reduction(image)
     if factor > 1:
         image = _reduced(image, factor)
-        label_map = label_map[::factor, ::factor] if label_map is not None else None
-        heatmap = heatmap[::factor, ::factor] if heatmap is not None else None
-        label_map = label_map[: image.shape[0], : image.shape[1]] if label_map is not None else None
-        heatmap = heatmap[: image.shape[0], : image.shape[1]] if heatmap is not None else None
+        label_map, heatmap = (
+            None if grid is None else grid[::factor, ::factor][: image.shape[0], : image.shape[1]]
+            for grid in (label_map, heatmap)
+        )
     shown = to_display(image, window)  # (c, i, j[, k])
     slice_index = None
     if image.spatial_dims == 3:

@@ -186,6 +186,11 @@ class Inference(_Spec):
     # (versions from before the field); training writes it.
     tta_axes: list[int] | None = None
 
+    def flip_axes(self, spatial_dims: int) -> list[int]:
+        """The axes TTA flips along for an image of ``spatial_dims`` axes."""
+        axes = range(spatial_dims) if self.tta_axes is None else self.tta_axes
+        return [axis for axis in axes if axis < spatial_dims]
+
     @field_validator("tta_axes")
     @classmethod
     def _axes(cls, value: list[int] | None) -> list[int] | None:

@@ -317,6 +317,13 @@ def trained_flip_axes(base: Task, config: TrainConfig) -> list[int]:
     return []  # the classifiers' augmentation flips nothing
 
 
+def version_tta_axes(base: Task, config: TrainConfig) -> list[int]:
+    """The axes the trained version's TTA flips along: the recipe's ``[task.inference]
+    tta_axes`` where it says, else the axes training flipped."""
+    declared = config.task.get("inference", {}).get("tta_axes")
+    return list(declared) if declared is not None else trained_flip_axes(base, config)
+
+
 def write_task_version(
     base: Task,
     config: TrainConfig,
@@ -335,8 +342,7 @@ def write_task_version(
     folder.mkdir(parents=True, exist_ok=True)
     document = _document(base, config)
     document["version"] = config.version
-    if "tta_axes" not in config.task.get("inference", {}):  # a recipe may say otherwise
-        document.setdefault("inference", {})["tta_axes"] = trained_flip_axes(base, config)
+    document.setdefault("inference", {})["tta_axes"] = version_tta_axes(base, config)
     if "ensemble" in document:  # the base is itself an ensemble: start from one member
         document["networks"] = [_member_template(document["networks"][0])]
         del document["ensemble"]

@@ -43,6 +43,7 @@ from medsight.training.common import (
     fold_result,
     new_model,
     step_seed,
+    version_tta_axes,
     write_record,
     write_task_version,
 )
@@ -288,7 +289,7 @@ def train_detector(
         torch.set_num_threads(config.train.threads)
     data = _load(config, base, work_dir / "inputs.npz", progress)
     folds = _folds(data, config.split.folds, config.split.seed)
-    rows = np.zeros((len(data.cases), *_predict_shape(base)))
+    rows = np.zeros((len(data.cases), *_predict_shape(base, config)))
     best_epochs, histories = [], []
     for number, held in enumerate(folds, start=1):
         rest = np.setdiff1d(np.arange(len(data.cases)), held)
@@ -311,7 +312,11 @@ def train_detector(
             fold=number,
         )
         predict = partial(
-            _held_out_rows, data=data, index=held, batch=config.train.batch_size, tta=_tta(base)
+            _held_out_rows,
+            data=data,
+            index=held,
+            batch=config.train.batch_size,
+            tta=_tta(base, config),
         )
         saved = fold_result(fold_dir / "held_out.npz", fit, predict)
         rows[held] = saved["held_out"]
@@ -333,18 +338,17 @@ def train_detector(
     return _write(config, base, data, rows, final, histories, tasks_dir, command)
 
 
-def _tta(base: Task) -> Any:
-    """(the task's detection spec, the axes it flips) when its analyses fuse flipped views
-    (the evidence then does too), else None."""
+def _tta(base: Task, config: TrainConfig) -> Any:
+    """(the task's detection spec, the axes the trained version flips) when its analyses
+    fuse flipped views (the evidence then does too), else None."""
     if not base.spec.inference.tta:
         return None
-    axes = base.spec.inference.tta_axes
-    return base.spec.detection, list(range(2)) if axes is None else [a for a in axes if a < 2]
+    return base.spec.detection, [a for a in version_tta_axes(base, config) if a < 2]
 
 
-def _predict_shape(base: Task) -> tuple[int, int]:
+def _predict_shape(base: Task, config: TrainConfig) -> tuple[int, int]:
     arguments = base.spec.networks[0].arguments
-    tta = _tta(base)
+    tta = _tta(base, config)
     views = 1 + len(tta[1]) if tta is not None else 1
     return views * int(arguments.get("max_boxes", 20)) + 1, 6  # type: ignore[arg-type]
 
