@@ -172,7 +172,6 @@ def froc(
         return _sensitivity_at(curve, rate)
 
     strata = (found.lesions > 0).astype(int)
-    everything = np.arange(len(images))
     curve = _curve(found.scores, found.outcome, total, len(images))
     sensitivities = {
         str(rate): bootstrap_ci(
@@ -189,9 +188,22 @@ def froc(
         "images": len(images),
         "lesions": total,
         "sensitivity_at_fp_per_image": sensitivities,
-        "mean_sensitivity": float(np.mean([at(everything, r) for r in rates])),
+        "mean_sensitivity": float(np.mean([_sensitivity_at(curve, r) for r in rates])),
         "curve": curve.tolist(),
     }
+
+
+def mean_froc_sensitivity(
+    images: list[ImageDetections], *, iou: float = 0.3, rates: tuple[float, ...] = FROC_RATES
+) -> float:
+    """The FROC summary alone (mean lesion sensitivity over ``rates``), without the bootstrap
+    band: what an epoch is chosen on."""
+    found = outcomes(images, iou)
+    total = int(found.lesions.sum())
+    if total == 0:
+        raise InvalidInputError("FROC needs reference boxes; none were given")
+    curve = _curve(found.scores, found.outcome, total, len(images))
+    return float(np.mean([_sensitivity_at(curve, rate) for rate in rates]))
 
 
 def _at_rate(at: Callable[[np.ndarray, float], float], rate: float, idx: np.ndarray) -> float:

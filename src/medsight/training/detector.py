@@ -25,7 +25,7 @@ import numpy as np
 from medsight.errors import ConfigurationError
 from medsight.evaluation.calibration import fit_temperature
 from medsight.evaluation.classification import choose_operating_point
-from medsight.evaluation.detection import FROC_RATES, ImageDetections, froc
+from medsight.evaluation.detection import FROC_RATES, ImageDetections, mean_froc_sensitivity
 from medsight.evaluation.detection_report import (
     DetectionCase,
     detection_cases,
@@ -201,7 +201,7 @@ def _detections(data: _Data, index: np.ndarray, rows: np.ndarray) -> list[ImageD
 def _mean_sensitivity(detections: list[ImageDetections]) -> float:
     if not any(len(d.reference) for d in detections):
         return 0.0
-    return float(froc(detections, resamples=1)["mean_sensitivity"])
+    return mean_froc_sensitivity(detections)
 
 
 def _fit(
