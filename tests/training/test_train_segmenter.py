@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from medsight.cli import app
 from medsight.tasks import load_task
 from medsight.training import load_config
-from medsight.training.common import epoch_learning_rate, time_line
+from medsight.training.common import epoch_learning_rate, time_line, training_hash
 from medsight.training.config import TrainConfig
 from medsight.training.segmenter import refresh_fold_evidence
 from tests._tasks import classifier_task, segmenter_2d_task
@@ -319,3 +320,85 @@ def test_cosine_schedule_and_paused_run_time():
     )
     assert "about 2 minutes (10 epochs at the median 10.0 s" in line and "paused" in line
     assert "1 thread of 2 cores" in line
+
+
+def _train(recipe: Path, tmp_path: Path, work: str, *extra: str) -> Any:
+    where = ["--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / work)]
+    return CliRunner().invoke(app, ["train", str(recipe), *where, *extra])
+
+
+@pytest.mark.timeout(900)
+def test_folds_trained_side_by_side_then_finished_and_reused(tmp_path):
+    recipe = seg_recipe(tmp_path, epochs=2)
+    recipe.write_text(
+        recipe.read_text().replace("[split]\n", '[split]\nfolds = 3\nship = "ensemble"\n')
+    )
+    # folds 1 and 2 as two processes at once on one work folder, fold 3 after
+    command = [sys.executable, "-m", "medsight", "train", str(recipe)]
+    where = ["--tasks-dir", str(tmp_path / "t"), "--work", str(tmp_path / "w")]
+    side_by_side = [
+        subprocess.Popen([*command, *where, "--fold", str(k)], stderr=subprocess.PIPE)
+        for k in (1, 2)
+    ]
+    for process in side_by_side:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        assert b"run again without --fold" in stderr
+    assert _train(recipe, tmp_path, "w", "--fold", "3").exit_code == 0
+    assert not (tmp_path / "t" / "test-seg2d").exists()  # no version before every fold is done
+    fold_models = [tmp_path / "w" / f"fold-{k}" / "model.pt" for k in (1, 2, 3)]
+    stamps = [path.stat().st_mtime_ns for path in fold_models]
+    finished = _train(recipe, tmp_path, "w")
+    assert finished.exit_code == 0, finished.output
+    assert [path.stat().st_mtime_ns for path in fold_models] == stamps  # resumed, not retrained
+    assert len(load_task(tmp_path / "t" / "test-seg2d" / "1.0.0").spec.networks) == 3
+    # the same folds as one process training them in turn
+    assert _train(recipe, tmp_path, "sequential").exit_code == 0
+    for k in (1, 2, 3):
+        parallel = torch.load(tmp_path / "w" / f"fold-{k}" / "model.pt", weights_only=False)
+        sequential = torch.load(
+            tmp_path / "sequential" / f"fold-{k}" / "model.pt", weights_only=False
+        )
+        for name, tensor in parallel["model"].items():
+            assert torch.equal(tensor, sequential["model"][name]), (k, name)
+    # a new version that changes only how it runs (TTA) and its name reuses the folds
+    again = recipe.read_text().replace('version = "1.0.0"', 'version = "1.0.1"')
+    recipe.write_text(again + "[task.inference]\ntta = true\n")
+    assert _train(recipe, tmp_path, "w").exit_code == 0
+    assert [path.stat().st_mtime_ns for path in fold_models] == stamps
+    assert load_task(tmp_path / "t" / "test-seg2d" / "1.0.1").spec.inference.tta
+    # other training on the same folder is refused, not passed off as this recipe's
+    recipe.write_text(recipe.read_text().replace("learning_rate = 0.01", "learning_rate = 0.02"))
+    refused = _train(recipe, tmp_path, "w")
+    assert refused.exit_code == 3
+    assert "another configuration" in refused.output and "fold-1" in refused.output
+    # a fold that does not exist, and --fold without folds
+    assert _train(recipe, tmp_path, "w2", "--fold", "4").exit_code == 2
+    plain = seg_recipe(tmp_path / "plain", epochs=1)
+    no_folds = _train(plain, tmp_path, "w3", "--fold", "1")
+    assert no_folds.exit_code == 3 and "--fold needs a recipe with [split] folds" in no_folds.output
+
+
+def test_training_hash_ignores_only_what_changes_no_weight():
+    base = {
+        "base_task": "x",
+        "version": "1.0.0",
+        "data": {"kind": "manifest", "csv": "a.csv"},
+        "task": {"network_arguments": {"channels": [8, 16]}},
+    }
+    reference = training_hash(TrainConfig.model_validate(base))
+    same = [
+        {"version": "2.0.0", "data_source": "another line"},
+        {"evaluation": {"targets": {"dice": 0.9}}},
+        {"task": {"network_arguments": {"channels": [8, 16]}, "inference": {"tta": True}}},
+    ]
+    for change in same:
+        assert training_hash(TrainConfig.model_validate({**base, **change})) == reference, change
+    different = [
+        {"task": {"network_arguments": {"channels": [16, 32]}}},
+        {"train": {"learning_rate": 0.5}},
+        {"split": {"seed": 3}},
+        {"data": {"kind": "manifest", "csv": "b.csv"}},
+    ]
+    for change in different:
+        assert training_hash(TrainConfig.model_validate({**base, **change})) != reference, change

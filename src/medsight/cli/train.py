@@ -24,12 +24,20 @@ def train(
     work: Annotated[
         Path | None, typer.Option(help="Checkpoints and caches (default: medsight-train/...).")
     ] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            help="Train only this fold (1-based) of a segmentation recipe with folds and stop: "
+            "run folds side by side with the same --work, then once without --fold to finish.",
+            min=1,
+        ),
+    ] = None,
     debug: DEBUG_OPTION = False,
 ) -> None:
     """Train, validate, calibrate and lock an operating point; rerun to resume."""
 
     def action() -> None:
-        from medsight.errors import InvalidInputError
+        from medsight.errors import ConfigurationError, InvalidInputError
         from medsight.tasks import load_named_task
         from medsight.tasks.registry import user_task_dirs
         from medsight.training import (
@@ -52,6 +60,18 @@ def train(
             console.print(f"input gate of {gated.id} {gated.version}: {gate.fitted_on}")
             return
         segmentation = spec.kind == "segmentation"
+        if fold is not None:
+            if not segmentation:
+                raise ConfigurationError("--fold is for segmentation recipes")
+            with progress_bar(console) as progress:
+                train_segmenter(
+                    recipe, tasks_dir=target, work_dir=folder, progress=progress, only_fold=fold
+                )
+            console.print(
+                f"fold {fold} of {recipe.split.folds} trained in {folder}; run again without "
+                "--fold (same --work) when every fold is done"
+            )
+            return
         independent = spec.kind == "classification" and spec.activation == "sigmoid"
         trainer = (
             train_segmenter
@@ -64,6 +84,7 @@ def train(
             result = trainer(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
             )
+        assert result is not None
         # last step: the input gate, fitted on the same split (docs/gate.md)
         gated, gate = _fit_gate(result.task, recipe, target, command)
         metrics = result.record["metrics"]

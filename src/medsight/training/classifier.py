@@ -304,6 +304,7 @@ def _train_held_out(
                 fold=fold.number,
             ),
             logits_on(inputs, config.train.batch_size, held_out=inside, internal=check_index),
+            config,
         )
         out_of_fold[inside] = saved["held_out"]
         internal_index.append(check_index)

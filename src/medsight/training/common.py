@@ -35,10 +35,12 @@ __all__ = [
     "fit_epochs",
     "interval",
     "load_checkpoint",
+    "refuse_other_training",
     "save_checkpoint",
     "software",
     "step_seed",
     "time_line",
+    "training_hash",
     "training_seconds",
     "with_claims_table",
     "write_record",
@@ -53,17 +55,39 @@ class TrainingResult:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a partial file, then rename: a kill never leaves half a checkpoint."""
+    """torch.save to a partial file, then rename: a kill never leaves half a checkpoint (the
+    partial name is the process's own: folds trained side by side share the case cache)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     torch.save(obj, partial)
     partial.replace(path)
 
 
 def config_hash(config: TrainConfig) -> str:
+    """The whole recipe's hash (what a saved prediction may depend on)."""
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def training_hash(config: TrainConfig) -> str:
+    """The hash of what training computes from the recipe: the version's name, the card's
+    source line, the evaluation and how the version runs (``[task.inference]``) change no
+    weight, so checkpoints, caches and finished fold models are reused across recipes that
+    differ only there (the same folds shipped again with TTA) and refused otherwise."""
+    document = config.model_dump(mode="json", exclude={"version", "data_source", "evaluation"})
+    document["task"] = {k: v for k, v in document["task"].items() if k != "inference"}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def refuse_other_training(saved_hash: object, config: TrainConfig, path: Path) -> None:
+    """Refuse a saved training product of another recipe (or of a medsight that did not
+    record one): reusing it would pass another recipe's model off as this one's."""
+    if saved_hash != training_hash(config):
+        raise ConfigurationError(
+            "the work folder holds training of another configuration; use a new --work",
+            path=path,
+        )
 
 
 def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
@@ -73,11 +97,7 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     saved: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if saved.get("config_hash") != config_hash(config):
-        raise ConfigurationError(
-            "the work folder holds a checkpoint of another configuration; use a new --work",
-            path=path,
-        )
+    refuse_other_training(saved.get("training_hash"), config, path)
     return saved
 
 
@@ -88,7 +108,7 @@ def save_checkpoint(
     atomic_save(
         {
             "config": config.model_dump(),
-            "config_hash": config_hash(config),
+            "training_hash": training_hash(config),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "state": state,
@@ -182,11 +202,14 @@ def fold_result(
     result_path: Path,
     fit: Callable[[], Fitted],
     arrays: Callable[[Any], dict[str, np.ndarray]],
+    config: TrainConfig,
 ) -> dict[str, Any]:
     """A held-out fold's result, trained once: ``fit()`` runs only when ``result_path`` is
     missing, then its model (``model.pt``), best epoch, history and ``arrays(model)`` (e.g.
     the held-out logits) are saved atomically beside it, so a rerun resumes at the next
-    fold. Returns the saved arrays, with ``best_epoch`` (int) and ``history`` (a list)."""
+    fold. Returns the saved arrays, with ``best_epoch`` (int) and ``history`` (a list).
+    The arrays are predictions (they may depend on every setting, TTA included): a result
+    of another recipe is refused, not reused."""
     if not result_path.is_file():
         fitted = fit()
         atomic_save(fitted.model.state_dict(), result_path.with_name("model.pt"))
@@ -194,12 +217,18 @@ def fold_result(
         payload: dict[str, Any] = {
             "best_epoch": fitted.best_epoch,
             "history": json.dumps(fitted.history),
+            "config_hash": config_hash(config),
             **arrays(fitted.model),
         }
         np.savez(partial, **payload)
         partial.replace(result_path)
     with np.load(result_path) as saved:
         found: dict[str, Any] = {key: saved[key] for key in saved.files}
+    if str(found.pop("config_hash", "")) != config_hash(config):
+        raise ConfigurationError(
+            "the work folder holds a fold result of another configuration; use a new --work",
+            path=result_path,
+        )
     found["best_epoch"] = int(found["best_epoch"])
     found["history"] = json.loads(str(found["history"]))
     return found

@@ -318,7 +318,7 @@ def train_detector(
             batch=config.train.batch_size,
             tta=_tta(base, config),
         )
-        saved = fold_result(fold_dir / "held_out.npz", fit, predict)
+        saved = fold_result(fold_dir / "held_out.npz", fit, predict, config)
         rows[held] = saved["held_out"]
         best_epochs.append(saved["best_epoch"])
         histories.append({"fold": number, "epochs": saved["history"]})

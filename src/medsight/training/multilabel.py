@@ -244,6 +244,7 @@ def _run_folds(
                 fold=fold.number,
             ),
             logits_on(inputs, config.train.batch_size, held_out=fold.inside),
+            config,
         )
         logits[fold.inside] = saved["held_out"]
         best_epochs.append(saved["best_epoch"])

@@ -34,12 +34,13 @@ from medsight.training.common import (
     atomic_save,
     base_task,
     card_head,
-    config_hash,
     fit_epochs,
     interval,
     new_model,
+    refuse_other_training,
     step_seed,
     time_line,
+    training_hash,
     training_seconds,
     with_claims_table,
     write_record,
@@ -304,11 +305,17 @@ def train_segmenter(
     work_dir: Path,
     command: str = "",
     progress: Any = None,
-) -> TrainingResult:
+    only_fold: int | None = None,
+) -> TrainingResult | None:
+    """Train the recipe's version; with ``only_fold`` (1-based) train that fold of a fold
+    recipe and stop (None): folds can run as processes side by side, and a run without it
+    resumes every finished fold and completes the version."""
     import torch
 
     base = base_task(config)
     spec = base.spec
+    if only_fold is not None and not config.split.folds:
+        raise ConfigurationError("--fold needs a recipe with [split] folds")
     if spec.kind != "segmentation" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network segmentation task")
     if config.split.grouped:
@@ -319,7 +326,10 @@ def train_segmenter(
     unmasked = [c.name for c in cases if c.mask is None]
     if unmasked:
         raise InvalidInputError(f"{len(unmasked)} case(s) without a mask: {unmasked[:5]}")
-    key = config_hash(config)[:12]
+    key = training_hash(config)[:12]
+    if only_fold is not None:
+        _train_one_fold(config, base, cases, work_dir, key, only_fold, progress)
+        return None
     if config.split.folds:
         return _train_folds(config, base, cases, tasks_dir, work_dir, key, command, progress)
     train_cases, validation_cases = split_by_patient(cases, config.split)
@@ -354,6 +364,72 @@ def train_segmenter(
     )
 
 
+def _fold_model(
+    config: TrainConfig,
+    base: Task,
+    parts: tuple[list[Case], list[Case]],
+    item_of: dict[int, _Item],
+    fold_dir: Path,
+    number_of: tuple[int, int],
+    progress: Any,
+) -> tuple[Any, int, list[dict[str, Any]]]:
+    """Fold ``number`` of ``count``'s model, best epoch and history: trained on the first
+    part, its epoch chosen on the second, and saved, or loaded when a run of the same
+    training saved it (one of another recipe is refused)."""
+    import torch
+
+    weights = fold_dir / "model.pt"
+    model = build_network(base.spec.networks[0])
+    if weights.is_file():
+        saved = torch.load(weights, weights_only=False)
+        refuse_other_training(saved.get("training_hash"), config, weights)
+        model.load_state_dict(saved["model"])
+        return model, int(saved["best_epoch"]), saved["history"]
+    fit_cases, check_cases = parts
+    number, count = number_of
+    fit = _fit_segmenter(
+        config,
+        base,
+        [item_of[id(c)] for c in fit_cases],
+        [item_of[id(c)] for c in check_cases],
+        fold_dir / "checkpoint.pt",
+        progress,
+        label=f"fold {number}/{count}",
+        fold=number,
+    )
+    atomic_save(
+        {
+            "model": fit.model.state_dict(),
+            "best_epoch": fit.best_epoch,
+            "history": fit.history,
+            "training_hash": training_hash(config),
+        },
+        weights,
+    )
+    return fit.model, fit.best_epoch, fit.history
+
+
+def _train_one_fold(
+    config: TrainConfig,
+    base: Task,
+    cases: list[Case],
+    work_dir: Path,
+    key: str,
+    number: int,
+    progress: Any,
+) -> None:
+    folds = _fold_cases(config, cases)
+    if not 1 <= number <= len(folds):
+        raise InvalidInputError(f"fold {number} is outside 1..{len(folds)}")
+    items = _cache_items(cases, base, work_dir / f"all-{key}.pt", progress)
+    item_of = {id(case): item for case, item in zip(cases, items, strict=True)}
+    _, fit_cases, check_cases = folds[number - 1]
+    parts = (fit_cases, check_cases)
+    _fold_model(
+        config, base, parts, item_of, work_dir / f"fold-{number}", (number, len(folds)), progress
+    )
+
+
 def _train_folds(
     config: TrainConfig,
     base: Task,
@@ -368,7 +444,6 @@ def _train_folds(
     every case is scored by the model that did not see it (the pooled out-of-fold evidence,
     the card's figures and claims); then one model refitted on all cases for the median
     best epoch count, or the fold models shipped as an ensemble. Finished folds resume."""
-    import torch
 
     assert config.split.folds is not None
     folds = _fold_cases(config, cases)
@@ -380,27 +455,15 @@ def _train_folds(
     histories: list[dict[str, Any]] = []
     for number, (fold, fit_cases, check_cases) in enumerate(folds, start=1):
         fold_dir = work_dir / f"fold-{number}"
-        weights = fold_dir / "model.pt"
-        model = build_network(base.spec.networks[0])
-        if weights.is_file():
-            saved = torch.load(weights, weights_only=False)
-            model.load_state_dict(saved["model"])
-            best, history = int(saved["best_epoch"]), saved["history"]
-        else:
-            fit = _fit_segmenter(
-                config,
-                base,
-                [item_of[id(c)] for c in fit_cases],
-                [item_of[id(c)] for c in check_cases],
-                fold_dir / "checkpoint.pt",
-                progress,
-                label=f"fold {number}/{len(folds)}",
-                fold=number,
-            )
-            model, best, history = fit.model, fit.best_epoch, fit.history
-            atomic_save(
-                {"model": model.state_dict(), "best_epoch": best, "history": history}, weights
-            )
+        model, best, history = _fold_model(
+            config,
+            base,
+            (fit_cases, check_cases),
+            item_of,
+            fold_dir,
+            (number, len(folds)),
+            progress,
+        )
         folder, _ = write_task_version(base, config, model, fold_dir / "task", command)
         fold_tasks.append((load_task(folder), fold))
         members.append(model)
