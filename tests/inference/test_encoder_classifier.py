@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from medsight.datasets import repository_root
 from medsight.image import Image
 from medsight.inference import Predictor
 from medsight.models import load_network
-from medsight.tasks import load_named_task
+from medsight.tasks import load_task
 from tests.inference.test_ordinal_outputs import sigmoid_task
 
 ARGUMENTS = {
@@ -39,7 +40,7 @@ def task(tmp_path):
 def test_the_encoder_starts_from_the_vessel_segmenter():
     from medsight.models.encoder_classifier import UNetEncoderClassifier
 
-    vessels = load_network(load_named_task("fundus-vessels"))
+    vessels = load_network(load_task(repository_root() / "recipes/templates/fundus-vessels-0.3.0"))
     model = UNetEncoderClassifier(**ARGUMENTS)
     model.load_encoder_from(vessels)
     for name, value in vessels.state_dict().items():
@@ -68,3 +69,21 @@ def test_torch_and_onnx_agree_and_the_heatmap_uses_the_bottom_grid(task):
     assert by_torch.heatmap is not None and by_torch.heatmap.shape == (160, 160)
     assert by_torch.heatmap_grid == (16, 16)
     assert by_torch.features is not None and by_torch.features.shape == (128,)
+
+
+def test_the_dr_recipe_starts_from_the_unet_it_names():
+    """init_from names a task folder relative to the recipe: the vessel U-Net fundus-dr 0.1.0
+    started from, kept beside the recipes when the shipped vessel model grew wider."""
+    from pathlib import Path
+
+    from medsight.training import load_config
+    from medsight.training.common import base_task, new_model
+
+    config = load_config(repository_root() / "recipes" / "fundus-dr.toml")
+    assert Path(str(config.init_from)) == (
+        repository_root() / "recipes" / "templates" / "fundus-vessels-0.3.0"
+    )
+    model, _ = new_model(config, base_task(config), 0)
+    vessels = load_network(load_task(Path(str(config.init_from))))
+    for name, value in vessels.state_dict().items():
+        assert torch.equal(model.unet.state_dict()[name], value), name

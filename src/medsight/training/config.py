@@ -278,8 +278,12 @@ def load_config(path: str | Path) -> TrainConfig:
             )
             raise ConfigurationError(f"invalid training config: {problems}", path=path) from exc
         raise ConfigurationError(f"cannot parse training config ({exc})", path=path) from exc
-    # a template folder named relative to the recipe (a task that has no shipped version yet)
-    template = path.parent / config.base_task
-    if (template / "task.toml").is_file():
-        return config.model_copy(update={"base_task": str(template.resolve())})
-    return config
+    # task folders named relative to the recipe: a template (a task that has no shipped
+    # version yet) or the version of another task whose weights training starts from
+    updates = {}
+    for key in ("base_task", "init_from"):
+        named = getattr(config, key)
+        folder = path.parent / named if named else None
+        if folder is not None and (folder / "task.toml").is_file():
+            updates[key] = str(folder.resolve())
+    return config.model_copy(update=updates) if updates else config
