@@ -54,15 +54,15 @@ def train(
         folder = work or Path("medsight-train") / f"{config.stem}-{recipe.version}"
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         spec = load_named_task(recipe.base_task).spec
+        segmentation = spec.kind == "segmentation"
+        if fold is not None and not segmentation:
+            raise ConfigurationError("--fold is for segmentation recipes")
         if spec.kind == "detection":
             trained = _train_detection(recipe, target, folder, command)
             gated, gate = _fit_gate(trained, recipe, target, command)
             console.print(f"input gate of {gated.id} {gated.version}: {gate.fitted_on}")
             return
-        segmentation = spec.kind == "segmentation"
         if fold is not None:
-            if not segmentation:
-                raise ConfigurationError("--fold is for segmentation recipes")
             with progress_bar(console) as progress:
                 train_segmenter(
                     recipe, tasks_dir=target, work_dir=folder, progress=progress, only_fold=fold

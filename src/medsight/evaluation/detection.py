@@ -153,10 +153,7 @@ def froc(
     """Lesion sensitivity at each rate of false positives per image, with a 95% bootstrap
     band (images resampled, stratified by whether they hold a lesion), the curve itself,
     and the mean over the rates (the CPM score of LUNA16 over these rates)."""
-    found = outcomes(images, iou)
-    total = int(found.lesions.sum())
-    if total == 0:
-        raise InvalidInputError("FROC needs reference boxes; none were given")
+    found, total, curve = _froc_curve(images, iou)
     by_image = [np.nonzero(found.image == k)[0] for k in range(len(images))]
 
     def at(indices: np.ndarray, rate: float) -> float:
@@ -172,7 +169,6 @@ def froc(
         return _sensitivity_at(curve, rate)
 
     strata = (found.lesions > 0).astype(int)
-    curve = _curve(found.scores, found.outcome, total, len(images))
     sensitivities = {
         str(rate): bootstrap_ci(
             functools.partial(_at_rate, at, rate),
@@ -188,7 +184,7 @@ def froc(
         "images": len(images),
         "lesions": total,
         "sensitivity_at_fp_per_image": sensitivities,
-        "mean_sensitivity": float(np.mean([_sensitivity_at(curve, r) for r in rates])),
+        "mean_sensitivity": _mean_at(curve, rates),
         "curve": curve.tolist(),
     }
 
@@ -198,11 +194,19 @@ def mean_froc_sensitivity(
 ) -> float:
     """The FROC summary alone (mean lesion sensitivity over ``rates``), without the bootstrap
     band: what an epoch is chosen on."""
+    return _mean_at(_froc_curve(images, iou)[2], rates)
+
+
+def _froc_curve(images: list[ImageDetections], iou: float) -> tuple[Any, int, np.ndarray]:
+    """Each box's outcome, the number of lesions (none is refused) and the FROC curve."""
     found = outcomes(images, iou)
     total = int(found.lesions.sum())
     if total == 0:
         raise InvalidInputError("FROC needs reference boxes; none were given")
-    curve = _curve(found.scores, found.outcome, total, len(images))
+    return found, total, _curve(found.scores, found.outcome, total, len(images))
+
+
+def _mean_at(curve: np.ndarray, rates: tuple[float, ...]) -> float:
     return float(np.mean([_sensitivity_at(curve, rate) for rate in rates]))
 
 
