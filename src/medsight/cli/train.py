@@ -27,8 +27,9 @@ def train(
     fold: Annotated[
         int | None,
         typer.Option(
-            help="Train only this fold (1-based) of a segmentation recipe with folds and stop: "
-            "run folds side by side with the same --work, then once without --fold to finish.",
+            help="Train only this fold (1-based; the k-th group of a group-held-out recipe) and "
+            "stop: run folds side by side, or on machines sharing --work, then once without "
+            "--fold to finish.",
             min=1,
         ),
     ] = None,
@@ -37,7 +38,7 @@ def train(
     """Train, validate, calibrate and lock an operating point; rerun to resume."""
 
     def action() -> None:
-        from medsight.errors import ConfigurationError, InvalidInputError
+        from medsight.errors import InvalidInputError
         from medsight.tasks import load_named_task
         from medsight.tasks.registry import user_task_dirs
         from medsight.training import (
@@ -46,6 +47,7 @@ def train(
             train_multilabel,
             train_segmenter,
         )
+        from medsight.training.detector import train_detector
 
         recipe = load_config(config)
         target = tasks_dir or next(iter(user_task_dirs()), None)
@@ -55,31 +57,31 @@ def train(
         command = "medsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         spec = load_named_task(recipe.base_task).spec
         segmentation = spec.kind == "segmentation"
-        if fold is not None and not segmentation:
-            raise ConfigurationError("--fold is for segmentation recipes")
-        if spec.kind == "detection":
-            trained = _train_detection(recipe, target, folder, command)
-            gated, gate = _fit_gate(trained, recipe, target, command)
-            console.print(f"input gate of {gated.id} {gated.version}: {gate.fitted_on}")
-            return
-        if fold is not None:
-            with progress_bar(console) as progress:
-                train_segmenter(
-                    recipe, tasks_dir=target, work_dir=folder, progress=progress, only_fold=fold
-                )
-            console.print(
-                f"fold {fold} of {recipe.split.folds} trained in {folder}; run again without "
-                "--fold (same --work) when every fold is done"
-            )
-            return
         independent = spec.kind == "classification" and spec.activation == "sigmoid"
         trainer = (
-            train_segmenter
+            train_detector
+            if spec.kind == "detection"
+            else train_segmenter
             if segmentation
             else train_multilabel
             if independent
             else train_classifier
         )
+        if fold is not None:
+            with progress_bar(console) as progress:
+                trainer(
+                    recipe, tasks_dir=target, work_dir=folder, progress=progress, only_fold=fold
+                )
+            console.print(
+                f"fold {fold} trained in {folder}; run again without --fold (same --work) when "
+                "every fold is done"
+            )
+            return
+        if spec.kind == "detection":
+            trained = _train_detection(recipe, target, folder, command)
+            gated, gate = _fit_gate(trained, recipe, target, command)
+            console.print(f"input gate of {gated.id} {gated.version}: {gate.fitted_on}")
+            return
         with progress_bar(console) as progress:
             result = trainer(
                 recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
@@ -135,6 +137,7 @@ def _train_detection(recipe: Any, target: Path, folder: Path, command: str) -> A
         result = train_detector(
             recipe, tasks_dir=target, work_dir=folder, command=command, progress=progress
         )
+    assert result is not None  # only a --fold run returns None
     metrics = result.record["metrics"]
     figures = metrics["all"]
     console.print(f"wrote {result.task.id} {result.task.version} to {result.task.folder}")

@@ -33,8 +33,10 @@ from medsight.training.augment import augment_batch
 from medsight.training.common import (
     Fitted,
     TrainingResult,
+    atomic_write,
     base_task,
     card_head,
+    check_fold,
     fit_epochs,
     fold_result,
     interval,
@@ -76,10 +78,7 @@ def cache_inputs(cases: list[Case], base: Task, path: Path, progress: Any) -> np
         if progress:
             progress.advance(job)
     stacked = np.stack(arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npy")
-    np.save(partial, stacked)
-    partial.replace(path)
+    atomic_write(path, lambda file: np.save(file, stacked))
     return stacked
 
 
@@ -186,11 +185,16 @@ def train_classifier(
     work_dir: Path,
     command: str = "",
     progress: Any = None,
-) -> TrainingResult:
+    only_fold: int | None = None,
+) -> TrainingResult | None:
+    """Train the recipe's version; with ``only_fold`` (1-based) train that held-out part of
+    a fold or group recipe and stop (None), as the segmenter does."""
     import torch
 
     base = base_task(config)
     spec = base.spec
+    if only_fold is not None and not (config.split.folds or config.split.grouped):
+        raise ConfigurationError("--fold needs a recipe with [split] folds or groups")
     if spec.kind != "classification" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network classifier")
     classes = getattr(config.data, "classes", None) or []
@@ -205,13 +209,33 @@ def train_classifier(
     if config.split.grouped:
         held_out = split_by_group(cases, config.split)
         return _train_held_out(
-            config, base, cases, held_out, "group", tasks_dir, work_dir, key, command, progress
+            config,
+            base,
+            cases,
+            held_out,
+            "group",
+            tasks_dir,
+            work_dir,
+            key,
+            command,
+            progress,
+            only_fold=only_fold,
         )
     if config.split.folds:
         folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
         held_out = [(str(n + 1), fold) for n, fold in enumerate(folds)]
         return _train_held_out(
-            config, base, cases, held_out, "fold", tasks_dir, work_dir, key, command, progress
+            config,
+            base,
+            cases,
+            held_out,
+            "fold",
+            tasks_dir,
+            work_dir,
+            key,
+            command,
+            progress,
+            only_fold=only_fold,
         )
     train_cases, validation_cases = split_by_patient(cases, config.split)
     train_x = cache_inputs(train_cases, base, work_dir / f"train-{key}.npy", progress)
@@ -269,16 +293,19 @@ def _train_held_out(
     key: str,
     command: str,
     progress: Any,
-) -> TrainingResult:
+    *,
+    only_fold: int | None = None,
+) -> TrainingResult | None:
     """Each fold (a patient k-fold or a group) is held out in turn. Its model chooses its
     epoch on a random patient split of the *training* part (``validation_fraction``), never
     on the held-out fold, so the pooled held-out predictions, on which the temperature and
     the operating point are locked, are free of every choice made in training; the pooled
     internal predictions give the internal (random patient split) figures beside them. The
     shipped model is refitted on all cases for the median best epoch count. Each finished
-    fold is saved, so an interrupted run resumes."""
+    fold is saved, so an interrupted run resumes; ``only_fold`` trains that part alone."""
     import torch
 
+    check_fold(only_fold, len(held_out))
     inputs = cache_inputs(cases, base, work_dir / f"all-{key}.npy", progress)
     labels = np.array([c.label for c in cases])
     out_of_fold = np.zeros((len(cases), len(base.spec.outputs)))
@@ -287,6 +314,8 @@ def _train_held_out(
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
     for fold in held_out_folds(cases, held_out, config.split):
+        if only_fold is not None and fold.number != only_fold:
+            continue
         name, inside, check_index = fold.name, fold.inside, fold.check_index
         if len({c.label for c in fold.rest}) < 2:
             raise ConfigurationError(f"holding out {kind} {name} leaves one class to train on")
@@ -311,6 +340,8 @@ def _train_held_out(
         internal_logits.append(saved["internal"])
         best_epochs.append(saved["best_epoch"])
         histories.append({"fold": name, "epochs": saved["history"]})
+    if only_fold is not None:
+        return None
     epochs = max(1, int(np.median(best_epochs)))
     shipped: Any
     if config.split.ship == "ensemble":

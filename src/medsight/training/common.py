@@ -15,11 +15,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from medsight.errors import ConfigurationError
+from medsight.errors import ConfigurationError, InvalidInputError
 from medsight.evaluation.intervals import interval
 from medsight.tasks import Task, load_task
 from medsight.training.config import TrainConfig
@@ -30,7 +30,9 @@ __all__ = [
     "Fitted",
     "TrainingResult",
     "atomic_save",
+    "atomic_write",
     "base_task",
+    "check_fold",
     "config_hash",
     "fit_epochs",
     "interval",
@@ -54,15 +56,27 @@ class TrainingResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a partial file, then rename: a kill never leaves half a checkpoint (the
-    partial name is the process's own: folds trained side by side share the case cache)."""
-    import torch
-
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into a partial file, then rename: a kill never leaves half a file, and
+    the partial name is the process's own (folds trained side by side share one cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(obj, partial)
+    with partial.open("wb") as file:
+        write(file)
     partial.replace(path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through :func:`atomic_write` (checkpoints, fold models, case caches)."""
+    import torch
+
+    atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def check_fold(only_fold: int | None, count: int) -> None:
+    """``--fold K`` must name one of the recipe's ``count`` held-out parts (1-based)."""
+    if only_fold is not None and not 1 <= only_fold <= count:
+        raise InvalidInputError(f"fold {only_fold} is outside 1..{count}")
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -213,15 +227,13 @@ def fold_result(
     if not result_path.is_file():
         fitted = fit()
         atomic_save(fitted.model.state_dict(), result_path.with_name("model.pt"))
-        partial = result_path.with_suffix(".partial.npz")
         payload: dict[str, Any] = {
             "best_epoch": fitted.best_epoch,
             "history": json.dumps(fitted.history),
             "config_hash": config_hash(config),
             **arrays(fitted.model),
         }
-        np.savez(partial, **payload)
-        partial.replace(result_path)
+        atomic_write(result_path, lambda file: np.savez(file, **payload))
     with np.load(result_path) as saved:
         found: dict[str, Any] = {key: saved[key] for key in saved.files}
     if str(found.pop("config_hash", "")) != config_hash(config):

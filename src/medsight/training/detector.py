@@ -36,8 +36,10 @@ from medsight.tasks import Task
 from medsight.training.common import (
     Fitted,
     TrainingResult,
+    atomic_write,
     base_task,
     card_head,
+    check_fold,
     claims_table,
     fit_epochs,
     fold_result,
@@ -107,8 +109,7 @@ def _load(config: TrainConfig, base: Task, cache: Path, progress: Any) -> _Data:
             if job is not None:
                 progress.advance(job)
         inputs, scale = np.stack(arrays), np.stack(scales)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, inputs=inputs, scale=scale)
+        atomic_write(cache, lambda file: np.savez(file, inputs=inputs, scale=scale))
     boxes = [c.reference / np.tile(s, 2) for c, s in zip(cases, scale, strict=True)]
     trained = np.array(
         [not any(c.groups.get(k, "") in v for k, v in data.train_exclude.items()) for c in cases]
@@ -277,7 +278,10 @@ def train_detector(
     work_dir: Path,
     command: str = "",
     progress: Any = None,
-) -> TrainingResult:
+    only_fold: int | None = None,
+) -> TrainingResult | None:
+    """Train the recipe's version; with ``only_fold`` (1-based) train that fold and stop
+    (None): folds can run side by side, or on machines sharing the work folder."""
     import torch
 
     base = base_task(config)
@@ -285,6 +289,7 @@ def train_detector(
         raise ConfigurationError("a detection recipe needs a detection task and COCO data")
     if not config.split.folds:
         raise ConfigurationError("a detection recipe gives [split] folds (grouped k-fold)")
+    check_fold(only_fold, config.split.folds)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     data = _load(config, base, work_dir / "inputs.npz", progress)
@@ -292,6 +297,8 @@ def train_detector(
     rows = np.zeros((len(data.cases), *_predict_shape(base, config)))
     best_epochs, histories = [], []
     for number, held in enumerate(folds, start=1):
+        if only_fold is not None and number != only_fold:
+            continue
         rest = np.setdiff1d(np.arange(len(data.cases)), held)
         rest = rest[data.trained[rest]]
         rng = np.random.default_rng(step_seed(config.split.seed, number))
@@ -322,6 +329,8 @@ def train_detector(
         rows[held] = saved["held_out"]
         best_epochs.append(saved["best_epoch"])
         histories.append({"fold": number, "epochs": saved["history"]})
+    if only_fold is not None:
+        return None
     epochs = max(1, int(np.median(best_epochs)))
     everything = np.arange(len(data.cases))
     final = _fit(

@@ -32,6 +32,7 @@ from medsight.training.common import (
     Fitted,
     TrainingResult,
     base_task,
+    check_fold,
     fit_epochs,
     fold_result,
     new_model,
@@ -181,7 +182,10 @@ def train_multilabel(
     work_dir: Path,
     command: str = "",
     progress: Any = None,
-) -> TrainingResult:
+    only_fold: int | None = None,
+) -> TrainingResult | None:
+    """Train the recipe's version; with ``only_fold`` (1-based) train that fold and stop
+    (None), as the segmenter does."""
     import torch
 
     base = base_task(config)
@@ -192,11 +196,14 @@ def train_multilabel(
     cases, _ = split_holdback(list_cases(config.data, spec), config.split)
     if any(case.targets is None for case in cases):
         raise ConfigurationError("a sigmoid classifier needs a manifest with targets")
+    assert config.split.folds is not None
+    check_fold(only_fold, config.split.folds)
     key = cache_key(config, base, cases)
     inputs = cache_inputs(cases, base, work_dir / f"all-{key}.npy", progress)
     targets = np.array([case.targets for case in cases], dtype=np.float32)
-    assert config.split.folds is not None
-    folds = _run_folds(config, base, cases, inputs, targets, work_dir, progress)
+    folds = _run_folds(config, base, cases, inputs, targets, work_dir, progress, only_fold)
+    if only_fold is not None:
+        return None
     epochs = max(1, int(np.median(folds.best_epochs)))
     final = _fit(
         config,
@@ -221,8 +228,10 @@ def _run_folds(
     targets: np.ndarray,
     work_dir: Path,
     progress: Any,
+    only_fold: int | None = None,
 ) -> _Folds:
-    """Each patient fold held out in turn (resumable: a finished fold is kept on disk)."""
+    """Each patient fold held out in turn (resumable: a finished fold is kept on disk), or
+    ``only_fold`` alone."""
     assert config.split.folds is not None
     logits = np.zeros(targets.shape, dtype=np.float64)
     best_epochs: list[int] = []
@@ -230,6 +239,8 @@ def _run_folds(
     folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
     held_out = [(str(n), fold) for n, fold in enumerate(folds, start=1)]
     for fold in held_out_folds(cases, held_out, config.split):
+        if only_fold is not None and fold.number != only_fold:
+            continue
         saved = fold_result(
             work_dir / f"fold-{fold.name}" / "held_out.npz",
             partial(

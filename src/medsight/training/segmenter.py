@@ -34,6 +34,7 @@ from medsight.training.common import (
     atomic_save,
     base_task,
     card_head,
+    check_fold,
     fit_epochs,
     interval,
     new_model,
@@ -419,8 +420,7 @@ def _train_one_fold(
     progress: Any,
 ) -> None:
     folds = _fold_cases(config, cases)
-    if not 1 <= number <= len(folds):
-        raise InvalidInputError(f"fold {number} is outside 1..{len(folds)}")
+    check_fold(number, len(folds))
     items = _cache_items(cases, base, work_dir / f"all-{key}.pt", progress)
     item_of = {id(case): item for case, item in zip(cases, items, strict=True)}
     _, fit_cases, check_cases = folds[number - 1]
