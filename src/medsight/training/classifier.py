@@ -207,36 +207,15 @@ def train_classifier(
         raise ConfigurationError("the dataset has masks; a classifier needs labels")
     key = cache_key(config, base, cases)
     if config.split.grouped:
-        held_out = split_by_group(cases, config.split)
-        return _train_held_out(
-            config,
-            base,
-            cases,
-            held_out,
-            "group",
-            tasks_dir,
-            work_dir,
-            key,
-            command,
-            progress,
-            only_fold=only_fold,
-        )
-    if config.split.folds:
+        kind, held_out = "group", split_by_group(cases, config.split)
+    elif config.split.folds:
         folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
-        held_out = [(str(n + 1), fold) for n, fold in enumerate(folds)]
+        kind, held_out = "fold", [(str(n), f) for n, f in enumerate(folds, start=1)]
+    if config.split.grouped or config.split.folds:
         return _train_held_out(
-            config,
-            base,
-            cases,
-            held_out,
-            "fold",
-            tasks_dir,
-            work_dir,
-            key,
-            command,
-            progress,
+            config, base, cases, held_out, kind, tasks_dir, work_dir, key, command, progress,
             only_fold=only_fold,
-        )
+        )  # fmt: skip
     train_cases, validation_cases = split_by_patient(cases, config.split)
     train_x = cache_inputs(train_cases, base, work_dir / f"train-{key}.npy", progress)
     validation_x = cache_inputs(
