@@ -52,10 +52,9 @@ from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
     held_out_folds,
-    kfold_by_patient,
+    held_out_parts,
     list_cases,
     read_case_image,
-    split_by_group,
     split_by_patient,
     split_holdback,
 )
@@ -193,8 +192,6 @@ def train_classifier(
 
     base = base_task(config)
     spec = base.spec
-    if only_fold is not None and not (config.split.folds or config.split.grouped):
-        raise ConfigurationError("--fold needs a recipe with [split] folds or groups")
     if spec.kind != "classification" or spec.chain is not None:
         raise ConfigurationError(f"task {spec.id} is not a single-network classifier")
     classes = getattr(config.data, "classes", None) or []
@@ -206,16 +203,15 @@ def train_classifier(
     if any(case.mask is not None for case in cases):
         raise ConfigurationError("the dataset has masks; a classifier needs labels")
     key = cache_key(config, base, cases)
-    if config.split.grouped:
-        kind, held_out = "group", split_by_group(cases, config.split)
-    elif config.split.folds:
-        folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
-        kind, held_out = "fold", [(str(n), f) for n, f in enumerate(folds, start=1)]
     if config.split.grouped or config.split.folds:
+        kind = "group" if config.split.grouped else "fold"
+        held_out = held_out_parts(cases, config.split)
         return _train_held_out(
             config, base, cases, held_out, kind, tasks_dir, work_dir, key, command, progress,
             only_fold=only_fold,
         )  # fmt: skip
+    if only_fold is not None:
+        raise ConfigurationError("--fold needs a recipe with [split] folds or groups")
     train_cases, validation_cases = split_by_patient(cases, config.split)
     train_x = cache_inputs(train_cases, base, work_dir / f"train-{key}.npy", progress)
     validation_x = cache_inputs(

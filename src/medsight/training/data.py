@@ -451,6 +451,16 @@ def group_of(case: Case, config: SplitConfig) -> str | None:
     return None
 
 
+def held_out_parts(cases: list[Case], config: SplitConfig) -> list[tuple[str, list[Case]]]:
+    """The parts a recipe holds out in turn: its groups by name, or its patient folds
+    named "1".."k"."""
+    if config.grouped:
+        return split_by_group(cases, config)
+    assert config.folds is not None
+    folds = kfold_by_patient(cases, config.folds, config.seed)
+    return [(str(n), fold) for n, fold in enumerate(folds, start=1)]
+
+
 def split_by_group(cases: list[Case], config: SplitConfig) -> list[tuple[str, list[Case]]]:
     """One held-out fold per group, in name order. Every case must fall in a group, and no
     patient in two: a case in no group, a patient split between groups, or a single group

@@ -45,7 +45,7 @@ from medsight.training.config import TrainConfig
 from medsight.training.data import (
     Case,
     held_out_folds,
-    kfold_by_patient,
+    held_out_parts,
     list_cases,
     split_holdback,
 )
@@ -236,8 +236,7 @@ def _run_folds(
     logits = np.zeros(targets.shape, dtype=np.float64)
     best_epochs: list[int] = []
     histories: list[dict[str, Any]] = []
-    folds = kfold_by_patient(cases, config.split.folds, config.split.seed)
-    held_out = [(str(n), fold) for n, fold in enumerate(folds, start=1)]
+    held_out = held_out_parts(cases, config.split)
     for fold in held_out_folds(cases, held_out, config.split):
         if only_fold is not None and fold.number != only_fold:
             continue
@@ -251,7 +250,7 @@ def _run_folds(
                 (inputs[fold.check_index], targets[fold.check_index]),
                 work_dir / f"fold-{fold.name}" / "checkpoint.pt",
                 progress,
-                label=f"fold {fold.name} held out ({fold.number}/{len(folds)})",
+                label=f"fold {fold.name} held out ({fold.number}/{len(held_out)})",
                 fold=fold.number,
             ),
             logits_on(inputs, config.train.batch_size, held_out=fold.inside),
